@@ -1,0 +1,686 @@
+"""Pretrained checkpoints -> (backbone, param pytree).
+
+Sources: a Hugging Face directory (config.json + model.safetensors or pytorch_model.bin, sharded
+index files too), a hub id when online, and GGUF files (llama.cpp; dequantized with `gguf`).
+
+Each family has ONE explicit key table (our param path <- checkpoint key). Loading raises
+`CheckpointError` naming the file and the key for anything unmapped, missing or of the wrong
+shape; a missing weight is never filled with random values, and nothing is returned
+half-loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from prompt_jax.models.base import Backbone, Params, dtype_of
+from prompt_jax.models.llama import Llama, LlamaConfig
+from prompt_jax.models.roberta import Roberta, RobertaConfig
+from prompt_jax.models.t5 import T5, T5Config
+from prompt_jax.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("t5", "roberta", "xlm-roberta", "bert", "llama")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, or disagrees with its config or our key table."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading tensors
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Tensor:
+    """A tensor in a checkpoint file, read on demand."""
+
+    file: Path
+    shape: tuple[int, ...]
+    read: Callable[[], np.ndarray]
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    """Parses a .safetensors file (memory-mapped), validating header and offsets."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes)")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > min(size - 8, 100 * 2**20):
+            raise CheckpointError(
+                f"{path}: not a safetensors file or truncated: header claims {header_len} bytes, "
+                f"file has {size}"
+            )
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt safetensors header: {e}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    data_start = 8 + header_len
+    mm = np.memmap(path, dtype=np.uint8, mode="r") if size > data_start else np.zeros(0, np.uint8)
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+            shape = tuple(int(s) for s in info["shape"])
+            begin, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: bad header entry for {name!r}: {e!r}") from None
+        if end - begin != math.prod(shape) * dtype.itemsize or begin > end:
+            raise CheckpointError(f"{path}: {name} declares shape {shape} {dtype} but "
+                                  f"{end - begin} bytes")
+        if data_start + end > size:
+            raise CheckpointError(
+                f"{path}: truncated: {name} needs bytes up to {data_start + end}, file has {size}"
+            )
+
+        def read(begin=begin, end=end, dtype=dtype, shape=shape):
+            return np.array(mm[data_start + begin: data_start + end].view(dtype).reshape(shape))
+
+        tensors[name] = Tensor(path, shape, read)
+    return tensors
+
+
+def read_torch_bin(path: Path) -> dict[str, Tensor]:
+    """Reads a pytorch_model.bin state dict through the restricted unpickler (no torch)."""
+    try:
+        state = load_torch_file(path)
+    except (TorchFileError, UnsafePickleError) as e:
+        raise CheckpointError(str(e)) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    out = {}
+    for name, value in state.items():
+        if not isinstance(value, np.ndarray):
+            raise CheckpointError(f"{path}: entry {name!r} is {type(value).__name__}, not a tensor")
+        out[name] = Tensor(path, value.shape, lambda v=value: v)
+    return out
+
+
+_WEIGHT_FILES = (
+    ("model.safetensors.index.json", read_safetensors),
+    ("model.safetensors", read_safetensors),
+    ("pytorch_model.bin.index.json", read_torch_bin),
+    ("pytorch_model.bin", read_torch_bin),
+)
+
+
+def read_hf_weights(directory: Path) -> dict[str, Tensor]:
+    """All tensors of a Hugging Face model directory (single file or sharded with an index)."""
+    for name, reader in _WEIGHT_FILES:
+        path = directory / name
+        if not path.exists():
+            continue
+        if not name.endswith(".index.json"):
+            return reader(path)
+        try:
+            weight_map = json.loads(path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt index file: {e!r}") from None
+        tensors: dict[str, Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            shard_path = directory / shard
+            if not shard_path.exists():
+                raise CheckpointError(f"{path}: lists shard {shard}, which does not exist")
+            tensors.update(reader(shard_path))
+        absent = sorted(set(weight_map) - set(tensors))
+        if absent:
+            raise CheckpointError(f"{path}: keys listed in the index are absent from their "
+                                  f"shards: {absent[:5]}")
+        return tensors
+    raise CheckpointError(
+        f"{directory}: no weights found (looked for {', '.join(n for n, _ in _WEIGHT_FILES)})"
+    )
+
+
+def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """GGUF metadata and tensors (dequantized to float32 on read)."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as e:  # the reader raises assorted errors on bad bytes
+        raise CheckpointError(
+            f"{path}: not a readable GGUF file: {type(e).__name__}: {e}"
+        ) from None
+    meta = {}
+    for name, field in reader.fields.items():
+        if name.startswith("tokenizer.ggml.") and name not in _GGUF_TOKEN_IDS:
+            continue  # large vocab arrays: the tokenizer is read by transformers
+        try:
+            meta[name] = field.contents()
+        except Exception:  # noqa: BLE001 - a field we cannot decode is one we do not need
+            continue
+    tensors = {}
+    for t in reader.tensors:
+        shape = tuple(int(s) for s in reversed(t.shape.tolist()))
+
+        def read(t=t, shape=shape):
+            return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
+
+        tensors[t.name] = Tensor(path, shape, read)
+    return meta, tensors
+
+
+_GGUF_TOKEN_IDS = (
+    "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.padding_token_id", "tokenizer.ggml.tokens",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Key tables
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One parameter: our path <- checkpoint key ('{i}' = layer index, stacked on axis 0).
+
+    kind: 'copy' (same shape), 'reshape' (flat -> ours, e.g. per-head biases),
+      'linear1' / 'linear2' (a torch Linear weight [out, in], transposed, with 1 or 2 of our
+      leading dims being inputs: [embed, heads, kv] and [heads, kv, embed]).
+    aliases: other keys that hold the same tensor (tied copies); used when `key` is absent,
+      checked equal when both are present.
+    """
+
+    path: tuple[str, ...]
+    key: str
+    kind: str = "copy"
+    aliases: tuple[str, ...] = ()
+
+
+def _checkpoint_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if kind == "copy":
+        return shape
+    if kind == "reshape":
+        return (math.prod(shape),)
+    n_in = {"linear1": 1, "linear2": 2}[kind]
+    return (math.prod(shape[n_in:]), math.prod(shape[:n_in]))
+
+
+def _to_ours(kind: str, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if kind.startswith("linear"):
+        x = x.T
+    return x.reshape(shape)
+
+
+def llama_table(cfg: LlamaConfig) -> tuple[list[Entry], list[str]]:
+    """(entries, ignored key patterns) for Hugging Face Llama checkpoints."""
+    lay = "model.layers.{i}."
+    e = [
+        Entry(("embed_tokens", "embedding"), "model.embed_tokens.weight"),
+        Entry(("final_norm", "scale"), "model.norm.weight"),
+        Entry(("layers", "attn_norm", "scale"), lay + "input_layernorm.weight"),
+        Entry(("layers", "mlp_norm", "scale"), lay + "post_attention_layernorm.weight"),
+    ]
+    for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
+        e.append(Entry(("layers", "attn", ours, "kernel"), f"{lay}self_attn.{theirs}.weight",
+                       "linear1"))
+        if cfg.attention_bias:
+            e.append(Entry(("layers", "attn", ours, "bias"), f"{lay}self_attn.{theirs}.bias",
+                           "reshape"))
+    e.append(Entry(("layers", "attn", "o", "kernel"), lay + "self_attn.o_proj.weight", "linear2"))
+    if cfg.attention_bias:
+        e.append(Entry(("layers", "attn", "o", "bias"), lay + "self_attn.o_proj.bias"))
+    for name in ("gate", "up", "down"):
+        e.append(Entry(("layers", "mlp", name, "kernel"), f"{lay}mlp.{name}_proj.weight",
+                       "linear1"))
+        if cfg.mlp_bias:
+            e.append(Entry(("layers", "mlp", name, "bias"), f"{lay}mlp.{name}_proj.bias"))
+    ignored = [lay + "self_attn.rotary_emb.inv_freq"]  # a buffer in old checkpoints
+    if cfg.tie_word_embeddings:
+        ignored.append("lm_head.weight")  # checked equal to the embedding by `_resolve_tying`
+    else:
+        e.append(Entry(("lm_head", "kernel"), "lm_head.weight", "linear1"))
+    return e, ignored
+
+
+def t5_table(cfg: T5Config) -> tuple[list[Entry], list[str]]:
+    """(entries, ignored key patterns) for Hugging Face T5 checkpoints."""
+    e = [Entry(("shared", "embedding"), "shared.weight",
+               aliases=("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"))]
+    for stack in ("encoder", "decoder"):
+        blk = f"{stack}.block.{{i}}.layer."
+        e += [
+            Entry((stack, "relpos_bias", "embedding"),
+                  f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+            Entry((stack, "final_norm", "scale"), f"{stack}.final_layer_norm.weight"),
+            Entry((stack, "layers", "self_attn_norm", "scale"), blk + "0.layer_norm.weight"),
+        ]
+        attns = [("self_attn", blk + "0.SelfAttention")]
+        ff = blk + "1"
+        if stack == "decoder":
+            attns.append(("cross_attn", blk + "1.EncDecAttention"))
+            e.append(Entry((stack, "layers", "cross_attn_norm", "scale"),
+                           blk + "1.layer_norm.weight"))
+            ff = blk + "2"
+        for ours, theirs in attns:
+            for p in ("q", "k", "v"):
+                e.append(Entry((stack, "layers", ours, p, "kernel"), f"{theirs}.{p}.weight",
+                               "linear1"))
+            e.append(Entry((stack, "layers", ours, "o", "kernel"), f"{theirs}.o.weight",
+                           "linear2"))
+        e.append(Entry((stack, "layers", "mlp_norm", "scale"), ff + ".layer_norm.weight"))
+        wis = ("wi_0", "wi_1") if cfg.is_gated else ("wi",)
+        for w in (*wis, "wo"):
+            e.append(Entry((stack, "layers", "mlp", w, "kernel"),
+                           f"{ff}.DenseReluDense.{w}.weight", "linear1"))
+    # Hugging Face ignores this one too: cross-attention has no position bias.
+    ignored = ["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"]
+    if cfg.tie_word_embeddings:
+        ignored.append("lm_head.weight")  # checked equal to the embedding by `_resolve_tying`
+    else:
+        e.append(Entry(("lm_head", "kernel"), "lm_head.weight", "linear1"))
+    return e, ignored
+
+
+def roberta_table(cfg: RobertaConfig, prefix: str) -> tuple[list[Entry], list[str]]:
+    """(entries, ignored key patterns) for Hugging Face BERT / RoBERTa checkpoints."""
+    p, lay = prefix, prefix + "encoder.layer.{i}."
+
+    def linear(path, key, kind="linear1"):
+        return [Entry(path + ("kernel",), key + ".weight", kind),
+                Entry(path + ("bias",), key + ".bias", "reshape" if kind == "linear1" else "copy")]
+
+    def norm(path, key):
+        return [Entry(path + ("scale",), key + ".weight"), Entry(path + ("bias",), key + ".bias")]
+
+    e = [
+        Entry(("word_embeddings", "embedding"), p + "embeddings.word_embeddings.weight"),
+        Entry(("position_embeddings", "embedding"), p + "embeddings.position_embeddings.weight"),
+        Entry(("token_type_embeddings", "embedding"),
+              p + "embeddings.token_type_embeddings.weight"),
+        *norm(("embed_norm",), p + "embeddings.LayerNorm"),
+        *linear(("layers", "q"), lay + "attention.self.query"),
+        *linear(("layers", "k"), lay + "attention.self.key"),
+        *linear(("layers", "v"), lay + "attention.self.value"),
+        Entry(("layers", "o", "kernel"), lay + "attention.output.dense.weight", "linear2"),
+        Entry(("layers", "o", "bias"), lay + "attention.output.dense.bias"),
+        *norm(("layers", "attn_norm"), lay + "attention.output.LayerNorm"),
+        Entry(("layers", "wi", "kernel"), lay + "intermediate.dense.weight", "linear1"),
+        Entry(("layers", "wi", "bias"), lay + "intermediate.dense.bias"),
+        Entry(("layers", "wo", "kernel"), lay + "output.dense.weight", "linear1"),
+        Entry(("layers", "wo", "bias"), lay + "output.dense.bias"),
+        *norm(("layers", "mlp_norm"), lay + "output.LayerNorm"),
+    ]
+    # Buffers and heads prompt tuning never uses: the pooler and BERT's next-sentence head.
+    ignored = [p + "embeddings.position_ids", p + "embeddings.token_type_ids",
+               p + "pooler.dense.weight", p + "pooler.dense.bias",
+               "cls.seq_relationship.weight", "cls.seq_relationship.bias"]
+    if cfg.mlm_head:
+        head = _mlm_head_keys(cfg.variant)
+        e += [
+            Entry(("mlm_dense", "kernel"), head["dense"] + ".weight", "linear1"),
+            Entry(("mlm_dense", "bias"), head["dense"] + ".bias"),
+            *norm(("mlm_norm",), head["norm"]),
+            Entry(("mlm_bias",), head["bias"], aliases=(head["decoder"] + ".bias",)),
+        ]
+        ignored.append(head["decoder"] + ".weight")  # tied to the word embeddings
+    return e, ignored
+
+
+def _mlm_head_keys(variant: str) -> dict[str, str]:
+    if variant == "roberta":
+        return {"dense": "lm_head.dense", "norm": "lm_head.layer_norm", "bias": "lm_head.bias",
+                "decoder": "lm_head.decoder"}
+    return {"dense": "cls.predictions.transform.dense",
+            "norm": "cls.predictions.transform.LayerNorm", "bias": "cls.predictions.bias",
+            "decoder": "cls.predictions.decoder"}
+
+
+# --------------------------------------------------------------------------------------------
+# Assembly
+# --------------------------------------------------------------------------------------------
+
+
+def _num_layers(path: tuple[str, ...], cfg) -> int:
+    if isinstance(cfg, T5Config):
+        return cfg.num_decoder_layers if path[0] == "decoder" else cfg.num_layers
+    return cfg.num_hidden_layers
+
+
+def _matches(key: str, pattern: str) -> bool:
+    if "{i}" not in pattern:
+        return key == pattern
+    head, tail = pattern.split("{i}")
+    middle = key[len(head):len(key) - len(tail)]
+    return key.startswith(head) and key.endswith(tail) and middle.isdigit()
+
+
+def assemble_params(
+    model: Backbone, entries: list[Entry], ignored: list[str], tensors: dict[str, Tensor],
+    param_dtype: str = "float32",
+) -> Params:
+    """Builds the param tree from checkpoint tensors following the key table, strictly."""
+    shapes, _ = model.abstract_params()
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    used: set[str] = set()
+    missing: list[str] = []
+    np_dtype = np.dtype(dtype_of(param_dtype))
+
+    def fetch(key: str, kind: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        if key not in tensors:
+            return None
+        t = tensors[key]
+        expected = _checkpoint_shape(kind, shape)
+        if tuple(t.shape) != expected:
+            raise CheckpointError(
+                f"{t.file}: {key} has shape {tuple(t.shape)} but the config expects {expected} "
+                f"({model.family}, param {'/'.join(entry.path)} {shape})"
+            )
+        used.add(key)
+        return _to_ours(kind, t.read(), shape)
+
+    for entry in entries:
+        target = _get(shapes, entry.path)
+        stacked = "{i}" in entry.key
+        layer_shape = tuple(target.shape[1:] if stacked else target.shape)
+        keys = [entry.key.format(i=i) for i in range(_num_layers(entry.path, model.config))] \
+            if stacked else [entry.key]
+        arrays = []
+        for key in keys:
+            value = fetch(key, entry.kind, layer_shape)
+            for alias in entry.aliases:
+                other = fetch(alias, entry.kind, layer_shape)
+                if value is None:
+                    value = other
+                elif other is not None and not np.array_equal(value, other):
+                    raise CheckpointError(f"{tensors[alias].file}: {alias} should equal {key} "
+                                          "(tied weights) but differs")
+            if value is None:
+                missing.append(key)
+            arrays.append(value)
+        if not missing:
+            flat[entry.path] = np.stack(arrays) if stacked else arrays[0]
+    if missing:
+        files = sorted({str(t.file) for t in tensors.values()})
+        raise CheckpointError(
+            f"{', '.join(files)}: missing weights for {model.family}: {missing[:8]}"
+            + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        )
+    unmapped = sorted(
+        k for k in tensors if k not in used and not any(_matches(k, pat) for pat in ignored)
+    )
+    if unmapped:
+        files = sorted({str(tensors[k].file) for k in unmapped})
+        raise CheckpointError(
+            f"{', '.join(files)}: unmapped tensors (not in the {model.family} key table): "
+            f"{unmapped[:8]}" + (f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else "")
+        )
+    params: dict = {}
+    for path, value in flat.items():
+        node = params
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = jnp.asarray(value.astype(np_dtype))
+    return params
+
+
+def _get(tree, path):
+    for p in path:
+        tree = tree[p]
+    return tree
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A loaded model: the backbone (static), its params (arrays) and where they came from."""
+
+    model: Backbone
+    params: Params
+    source: str
+    hf_config: dict[str, Any]
+
+
+def load_pretrained(
+    source: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    param_dtype: str = "float32",
+    revision: str | None = None,
+) -> Pretrained:
+    """Loads a pretrained backbone from a HF directory, a .gguf file, or a hub id.
+
+    Args:
+      source: a directory with config.json (+ safetensors / pytorch_model.bin, sharded or not),
+        a `.gguf` file (or a directory holding exactly one), or a hub id like "t5-small"
+        (downloaded when the machine is online).
+      dtype: compute dtype ("float32" or "bfloat16").
+      param_dtype: dtype the params are stored in.
+      revision: hub revision, for hub ids only.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        path = _download(str(source), revision)
+    if path.is_file() and path.suffix == ".gguf":
+        return _load_gguf(path, dtype, param_dtype)
+    if path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return _load_gguf(ggufs[0], dtype, param_dtype)
+        raise CheckpointError(f"{path}: no config.json (and not exactly one .gguf file)")
+    if path.is_file():
+        raise CheckpointError(f"{path}: expected a model directory or a .gguf file")
+    return _load_hf_dir(path, dtype, param_dtype)
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    if repo_id.count("/") > 1 or repo_id.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{repo_id}: no such file or directory")
+    import huggingface_hub
+
+    try:
+        return Path(huggingface_hub.snapshot_download(
+            repo_id, revision=revision,
+            allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt", "*.gguf"],
+        ))
+    except Exception as e:  # offline, unknown repo, gated repo, ...
+        raise CheckpointError(
+            f"{repo_id}: not a local path, and downloading it from the Hugging Face hub failed "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Offline? Pass a "
+            "local directory or .gguf file instead."
+        ) from None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    file = path / "config.json"
+    try:
+        hf = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON: {e}") from None
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(
+            f"{file}: unknown architecture model_type={model_type!r} "
+            f"(architectures={hf.get('architectures')}); supported: {SUPPORTED_MODEL_TYPES}"
+        )
+    return hf
+
+
+def _build(family_cls, config, table_fn, tensors, param_dtype, *table_args) -> tuple:
+    model = family_cls(config)
+    entries, ignored = table_fn(config, *table_args)
+    return model, assemble_params(model, entries, ignored, tensors, param_dtype)
+
+
+def _resolve_tying(config, tensors: dict[str, Tensor], head_key: str, embed_key: str):
+    """Follows transformers: a config that ties the head but a checkpoint holding a different
+    head matrix means the head is untied; a config that unties it needs the matrix."""
+    if config.tie_word_embeddings and head_key in tensors and embed_key in tensors:
+        head, embed = tensors[head_key], tensors[embed_key]
+        if head.shape != embed.shape or not np.array_equal(head.read(), embed.read()):
+            log.info("%s differs from %s: loading an untied output head", head_key, embed_key)
+            return dataclasses.replace(config, tie_word_embeddings=False)
+    return config
+
+
+def _load_hf_dir(path: Path, dtype: str, param_dtype: str) -> Pretrained:
+    hf = _read_config(path)
+    tensors = read_hf_weights(path)
+    kinds = dict(dtype=dtype, param_dtype=param_dtype)
+    try:
+        if hf["model_type"] == "t5":
+            config = _resolve_tying(T5Config.from_hf(hf, **kinds), tensors, "lm_head.weight",
+                                    "shared.weight")
+            model, params = _build(T5, config, t5_table, tensors, param_dtype)
+        elif hf["model_type"] == "llama":
+            config = _resolve_tying(LlamaConfig.from_hf(hf, **kinds), tensors, "lm_head.weight",
+                                    "model.embed_tokens.weight")
+            model, params = _build(Llama, config, llama_table, tensors, param_dtype)
+        else:
+            model, params = _load_encoder(hf, tensors, kinds, param_dtype)
+    except KeyError as e:
+        raise CheckpointError(f"{path / 'config.json'}: missing field {e}") from None
+    return Pretrained(model, params, str(path), hf)
+
+
+def _load_encoder(hf, tensors, kinds, param_dtype):
+    prefixes = [p for p in ("", "bert.", "roberta.") if p + "embeddings.word_embeddings.weight"
+                in tensors]
+    if not prefixes:
+        files = sorted({str(t.file) for t in tensors.values()})
+        raise CheckpointError(f"{', '.join(files)}: missing weights: no "
+                              "embeddings.word_embeddings.weight under any known prefix")
+    config = RobertaConfig.from_hf(hf, **kinds)
+    head = _mlm_head_keys(config.variant)
+    has_head = any(k.startswith((head["dense"], head["norm"], head["bias"])) for k in tensors)
+    if not has_head:
+        log.info("no masked-LM head in the checkpoint: loading the encoder only")
+    config = dataclasses.replace(config, mlm_head=has_head)
+    return _build(Roberta, config, roberta_table, tensors, param_dtype, prefixes[0])
+
+
+_GGUF_TO_HF = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+}
+
+
+def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undoes llama.cpp's q/k row permutation (interleaved RoPE -> Hugging Face rotate-half)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _gguf_llama_config(meta: dict, tensors: dict, path: Path, dtype: str, param_dtype: str):
+    arch = meta.get("general.architecture")
+    if arch != "llama":
+        raise CheckpointError(f"{path}: unknown architecture general.architecture={arch!r} "
+                              "(supported in GGUF: 'llama')")
+
+    def get(key, default=None):
+        value = meta.get(f"llama.{key}", default)
+        if value is None:
+            raise CheckpointError(f"{path}: GGUF metadata lacks llama.{key}")
+        return value
+
+    heads = int(get("attention.head_count"))
+    hidden = int(get("embedding_length"))
+    vocab = meta.get("llama.vocab_size") or tensors["token_embd.weight"].shape[0]
+    return LlamaConfig(
+        vocab_size=int(vocab),
+        hidden_size=hidden,
+        intermediate_size=int(get("feed_forward_length")),
+        num_hidden_layers=int(get("block_count")),
+        num_attention_heads=heads,
+        num_key_value_heads=int(get("attention.head_count_kv", heads)),
+        head_dim=int(get("attention.key_length", hidden // heads)),
+        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        max_position_embeddings=int(get("context_length", 2048)),
+        tie_word_embeddings="output.weight" not in tensors,
+        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
+        pad_token_id=meta.get("tokenizer.ggml.padding_token_id"),
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+
+
+def _load_gguf(path: Path, dtype: str, param_dtype: str) -> Pretrained:
+    meta, raw = read_gguf(path)
+    if "token_embd.weight" not in raw:
+        raise CheckpointError(f"{path}: missing weights: token_embd.weight")
+    config = _gguf_llama_config(meta, raw, path, dtype, param_dtype)
+    tensors = {}
+    for name, t in raw.items():
+        parts = name.split(".", 2)
+        if name in _GGUF_TO_HF:
+            tensors[_GGUF_TO_HF[name]] = t
+        elif parts[0] == "blk" and len(parts) == 3 and parts[2] in _GGUF_TO_HF:
+            hf_name = f"model.layers.{parts[1]}.{_GGUF_TO_HF[parts[2]]}"
+            heads = {"attn_q.weight": config.num_attention_heads,
+                     "attn_k.weight": config.num_key_value_heads}.get(parts[2])
+            if heads is not None:
+                t = Tensor(t.file, t.shape,
+                           lambda t=t, heads=heads: unpermute_rope_rows(t.read(), heads))
+            tensors[hf_name] = t
+        else:
+            tensors[name] = t  # reported as unmapped by assemble_params
+    model, params = _build(Llama, config, llama_table, tensors, param_dtype)
+    hf = {"model_type": "llama", **dataclasses.asdict(config)}
+    return Pretrained(model, params, str(path), hf)
+
+
+def load_tokenizer(source: str | os.PathLike):
+    """The model's own tokenizer (transformers), from a HF directory, a .gguf file or a hub id."""
+    from transformers import AutoTokenizer
+
+    path = Path(source).expanduser()
+    if path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            path = ggufs[0]
+    if path.is_file() and path.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return AutoTokenizer.from_pretrained(str(path) if path.exists() else str(source))
+
+
+def to_numpy(params: Params) -> Params:
+    """Host copies of a param tree (for comparisons and saving)."""
+    return jax.tree_util.tree_map(np.asarray, params)

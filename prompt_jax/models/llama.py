@@ -1,0 +1,318 @@
+"""Decoder-only Llama family: RMSNorm, RoPE, grouped-query attention, SwiGLU, tied or untied
+head. SmolLM2-135M is its real instance here.
+
+The soft prompt goes before the text; the verbalizer is the next token(s). Positions skip
+padding (the i-th real token is at position i), so padding may sit anywhere in a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prompt_jax.models import layers
+from prompt_jax.models.base import (
+    Params,
+    abstract_params,
+    broadcast_candidates,
+    dtype_of,
+    init_variables,
+    token_log_probs,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Hyperparameters of a Llama-family model (names follow Hugging Face's LlamaConfig)."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    head_dim: int | None = None  # defaults to hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_type: str = "default"  # "default" | "linear" | "llama3"
+    rope_scaling: tuple[tuple[str, Any], ...] = ()  # extra RoPE parameters, as sorted items
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    hidden_act: str = "silu"
+    attention_dropout: float = 0.0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = None
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: bool = False
+
+    @property
+    def kv_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any], **overrides) -> LlamaConfig:
+        """Builds the config from a Hugging Face `config.json` dict (transformers 4 or 5)."""
+        rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+        theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+        rope_type = rope.pop("rope_type", rope.pop("type", "default"))
+        heads = hf["num_attention_heads"]
+        kwargs = dict(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_hidden_layers=hf["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=hf.get("head_dim"),
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            rope_theta=float(theta),
+            rope_type=rope_type,
+            rope_scaling=tuple(sorted(rope.items())),
+            max_position_embeddings=hf.get("max_position_embeddings", 2048),
+            tie_word_embeddings=hf.get("tie_word_embeddings", False),
+            attention_bias=hf.get("attention_bias", False),
+            mlp_bias=hf.get("mlp_bias", False),
+            hidden_act=hf.get("hidden_act", "silu"),
+            bos_token_id=_first(hf.get("bos_token_id")),
+            eos_token_id=_first(hf.get("eos_token_id")),
+            pad_token_id=_first(hf.get("pad_token_id")),
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+def _first(x):
+    return x[0] if isinstance(x, (list, tuple)) else x
+
+
+class LlamaAttention(nn.Module):
+    config: LlamaConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x, bias, positions):
+        cfg = self.config
+        dense = partial(
+            layers.Linear, use_bias=cfg.attention_bias, dtype=dtype_of(cfg.dtype),
+            param_dtype=dtype_of(cfg.param_dtype),
+        )
+        d = cfg.kv_dim
+        q = dense((cfg.num_attention_heads, d), ("embed",), ("heads", "kv"), name="q")(x)
+        k = dense((cfg.num_key_value_heads, d), ("embed",), ("heads", "kv"), name="k")(x)
+        v = dense((cfg.num_key_value_heads, d), ("embed",), ("heads", "kv"), name="v")(x)
+        inv_freq = layers.rope_inverse_frequencies(
+            d, cfg.rope_theta, cfg.rope_type, dict(cfg.rope_scaling)
+        )
+        q = layers.apply_rope(q, positions, inv_freq)  # [B, T, N, D]
+        k = layers.apply_rope(k, positions, inv_freq)  # [B, T, K, D]
+        drop = nn.Dropout(cfg.attention_dropout, deterministic=self.deterministic)
+        out = layers.dot_product_attention(q, k, v, bias, scale=d**-0.5, dropout=drop)
+        return dense((cfg.hidden_size,), ("heads", "kv"), ("embed",), name="o")(out)
+
+
+class LlamaMLP(nn.Module):
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        dense = partial(
+            layers.Linear, use_bias=cfg.mlp_bias, dtype=dtype_of(cfg.dtype),
+            param_dtype=dtype_of(cfg.param_dtype),
+        )
+        f = (cfg.intermediate_size,)
+        gate = dense(f, ("embed",), ("mlp",), name="gate")(x)
+        h = layers.activation(cfg.hidden_act)(gate) * dense(f, ("embed",), ("mlp",), name="up")(x)
+        self.sow("intermediates", "ffn", h)  # [B, T, F]
+        return dense((cfg.hidden_size,), ("mlp",), ("embed",), name="down")(h)
+
+
+class LlamaBlock(nn.Module):
+    config: LlamaConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x, bias, positions):
+        cfg = self.config
+        norm = partial(
+            layers.RMSNorm, cfg.rms_norm_eps, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        )
+        h = norm(name="attn_norm")(x)
+        x = x + LlamaAttention(cfg, self.deterministic, name="attn")(h, bias, positions)
+        x = x + LlamaMLP(cfg, name="mlp")(norm(name="mlp_norm")(x))
+        return x, None
+
+
+class LlamaModule(nn.Module):
+    config: LlamaConfig
+
+    def setup(self):
+        cfg = self.config
+        self.embed_tokens = layers.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=dtype_of(cfg.dtype),
+            param_dtype=dtype_of(cfg.param_dtype),
+        )
+        self.final_norm = layers.RMSNorm(
+            cfg.rms_norm_eps, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        )
+        if not cfg.tie_word_embeddings:
+            self.lm_head = layers.Linear(
+                (cfg.vocab_size,), ("embed",), ("vocab",), dtype=dtype_of(cfg.dtype),
+                param_dtype=dtype_of(cfg.param_dtype),
+            )
+
+    def embed(self, ids):
+        return self.embed_tokens(ids)
+
+    @nn.compact
+    def hidden(self, embeds, mask, positions, deterministic=True):
+        """Final-normed hidden states [B, T, H]."""
+        cfg = self.config
+        bias = layers.attention_bias(mask, causal=True)  # [B, 1, T, T]
+        blocks = layers.scan_layers(LlamaBlock, cfg.num_hidden_layers, cfg.remat, n_broadcast=2)
+        x, _ = blocks(cfg, deterministic, name="layers")(embeds, bias, positions)
+        return self.final_norm(x)
+
+    def head(self, hidden):
+        if self.config.tie_word_embeddings:
+            return self.embed_tokens.attend(hidden)
+        return self.lm_head(hidden)
+
+    def __call__(self, ids, mask, positions, deterministic=True):
+        """Logits from token ids (used to create every parameter at init)."""
+        return self.head(self.hidden(self.embed(ids), mask, positions, deterministic))
+
+
+class Llama:
+    """A Llama-family decoder behind the `Backbone` interface."""
+
+    family = "llama"
+
+    def __init__(self, config: LlamaConfig):
+        self.config = config
+        self.module = LlamaModule(config)
+
+    @property
+    def d_model(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def max_length(self) -> int:
+        return self.config.max_position_embeddings
+
+    def _dummy(self):
+        ids = jnp.ones((1, 2), jnp.int32)
+        return ids, ids, ids
+
+    def init_params(self, rng: jax.Array) -> Params:
+        return init_variables(self.module, rng, *self._dummy())
+
+    def abstract_params(self):
+        """(shape tree, logical axes tree) without allocating."""
+        return abstract_params(self.module, *self._dummy())
+
+    def param_axes(self) -> Params:
+        return self.abstract_params()[1]
+
+    def _apply(self, params, *args, method, rngs=None, **kwargs):
+        return self.module.apply({"params": params}, *args, method=method, rngs=rngs, **kwargs)
+
+    def embed(self, params: Params, ids: jax.Array) -> jax.Array:
+        return self._apply(params, ids, method=LlamaModule.embed)  # [B, T, H]
+
+    def hidden_states(self, params, embeds, mask, *, positions=None, deterministic=True,
+                      rngs=None) -> jax.Array:
+        """Final-normed hidden states [B, T, H]."""
+        if positions is None:
+            positions = layers.positions_from_mask(mask)
+        return self._apply(
+            params, embeds, mask, positions, deterministic, method=LlamaModule.hidden, rngs=rngs
+        )
+
+    def forward(self, params, embeds, mask, *, positions=None, deterministic=True, rngs=None):
+        """Next-token logits [B, T, V] (float32)."""
+        hidden = self.hidden_states(
+            params, embeds, mask, positions=positions, deterministic=deterministic, rngs=rngs
+        )
+        return self._apply(params, hidden, method=LlamaModule.head).astype(jnp.float32)
+
+    def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None):
+        """Sum of log p(candidate tokens | context) [B, C].
+
+        Each candidate is appended after the last real context token; only the logits that
+        predict candidate tokens are computed (K per candidate, not T + K).
+        `target_positions` is unused (masked LMs only).
+        """
+        del target_positions
+        b, t, h = embeds.shape
+        ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
+        c, k = ids.shape[1:]
+        cand_embeds = self.embed(params, ids)  # [B, C, K, H]
+        seq = jnp.concatenate(
+            [jnp.broadcast_to(embeds[:, None], (b, c, t, h)), cand_embeds], axis=2
+        ).reshape(b * c, t + k, h)
+        seq_mask = jnp.concatenate(
+            [jnp.broadcast_to(mask[:, None], (b, c, t)), cmask.astype(mask.dtype)], axis=2
+        ).reshape(b * c, t + k)
+        hidden = self.hidden_states(params, seq, seq_mask)  # [B*C, T+K, H]
+        # Hidden state that predicts candidate token j: the last real context token for j = 0,
+        # candidate token j - 1 otherwise.
+        last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
+        idx = jnp.concatenate(
+            [jnp.broadcast_to(last[:, None], (b, 1)), t + jnp.arange(k - 1)[None].repeat(b, 0)],
+            axis=1,
+        )  # [B, K]
+        idx = jnp.repeat(idx, c, axis=0)  # [B*C, K]
+        picked = jnp.take_along_axis(hidden, idx[..., None], axis=1)  # [B*C, K, H]
+        logits = self._apply(params, picked, method=LlamaModule.head)  # [B*C, K, V]
+        logp = token_log_probs(logits, ids.reshape(b * c, k)) * cmask.reshape(b * c, k)
+        return logp.sum(-1).reshape(b, c)
+
+    def activations(self, params, embeds, mask) -> dict:
+        """FFN activations {"decoder": [L, B, T, F]}."""
+        _, state = self.module.apply(
+            {"params": params}, embeds, mask, layers.positions_from_mask(mask),
+            method=LlamaModule.hidden, mutable=["intermediates"],
+        )
+        return {"decoder": state["intermediates"]["layers"]["mlp"]["ffn"][0]}
+
+    def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
+        """Greedy continuation [B, max_new_tokens] of each row, padded after EOS."""
+        cfg = self.config
+        b, t, _ = embeds.shape
+        pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+        new_ids = jnp.full((b, max_new_tokens), pad, jnp.int32)
+        last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
+
+        def step(state):
+            i, new_ids, done = state
+            seq = jnp.concatenate([embeds, self.embed(params, new_ids)], axis=1)
+            new_mask = (jnp.arange(max_new_tokens)[None] < i).astype(mask.dtype)
+            seq_mask = jnp.concatenate([mask, jnp.broadcast_to(new_mask, (b, max_new_tokens))], 1)
+            hidden = self.hidden_states(params, seq, seq_mask)
+            where = jnp.where(i == 0, last, t + i - 1)  # [B]
+            h_last = jnp.take_along_axis(hidden, where[:, None, None], axis=1)[:, 0]
+            logits = self._apply(params, h_last, method=LlamaModule.head)
+            nxt = jnp.where(done, pad, jnp.argmax(logits, -1).astype(jnp.int32))
+            eos = cfg.eos_token_id if cfg.eos_token_id is not None else -1
+            return i + 1, new_ids.at[:, i].set(nxt), done | (nxt == eos)
+
+        def more(state):
+            i, _, done = state
+            return (i < max_new_tokens) & ~jnp.all(done)
+
+        _, new_ids, _ = jax.lax.while_loop(more, step, (0, new_ids, jnp.zeros((b,), bool)))
+        return new_ids

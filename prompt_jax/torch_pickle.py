@@ -1,0 +1,177 @@
+"""Reads PyTorch zip checkpoints (`torch.save` format) without torch and without running code.
+
+PyTorch files are pickles, and a pickle can call any Python function while it loads. This
+reader's unpickler resolves only the few globals that rebuild tensors and plain containers;
+any other global (os.system, builtins.eval, functools.partial, ...) raises `UnsafePickleError`
+before anything is called. Tensors come back as numpy arrays (bfloat16 via ml_dtypes).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+# Declared sizes beyond these are refused before reading (zip bombs, corrupt headers).
+MAX_PICKLE_BYTES = 256 * 2**20
+MAX_TOTAL_BYTES = 64 * 2**30
+MAX_COMPRESSION_RATIO = 200
+
+
+class UnsafePickleError(ValueError):
+    """The pickle names a global outside the tensor-rebuilding allowlist."""
+
+
+class TorchFileError(ValueError):
+    """The file is not a readable PyTorch zip checkpoint."""
+
+
+_STORAGE_DTYPES = {
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": ml_dtypes.bfloat16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+class _StorageType:
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = np.dtype(_STORAGE_DTYPES[name])
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    del requires_grad, backward_hooks, metadata
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride) or any(s < 0 for s in size + stride) or storage_offset < 0:
+        raise TorchFileError(f"invalid tensor layout: size {size}, stride {stride}")
+    if 0 in size:
+        return np.zeros(size, storage.dtype)
+    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if last >= storage.size:
+        raise TorchFileError(
+            f"tensor of size {size}, stride {stride}, offset {storage_offset} reads past its "
+            f"storage of {storage.size} elements"
+        )
+    view = np.lib.stride_tricks.as_strided(
+        storage[storage_offset:], shape=size,
+        strides=tuple(s * storage.itemsize for s in stride), writeable=False,
+    )
+    return np.array(view)  # own, contiguous copy
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    del requires_grad, backward_hooks
+    return data
+
+
+def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
+    del requires_grad, backward_hooks, state
+    return data
+
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, storages, source: str):
+        super().__init__(io.BytesIO(data))
+        self._storages = storages
+        self._source = source
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self._source}: refusing to load global {module}.{name}: only tensors and "
+                "plain containers are read from PyTorch files (the file may be malicious)"
+            ) from None
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise TorchFileError(f"{self._source}: unsupported persistent id {pid!r}")
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(storage_type, _StorageType):
+            raise TorchFileError(f"{self._source}: unsupported storage type {storage_type!r}")
+        return self._storages(str(key), storage_type.dtype, int(numel))
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """Loads a `torch.save` zip file into numpy arrays and plain containers, safely.
+
+    Raises:
+      UnsafePickleError: the pickle names a global outside the allowlist.
+      TorchFileError: not a zip checkpoint, truncated, or absurd declared sizes.
+    """
+    path = Path(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        hint = (" (legacy pre-1.6 torch format: re-save it with a recent torch.save)"
+                if head[:1] == b"\x80" else "")
+        raise TorchFileError(f"{path}: not a PyTorch zip checkpoint{hint}: {e}") from None
+    with archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        total = sum(info.file_size for info in infos.values())
+        if total > MAX_TOTAL_BYTES:
+            raise TorchFileError(f"{path}: declares {total} uncompressed bytes; refusing")
+        for info in infos.values():
+            if (info.compress_type != zipfile.ZIP_STORED and info.compress_size > 0
+                    and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO):
+                raise TorchFileError(
+                    f"{path}: member {info.filename} expands {info.file_size} / "
+                    f"{info.compress_size} bytes (compression bomb?); refusing"
+                )
+        pickles = [name for name in infos if name.endswith("data.pkl")]
+        if len(pickles) != 1:
+            raise TorchFileError(f"{path}: expected one */data.pkl in the archive, found {pickles}")
+        prefix = pickles[0][: -len("data.pkl")]
+        if infos[pickles[0]].file_size > MAX_PICKLE_BYTES:
+            raise TorchFileError(f"{path}: data.pkl is larger than {MAX_PICKLE_BYTES} bytes")
+
+        if f"{prefix}byteorder" in infos and archive.read(f"{prefix}byteorder") != b"little":
+            raise TorchFileError(f"{path}: big-endian checkpoints are not supported")
+        cache: dict[str, np.ndarray] = {}
+
+        def storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+            if key not in cache:
+                name = f"{prefix}data/{key}"
+                if name not in infos:
+                    raise TorchFileError(f"{path}: storage {name} is missing")
+                expected = numel * dtype.itemsize
+                if infos[name].file_size != expected:
+                    raise TorchFileError(
+                        f"{path}: storage {name} holds {infos[name].file_size} bytes, "
+                        f"declared {numel} x {dtype} = {expected}"
+                    )
+                cache[key] = np.frombuffer(archive.read(name), dtype=dtype)
+            return cache[key]
+
+        try:
+            return _RestrictedUnpickler(archive.read(pickles[0]), storage, str(path)).load()
+        except (UnsafePickleError, TorchFileError):
+            raise
+        except Exception as e:  # malformed pickle stream
+            raise TorchFileError(f"{path}: cannot unpickle: {type(e).__name__}: {e}") from None
