@@ -128,6 +128,9 @@ def test_llama_logits_scores_and_generation(overrides, tmp_path):
     cmask = np.array([[1, 1, 1], [1, 1, 0]], np.int64)
     scores = np.asarray(model.score(params, embeds, jnp.asarray(MASK), jnp.asarray(cands),
                                     jnp.asarray(cmask)))
+    # Single-token candidates take the one-pass path.
+    first = np.asarray(model.score(params, embeds, jnp.asarray(MASK), jnp.asarray(cands[:, :1]),
+                                   jnp.asarray(cmask[:, :1])))
     for b in range(2):
         n = int(MASK[b].sum())
         for c in range(2):
@@ -137,6 +140,7 @@ def test_llama_logits_scores_and_generation(overrides, tmp_path):
                 logp = torch.log_softmax(ref(input_ids=seq).logits[0], -1).numpy()
             expected = sum(logp[n - 1 + j, cands[c, j]] for j in range(k))
             np.testing.assert_allclose(scores[b, c], expected, atol=ATOL)
+            np.testing.assert_allclose(first[b, c], logp[n - 1, cands[c, 0]], atol=ATOL)
 
     # Greedy continuation of the unpadded row matches transformers' generate.
     with torch.no_grad():

@@ -252,14 +252,21 @@ class Llama:
     def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None):
         """Sum of log p(candidate tokens | context) [B, C].
 
-        Each candidate is appended after the last real context token; only the logits that
-        predict candidate tokens are computed (K per candidate, not T + K).
-        `target_positions` is unused (masked LMs only).
+        Single-token candidates (K = 1) need one pass over the context; longer ones are each
+        appended after the last real context token. Either way only the logits that predict
+        candidate tokens are computed. `target_positions` is unused (masked LMs only).
         """
         del target_positions
         b, t, h = embeds.shape
         ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
         c, k = ids.shape[1:]
+        last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
+        if k == 1:
+            hidden = self.hidden_states(params, embeds, mask)  # [B, T, H]
+            at_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [B, 1, H]
+            logits = self._apply(params, at_last, method=LlamaModule.head)  # [B, 1, V]
+            logp = token_log_probs(jnp.broadcast_to(logits, (b, c, self.vocab_size)), ids[..., 0])
+            return logp * cmask[..., 0]
         cand_embeds = self.embed(params, ids)  # [B, C, K, H]
         seq = jnp.concatenate(
             [jnp.broadcast_to(embeds[:, None], (b, c, t, h)), cand_embeds], axis=2
@@ -270,7 +277,6 @@ class Llama:
         hidden = self.hidden_states(params, seq, seq_mask)  # [B*C, T+K, H]
         # Hidden state that predicts candidate token j: the last real context token for j = 0,
         # candidate token j - 1 otherwise.
-        last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
         idx = jnp.concatenate(
             [jnp.broadcast_to(last[:, None], (b, 1)), t + jnp.arange(k - 1)[None].repeat(b, 0)],
             axis=1,
