@@ -56,7 +56,11 @@ class Backbone(Protocol):
         candidate_mask: jax.Array,
         **kwargs,
     ) -> jax.Array:
-        """Log-likelihood [B, C] of each candidate continuation ([C, K] or [B, C, K])."""
+        """Log-likelihood [B, C] of each candidate continuation ([C, K] or [B, C, K]).
+
+        Keyword arguments every family accepts: `target_positions` ([B] index of the predicted
+        position, masked LMs only), `deterministic` (False turns dropout on) and `rngs`.
+        """
 
     def activations(self, params: Params, embeds: jax.Array, mask: jax.Array) -> dict:
         """FFN activations {stack name: [L, B, T, F]} (input of each FFN output projection)."""

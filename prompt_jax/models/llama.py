@@ -249,7 +249,8 @@ class Llama:
         )
         return self._apply(params, hidden, method=LlamaModule.head).astype(jnp.float32)
 
-    def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None):
+    def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None,
+              deterministic=True, rngs=None):
         """Sum of log p(candidate tokens | context) [B, C].
 
         Single-token candidates (K = 1) need one pass over the context; longer ones are each
@@ -262,7 +263,8 @@ class Llama:
         c, k = ids.shape[1:]
         last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
         if k == 1:
-            hidden = self.hidden_states(params, embeds, mask)  # [B, T, H]
+            hidden = self.hidden_states(params, embeds, mask, deterministic=deterministic,
+                                        rngs=rngs)  # [B, T, H]
             at_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [B, 1, H]
             logits = self._apply(params, at_last, method=LlamaModule.head)  # [B, 1, V]
             logp = token_log_probs(jnp.broadcast_to(logits, (b, c, self.vocab_size)), ids[..., 0])
@@ -274,7 +276,8 @@ class Llama:
         seq_mask = jnp.concatenate(
             [jnp.broadcast_to(mask[:, None], (b, c, t)), cmask.astype(mask.dtype)], axis=2
         ).reshape(b * c, t + k)
-        hidden = self.hidden_states(params, seq, seq_mask)  # [B*C, T+K, H]
+        hidden = self.hidden_states(params, seq, seq_mask, deterministic=deterministic,
+                                    rngs=rngs)  # [B*C, T+K, H]
         # Hidden state that predicts candidate token j: the last real context token for j = 0,
         # candidate token j - 1 otherwise.
         idx = jnp.concatenate(

@@ -246,7 +246,7 @@ class Roberta:
         return self._apply(params, hidden, method=RobertaModule.mlm_logits).astype(jnp.float32)
 
     def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions,
-              token_type_ids=None):
+              token_type_ids=None, deterministic=True, rngs=None):
         """Log-likelihood [B, C] of each candidate at the `<mask>` position.
 
         Args:
@@ -259,7 +259,8 @@ class Roberta:
         self._require_head()
         b = embeds.shape[0]
         ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
-        hidden = self.encode(params, embeds, mask, token_type_ids=token_type_ids)
+        hidden = self.encode(params, embeds, mask, token_type_ids=token_type_ids,
+                             deterministic=deterministic, rngs=rngs)
         at_mask = jnp.take_along_axis(hidden, target_positions[:, None, None], axis=1)[:, 0]
         logits = self._apply(params, at_mask, method=RobertaModule.mlm_logits)  # [B, V]
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

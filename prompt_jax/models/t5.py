@@ -320,7 +320,8 @@ class T5:
             method=T5Module.__call__, rngs=rngs,
         ).astype(jnp.float32)
 
-    def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None):
+    def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None,
+              deterministic=True, rngs=None):
         """Sum of log p(candidate tokens) under the decoder, [B, C].
 
         The encoder runs once per example; only the candidates' own logits are computed.
@@ -331,13 +332,13 @@ class T5:
         b = embeds.shape[0]
         ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
         c, k = ids.shape[1:]
-        encoded = self.encode(params, embeds, mask)
+        encoded = self.encode(params, embeds, mask, deterministic=deterministic, rngs=rngs)
         encoded = jnp.repeat(encoded, c, axis=0)  # [B*C, T, H]
         enc_mask = jnp.repeat(mask, c, axis=0)
         flat_ids, flat_mask = ids.reshape(b * c, k), cmask.reshape(b * c, k)
         hidden = self._apply(
             params, encoded, enc_mask, shift_right(flat_ids, self.config.decoder_start_token_id),
-            flat_mask, method=T5Module.decode,
+            flat_mask, deterministic, method=T5Module.decode, rngs=rngs,
         )
         logits = self._apply(params, hidden, method=T5Module.head)  # [B*C, K, V]
         logp = token_log_probs(logits, flat_ids) * flat_mask

@@ -1,0 +1,141 @@
+"""Soft prompts: initializers and placement. Pure functions over arrays.
+
+A prompt is a [P, H] array (or [B, P, H], one per row, for mixed-task batches). Initializers
+take an `embed` function (ids [N] -> [N, H]) so they work for every backbone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+INITS = ("random_uniform", "sampled_vocab", "class_labels", "text", "from_array")
+PLACEMENTS = ("prefix", "after_bos", "suffix")
+
+EmbedFn = Callable[[jax.Array], jax.Array]  # ids [N] -> [N, H]
+
+
+def check_length(length: int, max_length: int | None = None, input_length: int = 0) -> None:
+    """A prompt must have 1..max_length - input_length vectors."""
+    if length < 1:
+        raise ValueError(f"prompt length must be at least 1, got {length}")
+    if max_length is not None and length + input_length > max_length:
+        raise ValueError(
+            f"prompt length {length} + input length {input_length} exceeds the model's maximum "
+            f"length {max_length}"
+        )
+
+
+def random_uniform(rng: jax.Array, length: int, d_model: int, scale: float = 0.5) -> jax.Array:
+    """Uniform in [-scale, scale] (Lester et al.'s random init). -> [P, H] float32."""
+    check_length(length)
+    return jax.random.uniform(rng, (length, d_model), jnp.float32, -scale, scale)
+
+
+def sampled_vocab(rng: jax.Array, embed: EmbedFn, vocab_size: int, length: int,
+                  top_k: int = 5000, skip: int = 0) -> jax.Array:
+    """Embeddings of P distinct tokens drawn from the `top_k` most frequent ones. -> [P, H].
+
+    Sentencepiece and BPE vocabularies are ordered by frequency (merge order), so ids
+    `skip .. skip + top_k` stand for the most frequent tokens; `skip` jumps over special tokens.
+    """
+    check_length(length)
+    pool = min(top_k, vocab_size - skip)
+    if pool < 1:
+        raise ValueError(f"no tokens to sample from (vocab {vocab_size}, skip {skip})")
+    ids = skip + jax.random.choice(rng, pool, (length,), replace=length > pool)
+    return embed(ids).astype(jnp.float32)
+
+
+def class_labels(rng: jax.Array, embed: EmbedFn, vocab_size: int, length: int,
+                 label_token_ids: Sequence[Sequence[int]], top_k: int = 5000,
+                 skip: int = 0) -> jax.Array:
+    """Rows 0..C-1: each class label's embedding (multi-piece labels averaged); the remaining
+    rows sampled from the vocabulary, as in Lester et al. -> [P, H]."""
+    check_length(length)
+    if len(label_token_ids) > length:
+        raise ValueError(f"{len(label_token_ids)} class labels do not fit in a prompt of "
+                         f"length {length}")
+    if any(len(t) == 0 for t in label_token_ids):
+        raise ValueError(f"a class label tokenizes to no tokens: {list(label_token_ids)}")
+    rows = [embed(jnp.asarray(t)).astype(jnp.float32).mean(0) for t in label_token_ids]
+    labels = jnp.stack(rows)
+    if len(rows) == length:
+        return labels
+    rest = sampled_vocab(rng, embed, vocab_size, length - len(rows), top_k, skip)
+    return jnp.concatenate([labels, rest])
+
+
+def text(embed: EmbedFn, token_ids: Sequence[int], length: int) -> jax.Array:
+    """Embeddings of a text's tokens, repeated or truncated to P rows. -> [P, H]."""
+    check_length(length)
+    if len(token_ids) == 0:
+        raise ValueError("the init text tokenizes to no tokens")
+    ids = np.resize(np.asarray(token_ids), length)  # repeats cyclically, or truncates
+    return embed(jnp.asarray(ids)).astype(jnp.float32)
+
+
+def from_array(array, d_model: int, length: int | None = None, source: str = "array",
+               family: str = "model") -> jax.Array:
+    """A given [P, H] prompt, checked against the backbone's width (and length, if given)."""
+    array = np.asarray(array)
+    if array.ndim != 2 or array.shape[1] != d_model or (length and array.shape[0] != length):
+        want = f"({length or 'P'}, {d_model})"
+        raise ValueError(f"{source}: prompt of shape {array.shape} does not fit the {family} "
+                         f"backbone, which expects {want}")
+    check_length(array.shape[0])
+    return jnp.asarray(array, jnp.float32)
+
+
+def insertion_points(mask: jax.Array, placement: str) -> jax.Array:
+    """Index [B] at which the prompt goes: 0 (prefix), 1 (after BOS / CLS), or right after the
+    last real token (suffix)."""
+    b, t = mask.shape
+    if placement == "prefix":
+        return jnp.zeros((b,), jnp.int32)
+    if placement == "after_bos":
+        return jnp.ones((b,), jnp.int32)
+    if placement == "suffix":
+        return jnp.max(jnp.where(mask > 0, jnp.arange(1, t + 1)[None], 0), axis=1).astype(jnp.int32)
+    raise ValueError(f"unknown placement {placement!r}; use one of {PLACEMENTS}")
+
+
+def insert_prompt(prompt: jax.Array, embeds: jax.Array, mask: jax.Array,
+                  placement: str = "prefix") -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Inserts the soft prompt into embedded inputs.
+
+    Args:
+      prompt: [P, H], or [B, P, H] for a different prompt per row.
+      embeds: [B, T, H] embedded input tokens.
+      mask: [B, T] 1 for real tokens (padding may follow them).
+      placement: "prefix", "after_bos" or "suffix".
+
+    Returns:
+      (embeds [B, P + T, H], mask [B, P + T], insertion index [B]). Prompt positions are always
+      visible (mask 1); padding stays masked.
+    """
+    b, t, h = embeds.shape
+    if prompt.ndim == 2:
+        prompt = jnp.broadcast_to(prompt[None], (b, *prompt.shape))
+    if prompt.shape[0] != b or prompt.shape[2] != h:
+        raise ValueError(f"prompt of shape {prompt.shape} does not fit inputs of shape "
+                         f"{embeds.shape} ([B, P, H] with H = {h})")
+    p = prompt.shape[1]
+    start = insertion_points(mask, placement)[:, None]  # [B, 1]
+    j = jnp.arange(t + p)[None]  # [1, P + T]
+    in_prompt = (j >= start) & (j < start + p)  # [B, P + T]
+    text_idx = jnp.clip(jnp.where(j < start, j, j - p), 0, t - 1)
+    prompt_idx = jnp.clip(j - start, 0, p - 1)
+    from_text = jnp.take_along_axis(embeds, text_idx[..., None], axis=1)
+    from_prompt = jnp.take_along_axis(prompt.astype(embeds.dtype), prompt_idx[..., None], axis=1)
+    new_embeds = jnp.where(in_prompt[..., None], from_prompt, from_text)
+    new_mask = jnp.where(in_prompt, 1, jnp.take_along_axis(mask, text_idx, axis=1))
+    return new_embeds, new_mask.astype(mask.dtype), start[:, 0]
+
+
+def shift_positions(positions: jax.Array, start: jax.Array, length: int) -> jax.Array:
+    """Where input positions [B] land after inserting `length` prompt vectors at `start` [B]."""
+    return jnp.where(positions >= start, positions + length, positions)
