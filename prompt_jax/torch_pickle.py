@@ -4,6 +4,9 @@ PyTorch files are pickles, and a pickle can call any Python function while it lo
 reader's unpickler resolves only the few globals that rebuild tensors and plain containers;
 any other global (os.system, builtins.eval, functools.partial, ...) raises `UnsafePickleError`
 before anything is called. Tensors come back as numpy arrays (bfloat16 via ml_dtypes).
+
+`save_torch_file` writes the same format, also without torch, for tools that expect
+`torch.load` files (Prompt-Transferability, ATTEMPT).
 """
 
 from __future__ import annotations
@@ -175,3 +178,95 @@ def load_torch_file(path: str | Path) -> Any:
             raise
         except Exception as e:  # malformed pickle stream
             raise TorchFileError(f"{path}: cannot unpickle: {type(e).__name__}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+_STORAGE_NAMES = {np.dtype(dtype): name for name, dtype in _STORAGE_DTYPES.items()}
+_ALIGNMENT = 64  # torch.save aligns each record's data to 64 bytes (for torch.load(mmap=True))
+
+
+def _op_str(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return pickle.BINUNICODE + len(data).to_bytes(4, "little") + data
+
+
+def _op_int(n: int) -> bytes:
+    if 0 <= n < 2**8:
+        return pickle.BININT1 + n.to_bytes(1, "little")
+    if 0 <= n < 2**16:
+        return pickle.BININT2 + n.to_bytes(2, "little")
+    if -(2**31) <= n < 2**31:
+        return pickle.BININT + n.to_bytes(4, "little", signed=True)
+    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return pickle.LONG1 + len(data).to_bytes(1, "little") + data
+
+
+def _op_global(module: str, name: str) -> bytes:
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+def _op_tuple(items: list[bytes]) -> bytes:
+    return pickle.MARK + b"".join(items) + pickle.TUPLE
+
+
+def _op_tensor(array: np.ndarray, key: str) -> bytes:
+    """`torch._utils._rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict())`."""
+    storage = _op_tuple([_op_str("storage"), _op_global("torch", _STORAGE_NAMES[array.dtype]),
+                         _op_str(key), _op_str("cpu"), _op_int(array.size)]) + pickle.BINPERSID
+    strides = [s // array.itemsize for s in array.strides]
+    args = _op_tuple([
+        storage, _op_int(0), _op_tuple([_op_int(n) for n in array.shape]),
+        _op_tuple([_op_int(s) for s in strides]), pickle.NEWFALSE,
+        _op_global("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE,
+    ])
+    return _op_global("torch._utils", "_rebuild_tensor_v2") + args + pickle.REDUCE
+
+
+def save_torch_file(path: str | Path, obj: np.ndarray | dict[str, np.ndarray]) -> None:
+    """Writes an array, or a flat dict of str -> array, as a `torch.save` zip file.
+
+    The result is what `torch.save` writes for a CPU tensor (or a dict of them): `torch.load`
+    (including `weights_only=True`) and `load_torch_file` read it back bit-exactly. Written
+    without torch: the pickle is emitted opcode by opcode and names only tensor-rebuilding
+    globals.
+
+    Raises:
+      TypeError: obj is not an array or a dict of str -> array.
+      ValueError: an array's dtype has no torch storage type (e.g. float8, complex).
+    """
+    path = Path(path)
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items()):
+            raise TypeError("save_torch_file: a dict must map str -> numpy array")
+        arrays = [np.ascontiguousarray(v) for v in obj.values()]
+    elif isinstance(obj, np.ndarray):
+        arrays = [np.ascontiguousarray(obj)]
+    else:
+        raise TypeError(f"save_torch_file: expected a numpy array or dict, got {type(obj)}")
+    for array in arrays:
+        if array.dtype not in _STORAGE_NAMES:
+            raise ValueError(f"{path}: dtype {array.dtype} has no torch storage type")
+    tensors = [_op_tensor(a, str(i)) for i, a in enumerate(arrays)]
+    if isinstance(obj, dict):
+        items = b"".join(_op_str(k) + t for k, t in zip(obj, tensors, strict=True))
+        body = pickle.EMPTY_DICT + pickle.MARK + items + pickle.SETITEMS
+    else:
+        body = tensors[0]
+    data_pkl = pickle.PROTO + b"\x02" + body + pickle.STOP
+
+    prefix = "archive"  # the folder name inside the zip; torch.load accepts any
+    records = [(f"{prefix}/data.pkl", data_pkl), (f"{prefix}/byteorder", b"little")]
+    records += [(f"{prefix}/data/{i}", a.tobytes()) for i, a in enumerate(arrays)]
+    records.append((f"{prefix}/version", b"3\n"))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, payload in records:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            # Pad the local header's extra field so the data starts on a 64-byte boundary
+            # (4 bytes of extra-field header: id 'FB' as torch uses, and the length).
+            offset = archive.fp.tell() + 30 + len(name.encode()) + 4
+            info.extra = b"FB" + ((-offset) % _ALIGNMENT).to_bytes(2, "little")
+            info.extra += b"Z" * ((-offset) % _ALIGNMENT)
+            archive.writestr(info, payload)
