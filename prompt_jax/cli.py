@@ -67,6 +67,89 @@ def _prompts_convert(args) -> None:
     print(f"{prompt.source} ({prompt.format}, {shape}) -> {', '.join(map(str, written))}")
 
 
+_RUN_FLAGS = (  # plain flags for the common things; everything else through gin
+    ("--model", str, "REAL_MODELS name, local path or hub id"),
+    ("--task", str, "registered task name (see `prompt-jax tasks`)"),
+    ("--prompt_length", int, "number of soft-prompt vectors"),
+    ("--init", str, "prompt init: random_uniform, sampled_vocab, class_labels, text, from_array"),
+    ("--steps", int, "training steps"),
+    ("--batch_size", int, "training batch size"),
+    ("--learning_rate", float, "learning rate"),
+    ("--output_dir", str, "where checkpoints, metrics and prompts go"),
+    ("--eval_limit", int, "evaluate on the first N examples only (0 = all)"),
+)
+
+
+def _add_run_flags(p) -> None:
+    p.add_argument("--gin_file", action="append", default=[],
+                   help="gin config file (repeatable; also looked up in gin_configs/)")
+    p.add_argument("--gin_param", action="append", default=[],
+                   help="gin binding, e.g. RunConfig.steps=100 (repeatable)")
+    for flag, kind, text in _RUN_FLAGS:
+        p.add_argument(flag, type=kind, help=text)
+
+
+def _run_config(args):
+    from prompt_jax import gin_config
+
+    overrides = {flag[2:]: getattr(args, flag[2:]) for flag, _, _ in _RUN_FLAGS}
+    return gin_config.resolve(args.gin_file, args.gin_param, overrides)
+
+
+def _write_config(config) -> None:
+    from pathlib import Path
+
+    from prompt_jax import gin_config
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.gin").write_text(gin_config.operative_config())
+
+
+def _train(args) -> None:
+    from prompt_jax import run
+
+    config = _run_config(args)
+    _write_config(config)
+    summary = run.train_prompt(config, resume=args.resume)
+    print(json.dumps(summary, indent=2))
+
+
+def _eval(args) -> None:
+    from prompt_jax import run
+
+    config = _run_config(args)
+    metrics = run.evaluate_prompt(config, args.prompt, args.split)
+    print(json.dumps({"task": config.task, "prompt": args.prompt, **metrics}, indent=2))
+
+
+def _infer(args) -> None:
+    from prompt_jax import run
+
+    config = _run_config(args)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for text, label in zip(texts, run.infer(config, args.prompt, texts), strict=True):
+        print(f"{label}\t{text}")
+
+
+def _add_run_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train a soft prompt on a task")
+    _add_run_flags(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --output_dir")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("eval", help="evaluate a saved prompt on a task")
+    _add_run_flags(p)
+    p.add_argument("--prompt", required=True, help="prompt file (any format prompts ls reads)")
+    p.add_argument("--split", help="split to evaluate (default: RunConfig.eval_split)")
+    p.set_defaults(func=_eval)
+    p = sub.add_parser("infer", help="classify texts with a saved prompt")
+    _add_run_flags(p)
+    p.add_argument("--prompt", required=True, help="prompt file (any format prompts ls reads)")
+    p.add_argument("--text", action="append", help="input text (repeatable; default: stdin)")
+    p.set_defaults(func=_infer)
+
+
 def _add_prompts_parser(sub) -> None:
     group = sub.add_parser("prompts", help="list and convert released soft prompts")
     prompts_sub = group.add_subparsers(dest="prompts_command", required=True)
@@ -105,12 +188,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=_demo)
 
+    _add_run_parsers(sub)
     _add_prompts_parser(sub)
 
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError) as e:
         print(f"prompt-jax {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -42,14 +42,15 @@ assert sorted(n for n, _ in LOGICAL_AXIS_RULES) == sorted(LOGICAL_AXES)
 
 def make_mesh(data: int | None = None, model: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A ('data', 'model') mesh over `devices` (default: all); `data` defaults to the rest."""
+    """A ('data', 'model') mesh over the first data x model of `devices` (default: all);
+    `data` defaults to all the devices the model axis leaves."""
     devices = list(devices if devices is not None else jax.devices())
     if data is None:
         data = len(devices) // model
-    if data * model != len(devices) or data < 1 or model < 1:
+    if data < 1 or model < 1 or data * model > len(devices):
         raise ValueError(f"mesh {data} x {model} (data x model) does not fit the "
-                         f"{len(devices)} devices given")
-    return Mesh(np.asarray(devices).reshape(data, model), MESH_AXES)
+                         f"{len(devices)} devices available")
+    return Mesh(np.asarray(devices[: data * model]).reshape(data, model), MESH_AXES)
 
 
 def mesh_axis(logical: str) -> str | None:

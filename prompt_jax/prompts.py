@@ -139,3 +139,22 @@ def insert_prompt(prompt: jax.Array, embeds: jax.Array, mask: jax.Array,
 def shift_positions(positions: jax.Array, start: jax.Array, length: int) -> jax.Array:
     """Where input positions [B] land after inserting `length` prompt vectors at `start` [B]."""
     return jnp.where(positions >= start, positions + length, positions)
+
+
+def default_placement(family: str) -> str:
+    """Masked LMs keep [CLS] first (`<cls> <prompt> <mask> text`); other families take a
+    prefix."""
+    return "after_bos" if family in ("roberta", "bert") else "prefix"
+
+
+def prompted_inputs(model, params, prompt: jax.Array, batch: dict,
+                    placement: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Embeds a batch and inserts the prompt.
+
+    Returns:
+      (embeds [B, P+T, H], mask [B, P+T], target positions [B] shifted past the prompt).
+    """
+    embeds = model.embed(params, batch["inputs"])  # [B, T, H]
+    embeds, mask, start = insert_prompt(prompt, embeds, batch["input_mask"], placement)
+    positions = shift_positions(batch["target_position"], start, prompt.shape[-2])
+    return embeds, mask, positions

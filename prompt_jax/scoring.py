@@ -4,9 +4,65 @@ per length bucket."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import jax
 import numpy as np
+from jax.sharding import Mesh
+
+from prompt_jax import partitioning, prompts
+
+
+def candidate_scores(model, params, prompt, batch, candidates, placement, *,
+                     deterministic=True, rngs=None) -> jax.Array:
+    """Log-likelihood [B, C] of each candidate ([C, K] or [B, C, K] ids, with mask) after the
+    prompted input."""
+    embeds, mask, positions = prompts.prompted_inputs(model, params, prompt, batch, placement)
+    ids, cmask = candidates
+    return model.score(params, embeds, mask, ids, cmask, target_positions=positions,
+                       deterministic=deterministic, rngs=rngs)
+
+
+def make_eval_step(model, *, placement: str) -> Callable:
+    """`eval_step(prompt, frozen_params, batch, candidate_ids, candidate_mask) -> [B, C]`."""
+
+    def eval_step(prompt, frozen_params, batch, candidate_ids, candidate_mask):
+        return candidate_scores(model, frozen_params, prompt, batch,
+                                (candidate_ids, candidate_mask), placement)
+
+    return eval_step
+
+
+def jit_eval_step(eval_step: Callable, model, mesh: Mesh) -> Callable:
+    """Jits the eval step over the mesh (params sharded by the rules table, batch over data)."""
+    rep = partitioning.replicated(mesh)
+    return jax.jit(
+        eval_step,
+        in_shardings=(rep, partitioning.param_shardings(model, mesh),
+                      partitioning.batch_sharding(mesh), rep, rep),
+        out_shardings=rep,
+    )
+
+
+def classify(eval_step: Callable, prompt, params, batches: Iterable[dict], candidates,
+             progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, gold label) for every real row of `batches` (filler rows dropped)."""
+    predictions, labels = [], []
+    for batch in batches:
+        scores = np.asarray(eval_step(prompt, params, batch, *candidates))
+        real = np.asarray(batch["weight"]) > 0
+        predictions.append(scores.argmax(-1)[real])
+        labels.append(np.asarray(batch["label"])[real])
+        if progress is not None:
+            progress(int(real.sum()))
+    return np.concatenate(predictions), np.concatenate(labels)
+
+
+def classification_metrics(predictions: np.ndarray, labels: np.ndarray,
+                           num_classes: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (classes absent from both predictions and labels are skipped)."""
+    return {"accuracy": accuracy(predictions, labels),
+            "macro_f1": macro_f1(predictions, labels, num_classes)}
 
 
 def pad_candidates(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,3 +132,17 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     if predictions.shape != labels.shape or predictions.size == 0:
         raise ValueError(f"shapes {predictions.shape} and {labels.shape} (non-empty, equal)")
     return float((predictions == labels).mean())
+
+
+def macro_f1(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes that occur in labels or predictions."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    scores = []
+    for c in range(num_classes):
+        tp = np.sum((predictions == c) & (labels == c))
+        fp = np.sum((predictions == c) & (labels != c))
+        fn = np.sum((predictions != c) & (labels == c))
+        if tp + fp + fn == 0:
+            continue
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0

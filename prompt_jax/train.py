@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from prompt_jax import partitioning, prompts
+from prompt_jax import partitioning, scoring
 from prompt_jax.models.base import Backbone, Params
 
 LOSSES = ("target_ce", "rank")
@@ -96,29 +96,6 @@ def place_state(state: TrainState, mesh: Mesh) -> TrainState:
     return jax.device_put(state, partitioning.replicated(mesh))
 
 
-def default_placement(model: Backbone) -> str:
-    """Masked LMs keep [CLS] first (`<cls> <prompt> <mask> text`); others take a prefix."""
-    return "after_bos" if model.family in ("roberta", "bert") else "prefix"
-
-
-def prompted(model: Backbone, params: Params, prompt: jax.Array, batch: dict,
-             placement: str) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(embeds [B, P+T, H], mask [B, P+T], target positions [B]) with the prompt inserted."""
-    embeds = model.embed(params, batch["inputs"])  # [B, T, H]
-    embeds, mask, start = prompts.insert_prompt(prompt, embeds, batch["input_mask"], placement)
-    positions = prompts.shift_positions(batch["target_position"], start, prompt.shape[-2])
-    return embeds, mask, positions
-
-
-def candidate_scores(model, params, prompt, batch, candidates, placement, *,
-                     deterministic=True, rngs=None) -> jax.Array:
-    """Log-likelihood [B, C] of each candidate ([C, K] or [B, C, K] ids, with mask)."""
-    embeds, mask, positions = prompted(model, params, prompt, batch, placement)
-    ids, cmask = candidates
-    return model.score(params, embeds, mask, ids, cmask, target_positions=positions,
-                       deterministic=deterministic, rngs=rngs)
-
-
 def loss_fn(prompt, params, batch, *, model, loss, placement, candidates=None,
             deterministic=True, rngs=None) -> tuple[jax.Array, dict]:
     """Weighted mean loss over the batch, and metrics.
@@ -129,11 +106,11 @@ def loss_fn(prompt, params, batch, *, model, loss, placement, candidates=None,
     weight = batch["weight"].astype(jnp.float32)
     if loss == "target_ce":
         gold = (batch["targets"][:, None], batch["target_mask"][:, None])  # [B, 1, K]
-        logp = candidate_scores(model, params, prompt, batch, gold, placement,
+        logp = scoring.candidate_scores(model, params, prompt, batch, gold, placement,
                                 deterministic=deterministic, rngs=rngs)[:, 0]
         per_example = -logp / jnp.maximum(batch["target_mask"].sum(-1), 1)
     elif loss == "rank":
-        scores = candidate_scores(model, params, prompt, batch, candidates, placement,
+        scores = scoring.candidate_scores(model, params, prompt, batch, candidates, placement,
                                   deterministic=deterministic, rngs=rngs)
         per_example = -jnp.take_along_axis(jax.nn.log_softmax(scores, -1),
                                            batch["label"][:, None], axis=-1)[:, 0]
@@ -163,20 +140,10 @@ def make_train_step(model: Backbone, optimizer: optax.GradientTransformation, *,
         )
         updates, opt_state = optimizer.update(grad, state.opt_state, state.prompt)
         prompt = optax.apply_updates(state.prompt, updates)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grad)}
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grad)}
         return TrainState(state.step + 1, prompt, opt_state, rng), metrics
 
     return train_step
-
-
-def make_eval_step(model: Backbone, *, placement: str = "prefix") -> Callable:
-    """`eval_step(prompt, frozen_params, batch, candidate_ids, candidate_mask) -> scores [B, C]`."""
-
-    def eval_step(prompt, frozen_params, batch, candidate_ids, candidate_mask):
-        return candidate_scores(model, frozen_params, prompt, batch,
-                                (candidate_ids, candidate_mask), placement)
-
-    return eval_step
 
 
 def jit_train_step(train_step: Callable, model: Backbone, mesh: Mesh) -> Callable:
@@ -189,14 +156,4 @@ def jit_train_step(train_step: Callable, model: Backbone, mesh: Mesh) -> Callabl
                       partitioning.batch_sharding(mesh)),
         out_shardings=(rep, rep),
         donate_argnums=(0,),
-    )
-
-
-def jit_eval_step(eval_step: Callable, model: Backbone, mesh: Mesh) -> Callable:
-    rep = partitioning.replicated(mesh)
-    return jax.jit(
-        eval_step,
-        in_shardings=(rep, partitioning.param_shardings(model, mesh),
-                      partitioning.batch_sharding(mesh), rep, rep),
-        out_shardings=rep,
     )

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import partitioning, prompts, train
+from prompt_jax import partitioning, prompts, scoring, train
 from tests.test_interface import TINY
 
 B, T, K, P = 8, 6, 2, 4
@@ -51,7 +51,7 @@ def _setup(name, loss="target_ce"):
     params = _expressive(jax.jit(model.init_params)(jax.random.key(0)))
     opt = train.make_optimizer(train.OptimizerConfig())
     batch, cands = _batch(family=model.family)
-    placement = train.default_placement(model)
+    placement = prompts.default_placement(model.family)
     step = train.make_train_step(model, opt, loss=loss, placement=placement, candidates=cands)
     prompt = prompts.random_uniform(jax.random.key(1), P, model.d_model)
     return model, params, opt, batch, step, train.init_state(prompt, opt)
@@ -98,7 +98,8 @@ def test_no_recompilation_after_the_first_train_and_eval_step():
     model, params, opt, batch, step, state = _setup("llama")
     mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
     jitted = train.jit_train_step(step, model, mesh)
-    evaluate = train.jit_eval_step(train.make_eval_step(model), model, mesh)
+    evaluate = scoring.jit_eval_step(
+        scoring.make_eval_step(model, placement="prefix"), model, mesh)
     state = train.place_state(state, mesh)
     cands = (jnp.array([[11, 12], [21, 0]]), jnp.array([[1, 1], [1, 0]]))
     for seed in range(4):  # new values, same shapes
@@ -123,7 +124,7 @@ def test_prompt_training_halves_the_loss_for_every_family(name, loss):
     batch["target_mask"] = np.broadcast_to(batch["target_mask"], (B, K)).copy()
     opt = train.make_optimizer(train.OptimizerConfig())
     step = jax.jit(train.make_train_step(model, opt, loss=loss, candidates=cands,
-                                         placement=train.default_placement(model)),
+                                         placement=prompts.default_placement(model.family)),
                    donate_argnums=(0,))
     state = train.init_state(prompts.random_uniform(jax.random.key(1), 8, model.d_model), opt)
     state, first = step(state, params, batch)

@@ -1,0 +1,165 @@
+"""The training loop: steps, periodic evaluation, best/last prompt, progress bar, metrics
+(TensorBoard events and JSON lines) and orbax checkpoints with exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from prompt_jax.checkpoints import TrainCheckpoints
+from prompt_jax.train import TrainState
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    steps: int = 1000
+    eval_every: int = 100  # 0 = only at the end
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    best_metric: str = "accuracy"
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: TrainState
+    best_prompt: np.ndarray
+    best_metrics: dict[str, float]
+    last_metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    train_seconds: float
+    examples_per_second: float
+
+
+class MetricsWriter:
+    """Appends metrics to `metrics.jsonl` and TensorBoard events under `output_dir/tb`."""
+
+    def __init__(self, output_dir: Path):
+        from tensorboardX import SummaryWriter
+
+        self._jsonl = open(output_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._tb = SummaryWriter(str(output_dir / "tb"))
+
+    def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        self._jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+        self._jsonl.flush()
+        for name, value in metrics.items():
+            self._tb.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._tb.close()
+
+
+def run(
+    state: TrainState,
+    frozen_params,
+    train_step: Callable,
+    train_batches: Callable[[int], Iterator[dict]],
+    config: LoopConfig,
+    output_dir: str | Path,
+    *,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
+    resume: bool = False,
+    examples_per_batch: int | None = None,
+    on_best: Callable[[np.ndarray, dict, int], None] | None = None,
+) -> LoopResult:
+    """Trains until `config.steps`.
+
+    Args:
+      state: the initial (placed) train state; replaced by the latest checkpoint if `resume`.
+      frozen_params: the frozen model params (sharded), passed to every step.
+      train_step: jitted `(state, frozen_params, batch) -> (state, metrics)`.
+      train_batches: `start_step -> iterator` of batches, the same sequence for the same start
+        step (so that resuming replays exactly the batches an uninterrupted run sees).
+      evaluate: `prompt -> metrics` (e.g. accuracy) run every `eval_every` steps and at the end.
+      resume: continue from the latest checkpoint in `output_dir/checkpoints`.
+      examples_per_batch: for the examples/s figure.
+      on_best: called with (prompt, metrics, step) whenever the best metric improves.
+
+    Raises:
+      FloatingPointError: the loss became NaN or infinite; the last good checkpoint is kept.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = TrainCheckpoints(output_dir / "checkpoints", keep=config.keep_checkpoints)
+    if resume and checkpoints.latest_step() is not None:
+        state = checkpoints.restore(state)
+        log.info("resumed from step %d", int(state.step))
+    start = int(state.step)
+    writer = MetricsWriter(output_dir)
+    history: list[dict[str, Any]] = []
+    best_value, best_prompt, best_metrics, last_metrics = -math.inf, None, {}, {}
+    seen, train_seconds = 0, 0.0
+    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step")
+    batches = train_batches(start)
+    try:
+        for step in range(start + 1, config.steps + 1):
+            batch = next(batches)
+            t0 = time.perf_counter()
+            state, metrics = train_step(state, frozen_params, batch)
+            loss = float(metrics["loss"])  # waits for the step; also the NaN guard
+            if step > start + 1:  # the first step of a process includes compilation
+                train_seconds += time.perf_counter() - t0
+                seen += examples_per_batch or 0
+            if not math.isfinite(loss):
+                last = checkpoints.latest_step()
+                raise FloatingPointError(
+                    f"loss became {loss} at step {step}; stopping. The last good checkpoint is "
+                    f"step {last} in {checkpoints.directory}" if last is not None else
+                    f"loss became {loss} at step {step}; stopping (no checkpoint written yet)"
+                )
+            postfix = {"loss": f"{loss:.4f}"}
+            if seen and train_seconds > 0:
+                postfix["ex/s"] = f"{seen / train_seconds:.1f}"
+            if step % config.log_every == 0 or step == config.steps:
+                scalars = {k: float(v) for k, v in metrics.items()}
+                writer.write(step, "train", scalars)
+                history.append({"step": step, "split": "train", **scalars})
+            is_last = step == config.steps
+            if evaluate is not None and (is_last or (config.eval_every
+                                                     and step % config.eval_every == 0)):
+                last_metrics = evaluate(state.prompt)
+                writer.write(step, "eval", last_metrics)
+                history.append({"step": step, "split": "eval", **last_metrics})
+                value = last_metrics[config.best_metric]
+                if value > best_value:
+                    best_value, best_metrics = value, dict(last_metrics, step=step)
+                    best_prompt = np.asarray(state.prompt)
+                    if on_best is not None:
+                        on_best(best_prompt, best_metrics, step)
+                postfix[config.best_metric[:3]] = f"{value:.3f}"
+            if step % config.checkpoint_every == 0 or is_last:
+                checkpoints.save(state)
+            bar.set_postfix(postfix)
+            bar.update(1)
+    finally:
+        bar.close()
+        writer.close()
+        checkpoints.close()
+    if best_prompt is None:
+        best_prompt = np.asarray(state.prompt)
+    jax.block_until_ready(state)
+    return LoopResult(
+        state=state, best_prompt=best_prompt, best_metrics=best_metrics,
+        last_metrics=last_metrics, history=history, train_seconds=train_seconds,
+        examples_per_second=seen / train_seconds if train_seconds and seen else 0.0,
+    )

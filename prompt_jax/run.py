@@ -1,0 +1,248 @@
+"""Whole jobs from a typed `RunConfig`: train a prompt, evaluate one, classify new text.
+
+The CLI resolves gin files and flags into a `RunConfig` and calls these; library users can
+call them directly without gin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_jax import loop, partitioning, prompts, scoring, train
+from prompt_jax.models import REAL_MODELS, fetch, load_pretrained, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+STYLES = {"t5": "t5", "roberta": "mlm", "bert": "mlm", "llama": "causal"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything a prompt-tuning run needs. Defaults follow Lester et al. where they apply."""
+
+    model: str = "smollm2-135m-instruct"  # a REAL_MODELS name, a local path or a hub id
+    task: str = "sst2"
+    output_dir: str = "runs/default"
+    dtype: str = "float32"
+    # the prompt
+    prompt_length: int = 20
+    init: str = "sampled_vocab"  # one of prompts.INITS
+    init_text: str = ""  # for init="text"
+    init_scale: float = 0.5  # for init="random_uniform"
+    init_prompt: str = ""  # a prompt file (any format prompt_io reads), for init="from_array"
+    placement: str = ""  # "" = prefix, or after_bos for masked LMs
+    # training
+    loss: str = "target_ce"  # or "rank"
+    optimizer: train.OptimizerConfig = train.OptimizerConfig()
+    steps: int = 1000
+    batch_size: int = 8
+    max_input_length: int = 128  # input tokens, the prompt not included
+    dropout: bool = False
+    seed: int = 0
+    # evaluation, logging, checkpoints
+    eval_split: str = "validation"
+    eval_batch_size: int = 32
+    eval_every: int = 100
+    eval_limit: int = 0  # 0 = the whole split
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    # device mesh
+    mesh_data: int = 0  # 0 = all devices not used by the model axis
+    mesh_model: int = 1
+
+    def __post_init__(self):
+        prompts.check_length(self.prompt_length)
+        if self.init not in prompts.INITS:
+            raise ValueError(f"unknown init {self.init!r}; use one of {prompts.INITS}")
+        if self.placement and self.placement not in prompts.PLACEMENTS:
+            raise ValueError(f"unknown placement {self.placement!r}; use {prompts.PLACEMENTS}")
+        if self.loss not in train.LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; use one of {train.LOSSES}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(f"batch sizes must be positive ({self.batch_size}, "
+                             f"{self.eval_batch_size})")
+
+
+@dataclasses.dataclass
+class Job:
+    """A loaded model, tokenizer and task, on a mesh: what train/eval/infer share."""
+
+    config: RunConfig
+    model: Any
+    params: Any
+    tokenizer: Any
+    task: Any
+    style: str
+    candidates: tuple[jax.Array, jax.Array]
+    mesh: Any
+    placement: str
+    source: str
+
+
+def model_source(name: str) -> str:
+    return str(fetch(name)) if name in REAL_MODELS else name
+
+
+def load_job(config: RunConfig) -> Job:
+    """Loads model + tokenizer + task and shards the frozen params over the mesh."""
+    from prompt_jax import tasks
+
+    task = tasks.get_task(config.task)  # fails fast (KeyError naming known tasks)
+    source = model_source(config.model)
+    pre = load_pretrained(source, dtype=config.dtype, param_dtype=config.dtype)
+    model = pre.model
+    prompts.check_length(config.prompt_length, model.max_length, config.max_input_length)
+    mesh = partitioning.make_mesh(config.mesh_data or None, config.mesh_model)
+    partitioning.check_batch_size(config.batch_size, mesh)
+    partitioning.check_batch_size(config.eval_batch_size, mesh)
+    tokenizer = load_tokenizer(source)
+    style = STYLES[model.family]
+    ids, mask = tasks.candidates(task, tokenizer, style)
+    params = partitioning.shard_params(pre.params, model, mesh)
+    placement = config.placement or prompts.default_placement(model.family)
+    return Job(config, model, params, tokenizer, task, style,
+               (jnp.asarray(ids), jnp.asarray(mask)), mesh, placement, source)
+
+
+def initial_prompt(job: Job) -> jax.Array:
+    """The [P, H] starting prompt for `config.init`."""
+    cfg, model, params, tok = job.config, job.model, job.params, job.tokenizer
+    rng = jax.random.PRNGKey(cfg.seed + 1)
+    p = cfg.prompt_length
+
+    def embed(ids):
+        return model.embed(params, jnp.asarray(ids))
+
+    vocab_skip = len(getattr(tok, "all_special_ids", []) or [])
+    if cfg.init == "random_uniform":
+        return prompts.random_uniform(rng, p, model.d_model, cfg.init_scale)
+    if cfg.init == "sampled_vocab":
+        return prompts.sampled_vocab(rng, embed, model.vocab_size, p, skip=vocab_skip)
+    if cfg.init == "class_labels":
+        words = [tok(v.strip(), add_special_tokens=False)["input_ids"]
+                 for v in job.task.verbalizers]
+        return prompts.class_labels(rng, embed, model.vocab_size, p, words, skip=vocab_skip)
+    if cfg.init == "text":
+        ids = tok(cfg.init_text, add_special_tokens=False)["input_ids"]
+        return prompts.text(embed, ids, p)
+    from prompt_jax.prompt_io import load_prompt_for
+
+    loaded = load_prompt_for(model, cfg.init_prompt)
+    return prompts.from_array(loaded.array, model.d_model, p, cfg.init_prompt, model.family)
+
+
+def task_batches(job: Job, split: str, batch_size: int, *, shuffle: bool, repeat: bool,
+                 limit: int = 0):
+    from prompt_jax import tasks
+
+    return tasks.batches(job.task, split, job.tokenizer, job.style, batch_size,
+                         max_length=job.config.max_input_length, seed=job.config.seed,
+                         shuffle=shuffle, repeat=repeat, limit=limit or None)
+
+
+def make_evaluator(job: Job, split: str | None = None):
+    """`prompt -> {"accuracy", "macro_f1"}` over the (cached, fixed-shape) eval batches."""
+    cfg = job.config
+    batches = list(task_batches(job, split or cfg.eval_split, cfg.eval_batch_size,
+                                shuffle=False, repeat=False, limit=cfg.eval_limit))
+    step = scoring.jit_eval_step(scoring.make_eval_step(job.model, placement=job.placement),
+                                 job.model, job.mesh)
+    num_classes = len(job.task.labels)
+
+    def evaluate(prompt) -> dict[str, float]:
+        predictions, labels = scoring.classify(step, prompt, job.params, batches, job.candidates)
+        return scoring.classification_metrics(predictions, labels, num_classes)
+
+    return evaluate
+
+
+def sidecar(job: Job, **extra) -> dict[str, Any]:
+    """Metadata saved beside an exported prompt."""
+    return {"backbone": job.model.family, "model": job.config.model, "task": job.config.task,
+            "init": job.config.init, "placement": job.placement, "style": job.style, **extra}
+
+
+def train_prompt(config: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Trains a soft prompt; writes checkpoints, metrics and the best and last prompts
+    (`best_prompt.npy`, `prompt.npy`, each with a JSON sidecar) into `output_dir`."""
+    from prompt_jax.prompt_io import save_prompt
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    job = load_job(config)
+    optimizer = train.make_optimizer(config.optimizer)
+    state = train.place_state(train.init_state(initial_prompt(job), optimizer, config.seed),
+                              job.mesh)
+    step = train.jit_train_step(
+        train.make_train_step(job.model, optimizer, loss=config.loss, placement=job.placement,
+                              candidates=job.candidates, dropout=config.dropout),
+        job.model, job.mesh)
+
+    def batches_from(start: int):
+        it = task_batches(job, "train", config.batch_size, shuffle=True, repeat=True)
+        return itertools.islice(it, start, None)  # replay the same order after a resume
+
+    def save_best(prompt, metrics, at_step):
+        save_prompt(prompt, out / "best_prompt.npy", format="prompt_jax", overwrite=True,
+                    metadata=sidecar(job, steps=at_step, score=metrics))
+
+    evaluate = make_evaluator(job)
+    started = time.perf_counter()
+    result = loop.run(
+        state, job.params, step, batches_from,
+        loop.LoopConfig(steps=config.steps, eval_every=config.eval_every,
+                        checkpoint_every=config.checkpoint_every,
+                        keep_checkpoints=config.keep_checkpoints, log_every=config.log_every),
+        out, evaluate=evaluate, resume=resume, examples_per_batch=config.batch_size,
+        on_best=save_best,
+    )
+    final = np.asarray(result.state.prompt)
+    save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
+                metadata=sidecar(job, steps=int(result.state.step), score=result.last_metrics))
+    summary = {
+        "task": config.task, "model": config.model, "steps": int(result.state.step),
+        "final": result.last_metrics, "best": result.best_metrics,
+        "trainable_params": int(final.size), "train_seconds": result.train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "train_examples_per_second": result.examples_per_second,
+        "prompt": str(out / "prompt.npy"), "best_prompt": str(out / "best_prompt.npy"),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def evaluate_prompt(config: RunConfig, prompt_path: str, split: str | None = None
+                    ) -> dict[str, float]:
+    """Metrics of a saved prompt (any format `prompt_io` reads) on a split of the task."""
+    from prompt_jax.prompt_io import load_prompt_for
+
+    job = load_job(config)
+    prompt = jnp.asarray(load_prompt_for(job.model, prompt_path).array)
+    return make_evaluator(job, split)(prompt)
+
+
+def infer(config: RunConfig, prompt_path: str, texts: Sequence[str]) -> list[str]:
+    """The predicted label name for each raw input text (single-text tasks)."""
+    from prompt_jax import tasks
+    from prompt_jax.prompt_io import load_prompt_for
+
+    job = load_job(config)
+    prompt = jnp.asarray(load_prompt_for(job.model, prompt_path).array)
+    step = jax.jit(scoring.make_eval_step(job.model, placement=job.placement))
+    batch = tasks.encode_examples(job.task, job.tokenizer, job.style, list(texts),
+                                  max_length=config.max_input_length)
+    scores = np.asarray(step(prompt, job.params, batch, *job.candidates))
+    return [job.task.labels[i] for i in scores.argmax(-1)[: len(texts)]]
