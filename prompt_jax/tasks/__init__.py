@@ -1,8 +1,8 @@
 """SeqIO tasks for the paper's task families: registry, local/TFDS sources, templates per
 backbone style, verbalizers, metrics, and fixed-shape numpy batches.
 
-Importing this package does not import TensorFlow; `batches`, `mixture_batches`, `seqio_task`,
-`seqio_mixture` and `vocabulary` (which run seqio pipelines) load it on first use.
+Importing this package does not import TensorFlow; the names in `_LAZY` (`batches`,
+`mixture_batches`, `seqio_task`, ... which run seqio pipelines) load it on first use.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from prompt_jax.tasks.registry import (
     task_by_id,
 )
 
-_LAZY = ("batches", "mixture_batches", "seqio_task", "seqio_mixture", "vocabulary",
-         "ensure_tfds_available", "resolve_source")
+_LAZY = {"batches": "pipeline", "mixture_batches": "pipeline", "seqio_task": "pipeline",
+         "seqio_mixture": "pipeline", "to_batches": "pipeline", "vocabulary": "vocabulary",
+         "HFVocabulary": "vocabulary", "ensure_tfds_available": "sources",
+         "resolve_source": "sources"}
 
 __all__ = [
     "FAMILY_STYLE", "STYLES", "Example", "ReadReport", "TaskSpec", "TfdsUnavailableError",
@@ -38,5 +40,5 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module("prompt_jax.tasks.pipeline"), name)
+        return getattr(importlib.import_module(f"prompt_jax.tasks.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'prompt_jax.tasks' has no attribute {name!r}")

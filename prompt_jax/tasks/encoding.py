@@ -38,7 +38,7 @@ class Layout:
     task: str
     style: str
     parts: tuple[Part, ...]
-    target_suffix: tuple[int, ...]  # appended to every target (T5: EOS)
+    target_suffix: tuple[int, ...]  # ends a generation target (EOS, where the tokenizer has one)
     target_prefix: str  # put before the target text (causal: " ")
 
     @property
@@ -94,7 +94,8 @@ def compile_layout(task: str | TaskSpec, tokenizer, style: str) -> Layout:
     """The compiled template of `task` in `style` for `tokenizer`.
 
     t5: the task's text-to-text template + EOS, targets end with EOS. causal: the tokenizer's
-    own leading special tokens (if any, e.g. BOS) + the template; targets start with a space.
+    own leading special tokens (if any, e.g. BOS) + the template; targets start with a space
+    (generation targets end with EOS, so that decoding learns to stop).
     mlm: `<cls> <mask> text_a <sep> [text_b <sep>]` with the tokenizer's own special tokens.
 
     Raises:
@@ -112,7 +113,8 @@ def compile_layout(task: str | TaskSpec, tokenizer, style: str) -> Layout:
         prefix = special_layout(tokenizer, pair=False)[0]
         parts = ([_special(tokenizer, prefix)] if prefix else []) + _template_parts(
             tokenizer, spec.template("causal"))
-        return Layout(spec.name, style, tuple(parts), (), " ")
+        eos = () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,)
+        return Layout(spec.name, style, tuple(parts), eos, " ")
     if tokenizer.mask_token_id is None:
         raise ValueError(f"style 'mlm' needs a mask token; {type(tokenizer).__name__} has none")
     specials = special_layout(tokenizer, pair=spec.pair)
