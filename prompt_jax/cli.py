@@ -33,6 +33,12 @@ def _demo(args) -> None:
     demo.run(data=args.data, limit=args.limit, batch_size=args.batch_size)
 
 
+def _tasks(args) -> None:
+    from prompt_jax.tasks.report import print_tasks
+
+    print_tasks(data=args.data, as_json=args.json)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prompt-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("tasks", help="list the registered tasks, label sets and local data")
+    p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
+    p.add_argument("--json", action="store_true", help="print JSON (with missing file paths)")
+    p.set_defaults(func=_tasks)
 
     args = parser.parse_args(argv)
     try:

@@ -259,6 +259,32 @@ def test_generation_formats_of_the_public_releases(tmp_path, monkeypatch):
     assert (example.text_a, example.label) == ("a dull film .", 0)
 
 
+def test_cli_lists_tasks_with_labels_sizes_and_offline_availability(capsys, tmp_path,
+                                                                    monkeypatch):
+    from prompt_jax.cli import main
+
+    main(["tasks"])
+    out = capsys.readouterr().out
+    table = {line.split()[0]: line.split() for line in out.splitlines()[3:] if line.strip()}
+    assert set(list_tasks()) <= set(table)
+    assert table["sst2"][2:5] == ["67349/872/-", "yes", "glue/sst2"]
+    assert table["tweeteval"][2:5] == ["missing/2000/12284", "eval", "only"]
+    assert table["squad"][2:4] == ["missing/missing/-", "no"]
+    assert "entailment->yes, neutral->maybe, contradiction->no" in out
+    main(["tasks", "--json"])
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["mrpc"]["local"] == {"train": 3668, "validation": 408, "test": 1725}
+    assert rows["qqp"]["missing"]["train"] == [str(DATA / "glue_qqp/train.tsv")]
+    # Malformed rows show up per split.
+    (tmp_path / "superglue_cb").mkdir()
+    (tmp_path / "superglue_cb/val.jsonl").write_bytes(
+        b'{"premise": "p", "hypothesis": "h", "label": "neutral"}\n{"premise": "p"\n')
+    monkeypatch.setenv("PROMPT_JAX_DATA", str(tmp_path))
+    main(["tasks"])
+    out = capsys.readouterr().out
+    assert "dropped in validation: {'malformed': 1}" in out and "missing/1/-" in out
+
+
 def test_importing_the_tasks_package_does_not_import_tensorflow():
     code = ("import sys, prompt_jax.tasks as t; t.read_split('cb', 'validation'); "
             "t.get_task('sst2'); assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
