@@ -58,6 +58,16 @@ def test_every_local_task_yields_fixed_shape_batches(task, split):
     np.testing.assert_array_equal(_rows(got, "index"), np.arange(24))
 
 
+def test_absent_splits_and_impossible_lengths_fail_before_running():
+    tok = smollm2_tokenizer()
+    with pytest.raises(FileNotFoundError, match="tweeteval/sentiment/train_text.txt"):
+        next(batches("tweeteval", "train", tok, "causal", 8, max_length=64))
+    with pytest.raises(KeyError, match="no local 'test' split"):
+        next(batches("sst2", "test", tok, "causal", 8, max_length=64))
+    with pytest.raises(ValueError, match="max_length 8 leaves no room .* 'mnli'"):
+        batches("mnli", "validation", tok, "causal", 8, max_length=8)
+
+
 def test_sst2_validation_through_the_pipeline_matches_the_file():
     tok = bert_tokenizer()
     got = list(batches("sst2", "validation", tok, "mlm", 64, max_length=96, shuffle=False))
@@ -168,6 +178,8 @@ def test_generation_task_batches(tmp_path, monkeypatch):
 
 
 def test_the_registered_seqio_task():
+    import tensorflow as tf
+
     tok = smollm2_tokenizer()
     task = seqio_task("mrpc", tok, "causal")
     assert task.name.startswith("prompt_jax_mrpc_causal:local_")
@@ -179,8 +191,13 @@ def test_the_registered_seqio_task():
     assert task.postprocess_fn("perhaps") == -1
     (metric,) = task.metric_fns
     assert metric([1, 0, 1], [1, 1, 1]) == pytest.approx({"accuracy": 200 / 3, "f1": 80.0})
-    assert task.output_features["inputs"].vocabulary.decode(tok("hi there")["input_ids"]) == (
-        "hi there")
+    vocab = task.output_features["inputs"].vocabulary
+    assert vocab.decode(tok("hi there")["input_ids"]) == "hi there"
+    assert vocab.encode_tf(tf.constant("hi there")).numpy().tolist() == tok("hi there")[
+        "input_ids"]
+    assert vocab.decode_tf(tf.constant([tok("hi there")["input_ids"]])).numpy().tolist() == [
+        b"hi there"]
+    assert vocab.pad_id == tok.pad_token_id and vocab.vocab_size == len(tok)
 
 
 def test_tfds_source_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ import tensorflow as tf
 from prompt_jax.tasks import encoding
 from prompt_jax.tasks.metrics import compute, label_from_text
 from prompt_jax.tasks.readers import data_root
-from prompt_jax.tasks.registry import TaskSpec, get_task
+from prompt_jax.tasks.registry import TaskSpec, get_task, read_split
 from prompt_jax.tasks.sources import (
     ensure_tfds_available,
     local_dataset_fn,
@@ -184,6 +184,15 @@ def _fix_shape(b, batch_size, pad, max_length, target_length, max_target_length,
     return out
 
 
+def _check_lengths(specs: Sequence[TaskSpec], tokenizer, style: str, max_length: int) -> None:
+    """Fails before any pipeline runs when a template alone does not fit max_length."""
+    for spec in specs:
+        layout = encoding.compile_layout(spec, tokenizer, style)
+        if layout.fixed_length >= max_length:
+            raise ValueError(f"max_length {max_length} leaves no room for text in the {style} "
+                             f"template of {spec.name!r} ({layout.fixed_length} tokens)")
+
+
 def _target_length(specs: Sequence[TaskSpec], tokenizer, style: str) -> int | None:
     """Fixed K when every task is a classification task: the longest verbalizer."""
     if any(s.is_generation for s in specs):
@@ -199,14 +208,20 @@ def batches(task: str | TaskSpec, split: str, tokenizer, style: str, batch_size:
     """Fixed-shape numpy batches of one task's split, through its seqio Task.
 
     The split is tokenized once and cached; with `shuffle`, each epoch is a full permutation
-    drawn from `seed` (same seed -> same order, epoch after epoch). `limit` keeps the first
-    `limit` examples of the split (file order) before shuffling.
+    drawn from `seed` (same seed -> same order, epoch after epoch; TFDS splits larger than
+    2**18 rows are shuffled through a buffer of that size). `limit` keeps the first `limit`
+    examples of the split (file order) before shuffling.
 
     Returns:
       An iterator of dicts: inputs, input_mask [B, T]; targets, target_mask [B, K]; label,
       target_position, task_id, index [B] int32; weight [B] float32.
+
+    Raises:
+      ValueError: max_length cannot hold the template; the style does not fit the task.
+      KeyError / FileNotFoundError: the split does not exist / its file is absent.
     """
     spec = get_task(task)
+    _check_lengths([spec], tokenizer, style, max_length)
     seqio_t = seqio_task(spec, tokenizer, style, source=source, data=data)
     lengths = {"inputs": max_length, "targets": max_target_length or max_length}
     ds = seqio_t.get_dataset(lengths, split=split, shuffle=False, num_epochs=1,
@@ -215,7 +230,8 @@ def batches(task: str | TaskSpec, split: str, tokenizer, style: str, batch_size:
         ds = ds.take(limit)
     ds = ds.cache()
     if shuffle:
-        ds = ds.shuffle(limit or 1 << 17, seed=seed, reshuffle_each_iteration=True)
+        size = len(read_split(spec, split, data)[0]) if resolve_source(source) == "local" else 0
+        ds = ds.shuffle(limit or size or 1 << 18, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     return to_batches(ds, batch_size, pad_id(tokenizer),
@@ -249,6 +265,7 @@ def mixture_batches(tasks: Sequence[str | TaskSpec], split: str, tokenizer, styl
     """Fixed-shape batches sampled from a seqio Mixture of several tasks; each row's `task_id`
     says which task it came from (`TaskSpec.task_id`). `limit` caps the examples yielded."""
     specs = [get_task(t) for t in tasks]
+    _check_lengths(specs, tokenizer, style, max_length)
     mixture = seqio_mixture(specs, tokenizer, style, rates=rates, source=source, data=data)
     lengths = {"inputs": max_length, "targets": max_target_length or max_length}
     ds = mixture.get_dataset(lengths, split=split, shuffle=shuffle, seed=seed,

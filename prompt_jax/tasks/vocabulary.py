@@ -48,8 +48,10 @@ class HFVocabulary(seqio.Vocabulary):
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
-        ids = tf.numpy_function(lambda b: np.asarray(self._encode(b.decode("utf-8")), np.int32),
-                                [s], tf.int32, stateful=False)
+        def encode(text):  # a 0-d object array holding bytes
+            return np.asarray(self._encode(text.item().decode("utf-8")), np.int32)
+
+        ids = tf.numpy_function(encode, [s], tf.int32, stateful=False)
         ids.set_shape([None])
         return ids
 
