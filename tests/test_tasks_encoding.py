@@ -136,3 +136,19 @@ def test_rouge_by_hand():
     scores = rouge([ref, ref], [pred, ref])
     assert scores["rouge1"] == pytest.approx(100 * (5 / 6 + 1) / 2)
     assert set(compute("samsum", [ref], [pred])) == {"rouge1", "rouge2", "rougeL"}
+
+
+def test_every_template_compiles_for_every_backbone(backbone):
+    family, style, tok = backbone
+    for name in list_tasks():
+        spec = get_task(name)
+        if style not in spec.styles:
+            with pytest.raises(ValueError, match="generation task"):
+                compile_layout(name, tok, style)
+            continue
+        layout = compile_layout(name, tok, style)
+        text = render(layout, "first text", "second text" if spec.pair else "")
+        assert "{" not in text and "first text" in text
+        assert ("second text" in text) == spec.pair, name
+        ids, _ = encode_inputs(layout, tok, "first text", "second text" if spec.pair else "")
+        assert len(ids) > layout.fixed_length
