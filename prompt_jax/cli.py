@@ -167,6 +167,12 @@ def _add_prompts_parser(sub) -> None:
     p.set_defaults(func=_prompts_convert)
 
 
+def _tasks(args) -> None:
+    from prompt_jax.tasks.report import print_tasks
+
+    print_tasks(data=args.data, as_json=args.json)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prompt-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +196,10 @@ def main(argv: list[str] | None = None) -> None:
 
     _add_run_parsers(sub)
     _add_prompts_parser(sub)
+    p = sub.add_parser("tasks", help="list the registered tasks, label sets and local data")
+    p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
+    p.add_argument("--json", action="store_true", help="print JSON (with missing file paths)")
+    p.set_defaults(func=_tasks)
 
     args = parser.parse_args(argv)
     try:

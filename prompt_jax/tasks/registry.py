@@ -1,0 +1,256 @@
+"""`TaskSpec`: what a task is (labels, verbalizers, templates, metrics, where its data lives),
+the registry of specs, and reading a split from local files. No TensorFlow here."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from prompt_jax.tasks.readers import Example, ReadReport, data_root, read_file
+
+STYLES = ("t5", "mlm", "causal")
+FAMILY_STYLE = {"t5": "t5", "roberta": "mlm", "bert": "mlm", "llama": "causal"}
+SPLITS = ("train", "validation", "test")
+
+# A validation split carved from train: this share of the rows, at most this many, chosen by a
+# permutation with this seed (files are often sorted by label, so no contiguous slice).
+CARVE_FRACTION = 0.1
+CARVE_MAX = 2000
+CARVE_SEED = 20220101
+CARVED = "carved from train"
+
+
+class TfdsUnavailableError(RuntimeError):
+    """A TFDS dataset is not prepared locally and cannot be downloaded (offline)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSource:
+    """Where a task's splits live under the data root, and how to read them.
+
+    `splits` maps a split name to its file(s) relative to the data root; CARVED for a
+    validation split taken from train. `options` are the reader's keyword arguments.
+    """
+
+    fmt: str
+    splits: tuple[tuple[str, tuple[str, ...] | str], ...]
+    options: tuple[tuple[str, str], ...] = ()
+
+    def files(self, split: str) -> tuple[str, ...] | str:
+        for name, files in self.splits:
+            if name == split:
+                return files
+        raise KeyError(f"no local {split!r} split; local splits: {[s for s, _ in self.splits]}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+    """A TensorFlow Datasets builder and how its features map onto the task's fields.
+
+    `splits` maps our split names to TFDS split strings (slices allowed); `label_names` are the
+    builder's ClassLabel names in index order (each must be a key of the task's label aliases).
+    """
+
+    name: str
+    splits: tuple[tuple[str, str], ...]
+    text_a: str
+    text_b: str | None = None
+    label: str | None = None
+    label_names: tuple[str, ...] = ()
+    references: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One registered task.
+
+    Attributes:
+      name: registry name (e.g. "sst2").
+      family: "sentiment", "nli", "ethics", "paraphrase", "qa", "summarization", "topic" or
+        "question".
+      labels: class names in index order; empty for generation tasks.
+      verbalizers: one word (or words) per label, scored by the mlm and causal styles.
+      t5_verbalizers: the label words of the t5 text-to-text format (T5's GLUE names).
+      metric_names: what `metrics.compute` reports for this task.
+      templates: (style, format string over {text_a} / {text_b}); mlm uses the tokenizer's own
+        `<cls> <mask> text_a <sep> [text_b <sep>]` layout and has no entry.
+      pair: whether examples have a second text (text_b).
+      label_aliases: label strings as written in the files (and TFDS names) -> class index.
+      local: the local files; tfds: the TFDS builder (None where TFDS has none).
+      task_id: a stable integer (registry order), carried by every example of the task.
+    """
+
+    name: str
+    family: str
+    labels: tuple[str, ...]
+    verbalizers: tuple[str, ...]
+    t5_verbalizers: tuple[str, ...]
+    metric_names: tuple[str, ...]
+    templates: tuple[tuple[str, str], ...]
+    pair: bool
+    label_aliases: tuple[tuple[str, int], ...]
+    local: LocalSource
+    tfds: TfdsSource | None
+    task_id: int = -1
+    description: str = ""
+
+    @property
+    def is_generation(self) -> bool:
+        return not self.labels
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        return ("t5", "causal") if self.is_generation else STYLES
+
+    @property
+    def seqio_names(self) -> tuple[str, ...]:
+        """Base seqio task names, one per supported style; the registered name appends
+        `:<source>:<vocabulary>` (see `prompt_jax.tasks.pipeline.seqio_task`)."""
+        return tuple(self.seqio_name(s) for s in self.styles)
+
+    def seqio_name(self, style: str) -> str:
+        self.check_style(style)
+        return f"prompt_jax_{self.name}_{style}"
+
+    def check_style(self, style: str) -> None:
+        if style not in STYLES:
+            raise ValueError(f"unknown style {style!r}; styles: {STYLES} "
+                             f"(model family -> style: {FAMILY_STYLE})")
+        if style not in self.styles:
+            raise ValueError(f"task {self.name!r} is a generation task; style {style!r} "
+                             f"supports classification tasks only (use one of {self.styles})")
+
+    def verbalizers_for(self, style: str) -> tuple[str, ...]:
+        self.check_style(style)
+        return self.t5_verbalizers if style == "t5" else self.verbalizers
+
+    def template(self, style: str) -> str | None:
+        self.check_style(style)
+        return dict(self.templates).get(style)
+
+    @property
+    def aliases(self) -> dict[str, int]:
+        return dict(self.label_aliases)
+
+    def __post_init__(self):
+        if len(self.verbalizers) != len(self.labels) or len(self.t5_verbalizers) != len(
+                self.labels):
+            raise ValueError(f"{self.name}: {len(self.labels)} labels but verbalizers "
+                             f"{self.verbalizers} / {self.t5_verbalizers}")
+        if self.labels and set(self.aliases.values()) != set(range(len(self.labels))):
+            raise ValueError(f"{self.name}: label aliases {self.aliases} do not cover "
+                             f"{len(self.labels)} classes")
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+    """Adds a spec (its task_id becomes its registry position)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"task {spec.name!r} is already registered")
+    spec = dataclasses.replace(spec, task_id=len(_REGISTRY))
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_tasks() -> tuple[str, ...]:
+    """Names of all registered tasks, in task_id order."""
+    return tuple(_REGISTRY)
+
+
+def get_task(task: str | TaskSpec) -> TaskSpec:
+    """The spec of a registered task (a TaskSpec passes through).
+
+    Raises:
+      KeyError: the name is not registered (the message lists the known names).
+    """
+    if isinstance(task, TaskSpec):
+        return task
+    try:
+        return _REGISTRY[task]
+    except KeyError:
+        raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(_REGISTRY)}") from None
+
+
+def task_by_id(task_id: int) -> TaskSpec:
+    return get_task(list_tasks()[task_id])
+
+
+def style_for_family(family: str) -> str:
+    """The template style of a backbone family (t5 -> t5, roberta/bert -> mlm, llama ->
+    causal)."""
+    try:
+        return FAMILY_STYLE[family]
+    except KeyError:
+        raise KeyError(f"unknown model family {family!r}; known: {sorted(FAMILY_STYLE)}") from None
+
+
+def local_splits(task: str | TaskSpec) -> tuple[str, ...]:
+    return tuple(s for s, _ in get_task(task).local.splits)
+
+
+def local_paths(task: str | TaskSpec, split: str, root: str | os.PathLike | None = None
+                ) -> tuple[Path, ...]:
+    """The files a local split is read from (for a carved validation split: the train files)."""
+    spec = get_task(task)
+    files = spec.local.files(split)
+    if files == CARVED:
+        files = spec.local.files("train")
+    base = data_root(root)
+    return tuple(base / f for f in files)
+
+
+def carve_indices(n: int) -> np.ndarray:
+    """Sorted row indices (of n train rows) that form a carved validation split."""
+    size = min(round(n * CARVE_FRACTION), CARVE_MAX)
+    return np.sort(np.random.default_rng(CARVE_SEED).permutation(n)[:size])
+
+
+def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None = None
+               ) -> tuple[list[Example], ReadReport]:
+    """All examples of a local split and the report of what was dropped and why.
+
+    A validation split marked CARVED is a fixed pseudo-random share of the train file; the train
+    split of such a task is the rest.
+
+    Raises:
+      KeyError: the task has no such split locally.
+      FileNotFoundError: a file is absent (the message names the path looked at).
+    """
+    spec = get_task(task)
+    if split not in SPLITS:
+        raise KeyError(f"unknown split {split!r}; splits: {SPLITS}")
+    paths = local_paths(spec, split, root)
+    stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in paths)
+    try:
+        examples, report = _read_cached(spec.name, paths, stamp)
+    except FileNotFoundError as e:
+        carved = " (validation is carved from train)" if spec.local.files(split) == CARVED else ""
+        raise FileNotFoundError(
+            f"task {spec.name!r} split {split!r}{carved}: {e}; expected the "
+            f"{spec.description} release in {spec.local.fmt!r} format") from None
+    carved = dict(spec.local.splits).get("validation") == CARVED
+    if carved and split in ("train", "validation"):
+        keep = np.zeros(len(examples), bool)
+        keep[carve_indices(len(examples))] = True
+        if split == "train":
+            keep = ~keep
+        examples = [e for e, k in zip(examples, keep, strict=True) if k]
+        report = dataclasses.replace(report, kept=len(examples),
+                                     notes=report.notes + (("carved_from_train", 1),))
+    return list(examples), report
+
+
+@functools.lru_cache(maxsize=64)
+def _read_cached(name: str, paths: tuple[Path, ...], stamp: tuple
+                 ) -> tuple[tuple[Example, ...], ReadReport]:
+    """Reads once per (task, files, modification times)."""
+    spec = get_task(name)
+    aliases = spec.aliases if spec.labels else None
+    examples, report = read_file(spec.local.fmt, paths, aliases, dict(spec.local.options))
+    return tuple(examples), report

@@ -1,0 +1,151 @@
+"""Whole jobs: `prompt-jax train|eval|infer` end to end on a tiny model with a real tokenizer and
+real SST-2 data; a killed run resumes to the same prompt; the real SmolLM2 learns."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from prompt_jax import cli, partitioning, prompts, run, tasks, train
+from prompt_jax.models import load_pretrained, load_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory, smollm2_gguf):
+    """A random 2-layer Llama with SmolLM2's real tokenizer and vocabulary."""
+    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    load_tokenizer(smollm2_gguf).save_pretrained(directory)
+    return directory
+
+
+def _cli(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "prompt_jax.cli", *args], cwd=REPO,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          **kwargs)
+
+
+def _train_args(model, out, *extra):
+    return ["train", "--gin_file", "test/tiny.gin", "--model", str(model),
+            "--output_dir", str(out), *extra]
+
+
+def test_cli_train_eval_infer_end_to_end(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "run"
+    cli.main(_train_args(tiny_llama, out))
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 6 and summary["trainable_params"] == 4 * 32
+    assert set(summary["final"]) == {"accuracy", "macro_f1"}
+    for name in ("prompt.npy", "prompt.json", "best_prompt.npy", "config.json", "config.gin",
+                 "metrics.jsonl", "summary.json"):
+        assert (out / name).is_file(), name
+    sidecar = json.loads((out / "prompt.json").read_text())
+    assert sidecar["backbone"] == "llama" and sidecar["task"] == "sst2"
+    assert sidecar["length"] == 4 and sidecar["d_model"] == 32 and sidecar["steps"] == 6
+    assert "RunConfig.steps = 6" in (out / "config.gin").read_text()
+    assert json.loads((out / "config.json").read_text())["prompt_length"] == 4
+    evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["split"] == "eval"]
+    assert [e["step"] for e in evals] == [3, 6]
+
+    cli.main(["eval", "--gin_file", "test/tiny.gin", "--model", str(tiny_llama),
+              "--prompt", str(out / "prompt.npy")])
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] == pytest.approx(summary["final"]["accuracy"])
+
+    cli.main(["infer", "--gin_file", "test/tiny.gin", "--model", str(tiny_llama),
+              "--prompt", str(out / "prompt.npy"), "--text", "a masterpiece .",
+              "--text", "dull and tedious ."])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(x.split("\t")[0] in ("negative", "positive") for x in lines)
+
+
+def test_bad_input_gets_clear_errors(tiny_llama, tmp_path, capsys):
+    cases = [
+        (["--prompt_length", "0"], "prompt length must be at least 1, got 0"),
+        (["--prompt_length", "300"], "prompt length 300 + input length 32 exceeds the "
+                                     "model's maximum length 256"),
+        (["--task", "no_such_task"], "no_such_task"),
+        (["--batch_size", "6", "--gin_param", "RunConfig.mesh_data=4"],
+         "batch size 6 is not divisible by the mesh's data axis (4 devices)"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit):
+            cli.main(_train_args(tiny_llama, tmp_path / "bad", *extra))
+        assert message in capsys.readouterr().err, extra
+    wrong = tmp_path / "wide.npy"
+    np.save(wrong, np.zeros((4, 48), np.float32))
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--gin_file", "test/tiny.gin", "--model", str(tiny_llama),
+                  "--prompt", str(wrong)])
+    err = capsys.readouterr().err
+    assert "wide.npy" in err and "(4, 48)" in err and "llama" in err and "32" in err
+
+
+def test_killed_run_resumes_to_the_same_prompt(tiny_llama, tmp_path):
+    args = ["--steps", "60", "--gin_param", "RunConfig.checkpoint_every=5",
+            "--gin_param", "RunConfig.eval_every=0"]
+    full = _cli(*_train_args(tiny_llama, tmp_path / "full", *args), timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "prompt_jax.cli",
+                             *_train_args(tiny_llama, cut, *args)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        done = [p for p in (cut / "checkpoints").glob("*") if p.name.isdigit()]
+        if any(int(p.name) >= 10 for p in done):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "prompt.npy").exists(), "the run finished before it could be killed"
+    resumed = _cli(*_train_args(tiny_llama, cut, *args, "--resume"), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(cut / "prompt.npy"), np.load(tmp_path / "full" /
+                                                                       "prompt.npy"))
+
+
+def test_real_smollm2_prompt_training_lowers_the_loss(smollm2_gguf):
+    """A few Adafactor steps on four real SST-2 training sentences: the loss goes down and
+    nothing but the prompt changes."""
+    pre, tok = load_pretrained(smollm2_gguf), load_tokenizer(smollm2_gguf)
+    model, params = pre.model, pre.params
+    task = tasks.get_task("sst2")
+    batch = next(iter(tasks.batches(task, "train", tok, "causal", 4, max_length=64, seed=0)))
+    cands = tuple(jnp.asarray(x) for x in tasks.candidates(task, tok, "causal"))
+    opt = train.make_optimizer(train.OptimizerConfig())
+    step = train.jit_train_step(train.make_train_step(model, opt, candidates=cands), model,
+                                partitioning.make_mesh(1, 1))
+    ids = tok("Classify the sentiment of the review.", add_special_tokens=False)["input_ids"]
+    prompt = prompts.text(lambda i: model.embed(params, i), ids, 8)
+    state = train.place_state(train.init_state(prompt, opt), partitioning.make_mesh(1, 1))
+    before = jax.tree_util.tree_map(np.array, params)
+    losses = []
+    for _ in range(4):
+        state, metrics = step(state, params, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < losses[0], losses
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before,
+                           jax.tree_util.tree_map(np.array, params))
+    assert run.STYLES[model.family] == "causal"

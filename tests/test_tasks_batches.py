@@ -1,0 +1,266 @@
+"""Fixed-shape batches through the seqio Tasks and Mixtures, on the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+
+import numpy as np
+import pytest
+
+from prompt_jax.tasks import (
+    TfdsUnavailableError,
+    batches,
+    candidates,
+    compile_layout,
+    get_task,
+    list_tasks,
+    mixture_batches,
+    read_split,
+    render,
+    seqio_task,
+    sources,
+)
+from tests.task_tokenizers import BACKBONES, bert_tokenizer, smollm2_tokenizer
+
+# Every task with data in ../shared/data and the train / validation splits it has there.
+LOCAL = {"sst2": ("train", "validation"), "imdb": ("train", "validation"),
+         "laptop": ("train", "validation"), "restaurant": ("train", "validation"),
+         "tweeteval": ("validation",), "mnli": ("validation",), "qnli": ("validation",),
+         "snli": ("validation",), "mrpc": ("train", "validation"),
+         "rotten_tomatoes": ("train", "validation"), "rte": ("train", "validation"),
+         "cb": ("train", "validation"), "trec": ("train", "validation"), "ag_news": ("test",)}
+KEYS = {"inputs", "input_mask", "targets", "target_mask", "label", "target_position", "task_id",
+        "weight", "index"}
+
+
+def _rows(batch_list, key):
+    return np.concatenate([b[key][b["weight"] > 0] for b in batch_list])
+
+
+@pytest.mark.parametrize(("task", "split"), [(t, s) for t, ss in LOCAL.items() for s in ss])
+def test_every_local_task_yields_fixed_shape_batches(task, split):
+    tok = smollm2_tokenizer()
+    got = list(batches(task, split, tok, "causal", 16, max_length=128, shuffle=False, limit=24))
+    assert len(got) == 2
+    for b in got:
+        assert set(b) == KEYS
+        assert b["inputs"].shape[0] == 16 and b["inputs"].dtype == np.int32
+        assert b["inputs"].shape[1] % 16 == 0 or b["inputs"].shape[1] == 128
+        assert b["inputs"].shape == b["input_mask"].shape
+        assert b["targets"].shape == (16, candidates(task, tok, "causal")[0].shape[1])
+        assert b["weight"].dtype == np.float32 and np.all(b["task_id"] == get_task(task).task_id)
+    assert got[1]["weight"].tolist() == [1.0] * 8 + [0.0] * 8
+    assert got[1]["index"][8:].tolist() == [-1] * 8
+    examples, _ = read_split(task, split)
+    np.testing.assert_array_equal(_rows(got, "label"), [e.label for e in examples[:24]])
+    np.testing.assert_array_equal(_rows(got, "index"), np.arange(24))
+
+
+def test_absent_splits_and_impossible_lengths_fail_before_running():
+    tok = smollm2_tokenizer()
+    with pytest.raises(FileNotFoundError, match="tweeteval/sentiment/train_text.txt"):
+        next(batches("tweeteval", "train", tok, "causal", 8, max_length=64))
+    with pytest.raises(KeyError, match="no local 'test' split"):
+        next(batches("sst2", "test", tok, "causal", 8, max_length=64))
+    with pytest.raises(ValueError, match="max_length 8 leaves no room .* 'mnli'"):
+        batches("mnli", "validation", tok, "causal", 8, max_length=8)
+
+
+def test_sst2_validation_through_the_pipeline_matches_the_file():
+    tok = bert_tokenizer()
+    got = list(batches("sst2", "validation", tok, "mlm", 64, max_length=96, shuffle=False))
+    labels = _rows(got, "label")
+    assert len(labels) == 872 and int(labels.sum()) == 444
+    assert sum(float(b["weight"].sum()) for b in got) == 872.0
+    assert len({b["inputs"].shape for b in got}) <= 96 // 16
+    ids, mask = candidates("sst2", tok, "mlm")
+    for b in got:
+        rows = np.arange(64)
+        assert np.all(b["target_position"] == 1)
+        assert np.all(b["inputs"][rows, b["target_position"]] == tok.mask_token_id)
+        np.testing.assert_array_equal(b["targets"], ids[b["label"]])
+        np.testing.assert_array_equal(b["target_mask"], mask[b["label"]])
+        pads = b["inputs"][b["input_mask"] == 0]
+        assert np.all(pads == tok.pad_token_id)
+
+
+@pytest.mark.parametrize("family", sorted(BACKBONES))
+def test_decoding_a_batch_gives_back_the_filled_template(family):
+    style, make = BACKBONES[family]
+    tok = make()
+    (b,) = batches("rte", "validation", tok, style, 8, max_length=512, shuffle=False, limit=8)
+    examples, _ = read_split("rte", "validation")
+    layout = compile_layout("rte", tok, style)
+    for row in range(8):
+        e = examples[b["index"][row]]
+        decoded = tok.decode(b["inputs"][row][b["input_mask"][row] == 1].tolist())
+        expected = render(layout, e.text_a, e.text_b)
+        if family == "bert":
+            assert "".join(decoded.lower().split()) == "".join(expected.lower().split())
+        elif family == "t5":
+            assert decoded.split() == expected.split()
+        else:
+            assert decoded == expected
+        gold = get_task("rte").verbalizers_for(style)[b["label"][row]]
+        target = tok.decode(b["targets"][row][b["target_mask"][row] == 1].tolist())
+        assert target.replace(tok.eos_token or "", "").strip().replace(" ", "") == gold
+
+
+def _order(seed, repeat_batches=16):
+    tok = smollm2_tokenizer()
+    it = batches("cb", "train", tok, "causal", 8, max_length=256, seed=seed, shuffle=True,
+                 repeat=True, limit=64)
+    return np.concatenate([next(it)["index"] for _ in range(repeat_batches)])
+
+
+def test_same_seed_same_order_over_two_epochs_other_seed_another():
+    first, again, other = _order(0), _order(0), _order(1)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    for order in (first, other):
+        assert sorted(order[:64]) == list(range(64)) == sorted(order[64:])  # whole epochs
+    assert not np.array_equal(first[:64], first[64:])  # each epoch is reshuffled
+    assert not np.array_equal(first[:64], np.arange(64))
+
+
+def test_lengths_are_bucketed_and_truncation_keeps_the_template_end():
+    tok = smollm2_tokenizer()
+    shapes = collections.Counter()
+    suffix = compile_layout("imdb", tok, "causal").parts[-1].ids
+    for b in batches("imdb", "validation", tok, "causal", 32, max_length=200, limit=256):
+        shapes[b["inputs"].shape] += 1
+        for ids, m in zip(b["inputs"], b["input_mask"], strict=True):
+            assert tuple(ids[m == 1][-len(suffix):]) == suffix  # "...\nSentiment:" survives
+    assert set(shapes) <= {(32, t) for t in (16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176,
+                                            192, 200)}
+    assert (32, 200) in shapes  # long reviews were cut to max_length
+
+
+def test_mixture_examples_carry_their_task_id():
+    tok = smollm2_tokenizer()
+    kwargs = dict(max_length=256, seed=3, limit=96, rates=[1.0, 1.0])
+    got = list(mixture_batches(["rte", "cb"], "train", tok, "causal", 16, **kwargs))
+    again = list(mixture_batches(["rte", "cb"], "train", tok, "causal", 16, **kwargs))
+    rte, cb = get_task("rte"), get_task("cb")
+    ids = _rows(got, "task_id")
+    assert set(ids) == {rte.task_id, cb.task_id} and len(ids) == 96
+    np.testing.assert_array_equal(ids, _rows(again, "task_id"))
+    k = max(candidates(t, tok, "causal")[0].shape[1] for t in ("rte", "cb"))
+    for b in got:
+        assert b["targets"].shape == (16, k)
+        for row in np.flatnonzero(b["weight"]):
+            spec = rte if b["task_id"][row] == rte.task_id else cb
+            cand, cmask = candidates(spec, tok, "causal")
+            gold = cand[b["label"][row]][cmask[b["label"][row]] == 1]
+            np.testing.assert_array_equal(b["targets"][row][b["target_mask"][row] == 1], gold)
+
+
+def test_generation_task_batches(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPT_JAX_DATA", str(tmp_path))
+    (tmp_path / "samsum").mkdir()
+    rows = [{"id": str(i), "dialogue": f"A: hello {i}\nB: hi", "summary": f"They greet {i}."}
+            for i in range(3)]
+    (tmp_path / "samsum/val.json").write_text(json.dumps(rows))
+    for family in ("t5", "llama"):
+        style, make = BACKBONES[family]
+        tok = make()
+        (b,) = batches("samsum", "validation", tok, style, 4, max_length=64, shuffle=False)
+        assert b["label"].tolist()[:3] == [-1, -1, -1] and b["targets"].shape[1] == 16
+        target = tok.decode(b["targets"][1][b["target_mask"][1] == 1].tolist())
+        if style == "t5":
+            assert target.split() == ["They", "greet", "1.</s>"]
+        else:
+            assert target == " They greet 1." + tok.eos_token
+    with pytest.raises(ValueError, match="generation task"):
+        batches("samsum", "validation", bert_tokenizer(), "mlm", 4, max_length=64)
+
+
+def test_the_registered_seqio_task():
+    import tensorflow as tf
+
+    tok = smollm2_tokenizer()
+    task = seqio_task("mrpc", tok, "causal")
+    assert task.name.startswith("prompt_jax_mrpc_causal:local_")
+    assert seqio_task("mrpc", tok, "causal") is task
+    ex = next(task.get_dataset(None, split="validation", shuffle=False).as_numpy_iterator())
+    assert ex["inputs_pretokenized"].decode().startswith("Sentence 1: ")
+    assert ex["targets_pretokenized"].decode() in ("no", "yes")
+    assert task.postprocess_fn(" yes", is_target=False) == 1
+    assert task.postprocess_fn("perhaps") == -1
+    (metric,) = task.metric_fns
+    assert metric([1, 0, 1], [1, 1, 1]) == pytest.approx({"accuracy": 200 / 3, "f1": 80.0})
+    vocab = task.output_features["inputs"].vocabulary
+    assert vocab.decode(tok("hi there")["input_ids"]) == "hi there"
+    assert vocab.encode_tf(tf.constant("hi there")).numpy().tolist() == tok("hi there")[
+        "input_ids"]
+    assert vocab.decode_tf(tf.constant([tok("hi there")["input_ids"]])).numpy().tolist() == [
+        b"hi there"]
+    assert vocab.pad_id == tok.pad_token_id and vocab.vocab_size == len(tok)
+
+
+def test_tfds_source_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
+    tok = smollm2_tokenizer()
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PROMPT_JAX_SOURCE", "tfds")  # the one setting that picks the source
+    monkeypatch.setenv("PROMPT_JAX_OFFLINE", "1")
+    with pytest.raises(TfdsUnavailableError, match="'glue/sst2'.*PROMPT_JAX_OFFLINE.*local"):
+        batches("sst2", "validation", tok, "causal", 8, max_length=64)
+    monkeypatch.delenv("PROMPT_JAX_OFFLINE")
+    monkeypatch.setattr(sources, "TFDS_HOST", "tfds-host.invalid")
+    start = time.perf_counter()
+    with pytest.raises(TfdsUnavailableError, match="tfds-host.invalid is unreachable"):
+        batches("mnli", "validation", tok, "causal", 8, max_length=64)
+    assert time.perf_counter() - start < 15
+    with pytest.raises(ValueError, match="'tweeteval' has no TFDS builder"):
+        seqio_task("tweeteval", tok, "causal")
+    monkeypatch.setenv("PROMPT_JAX_SOURCE", "hub")
+    with pytest.raises(ValueError, match="unknown data source 'hub'"):
+        seqio_task("sst2", tok, "causal")
+
+
+def test_tfds_field_names_and_label_order_match_the_builders(tmp_path):
+    import tensorflow_datasets as tfds
+
+    for name in list_tasks():
+        spec = get_task(name)
+        if spec.tfds is None:
+            continue
+        features = tfds.builder(spec.tfds.name, data_dir=str(tmp_path)).info.features
+        for path in filter(None, (spec.tfds.text_a, spec.tfds.text_b, spec.tfds.references)):
+            feature = features
+            for key in path.split("/"):
+                feature = feature[key]
+        if spec.tfds.label:
+            assert tuple(features[spec.tfds.label].names) == spec.tfds.label_names, name
+            mapped = [spec.aliases[n] for n in spec.tfds.label_names]
+            assert sorted(mapped) == list(range(len(spec.labels))), name
+
+
+def test_tfds_adapter_maps_builder_shaped_examples():
+    """The adapter on examples shaped like the builders' outputs (keys and dtypes as in
+    `tfds.builder(...).info.features`), filled with real rows from ../shared/data."""
+    import tensorflow as tf
+
+    examples, _ = read_split("cb", "validation")
+    tfds_order = get_task("cb").tfds.label_names  # entailment, contradiction, neutral
+    rows = {"premise": [e.text_a for e in examples[:6]],
+            "hypothesis": [e.text_b for e in examples[:6]],
+            "label": [tfds_order.index(get_task("cb").labels[e.label]) for e in examples[:6]],
+            "idx": list(range(6))}
+    rows["label"][0] = -1  # SNLI-style "no gold label" rows are dropped
+    ds = sources.tfds_adapter(tf.data.Dataset.from_tensor_slices(
+        {k: tf.constant(v, tf.int64 if k in ("label", "idx") else tf.string)
+         for k, v in rows.items()}), name="cb")
+    got = list(ds.as_numpy_iterator())
+    assert [g["label"] for g in got] == [e.label for e in examples[1:6]]
+    assert [g["text_b"].decode() for g in got] == [e.text_b for e in examples[1:6]]
+    squad_like = tf.data.Dataset.from_tensor_slices({
+        "question": ["Where is Paris?"], "context": ["Paris is in France."],
+        "answers": {"text": tf.ragged.constant([["France", "in France"]]).to_tensor(),
+                    "answer_start": tf.constant([[12, 9]], tf.int32)},
+        "id": ["1"], "title": ["t"]})
+    (got,) = sources.tfds_adapter(squad_like, name="squad").as_numpy_iterator()
+    assert (got["text_a"], got["text_b"], got["target"], got["label"]) == (
+        b"Where is Paris?", b"Paris is in France.", b"France", -1)

@@ -1,0 +1,154 @@
+"""Templates, verbalizers and truncation with each backbone's real tokenizer; the metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prompt_jax.tasks import candidates, compile_layout, get_task, list_tasks, read_split, render
+from prompt_jax.tasks.encoding import encode_inputs, encode_target
+from prompt_jax.tasks.metrics import compute, lcs_length, rouge, rouge_l, rouge_n, squad
+from tests.task_tokenizers import BACKBONES
+
+CLASSIFICATION = [n for n in list_tasks() if not get_task(n).is_generation]
+
+
+@pytest.fixture(scope="module", params=sorted(BACKBONES))
+def backbone(request):
+    style, make = BACKBONES[request.param]
+    return request.param, style, make()
+
+
+def test_every_verbalizer_is_a_distinct_candidate(backbone):
+    family, style, tok = backbone
+    for name in CLASSIFICATION:
+        ids, mask = candidates(name, tok, style)
+        spec = get_task(name)
+        assert ids.shape == mask.shape and ids.shape[0] == len(spec.labels)
+        assert ids.dtype == np.int32 and mask.dtype == np.int32
+        rows = {tuple(r[m == 1]) for r, m in zip(ids, mask, strict=True)}
+        assert len(rows) == len(spec.labels), (family, name)
+        for row, m, word in zip(ids, mask, spec.verbalizers_for(style), strict=True):
+            text = tok.decode(row[m == 1].tolist())
+            if style == "t5":
+                assert row[m == 1][-1] == tok.eos_token_id and text.endswith(tok.eos_token)
+            elif style == "causal":
+                assert text == " " + word and tok.bos_token_id not in row[m == 1]
+            else:
+                assert not set(row[m == 1]) & set(tok.all_special_ids)
+                assert text.replace(" ", "") == word.lower().replace(" ", "") or (
+                    text == word)
+
+
+def test_styles_and_their_verbalizers():
+    assert get_task("rte").verbalizers_for("t5") == ("entailment", "not_entailment")
+    assert get_task("rte").verbalizers_for("causal") == ("yes", "no")
+    assert get_task("mrpc").verbalizers_for("t5") == ("not_equivalent", "equivalent")
+    with pytest.raises(ValueError, match="unknown style 'gpt'"):
+        get_task("sst2").verbalizers_for("gpt")
+    with pytest.raises(ValueError, match="generation task: it has no verbalizers"):
+        candidates("squad", BACKBONES["llama"][1](), "causal")
+
+
+def _normal(tok, text: str) -> str:
+    """What a lossy tokenizer (uncased WordPiece) keeps of a text: its normalized characters."""
+    normalizer = tok.backend_tokenizer.normalizer
+    text = normalizer.normalize_str(text) if normalizer else text
+    return "".join(text.lower().split())
+
+
+@pytest.mark.parametrize("task", ["sst2", "rte", "laptop", "ag_news"])
+def test_template_round_trip(backbone, task):
+    family, style, tok = backbone
+    layout = compile_layout(task, tok, style)
+    split = "test" if task == "ag_news" else "validation"
+    examples, _ = read_split(task, split)
+    for e in examples[:20]:
+        ids, position = encode_inputs(layout, tok, e.text_a, e.text_b)
+        decoded = tok.decode(ids)
+        expected = render(layout, e.text_a, e.text_b)
+        if family == "bert":
+            assert _normal(tok, decoded) == _normal(tok, expected)
+        elif family == "t5":  # sentencepiece collapses runs of spaces
+            assert decoded.split() == expected.split()
+        else:
+            assert decoded == expected
+        assert e.text_a in expected and e.text_b in expected
+        if style == "mlm":
+            assert ids[position] == tok.mask_token_id and position == 1
+            assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+        if style == "t5":
+            assert ids[-1] == tok.eos_token_id and expected.startswith(f"{task} ")
+        if style == "causal":
+            assert expected.endswith(":") and "\n" in expected
+
+
+def test_truncation_cuts_texts_and_keeps_the_template_end(backbone):
+    family, style, tok = backbone
+    layout = compile_layout("rte", tok, style)
+    long_a, short_b = "the film is long " * 200, "it is short"
+    full, _ = encode_inputs(layout, tok, long_a, short_b)
+    cut, position = encode_inputs(layout, tok, long_a, short_b, max_length=48)
+    assert len(full) > 48 and len(cut) == 48
+    tail = {"t5": 1, "mlm": 1, "causal": len(layout.parts[-1].ids)}[style]
+    assert cut[-tail:] == full[-tail:]  # EOS / [SEP] / "...Answer:" survive
+    b_ids = tok(" " + short_b if style != "mlm" else short_b, add_special_tokens=False)[
+        "input_ids"]
+    assert any(cut[i:i + len(b_ids)] == b_ids for i in range(len(cut)))  # short text kept whole
+    if style == "mlm":
+        assert cut[position] == tok.mask_token_id
+    with pytest.raises(ValueError, match="shorter than the .* template of 'rte'"):
+        encode_inputs(layout, tok, "a", "b", max_length=layout.fixed_length - 1)
+    if style != "mlm":
+        target = encode_target(compile_layout("squad", tok, style), tok, "an answer " * 50, 8)
+        assert len(target) <= 8
+        if style == "t5":
+            assert target[-1] == tok.eos_token_id
+
+
+def test_classification_metrics():
+    assert compute("sst2", [1, 0, 1, 1], [1, 1, 1, 0]) == {"accuracy": 50.0}
+    # F1 of the positive class: precision 2/3, recall 2/3.
+    result = compute("mrpc", [1, 1, 1, 0, 0], [1, 1, 0, 1, 0])
+    assert result["accuracy"] == 60.0 and result["f1"] == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="as many predictions"):
+        compute("sst2", [1, 0], [1])
+
+
+def test_qa_metrics_take_the_best_reference():
+    result = squad([["the Eiffel Tower", "Eiffel"], ["1889"]], ["Eiffel tower!", "in 1889"])
+    assert result["exact_match"] == 50.0
+    # second: prediction "in 1889" vs "1889": precision 1/2, recall 1 -> F1 2/3.
+    assert result["f1"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+    assert compute("nq_open", [("Paris",)], ["paris"]) == {"exact_match": 100.0, "f1": 100.0}
+
+
+def test_rouge_by_hand():
+    ref, pred = "the cat sat on the mat", "the cat lay on the mat"
+    # unigrams: 5 of 6 shared; bigrams: "the cat", "on the", "the mat" = 3 of 5.
+    assert rouge_n(ref, pred, 1) == pytest.approx(5 / 6)
+    assert rouge_n(ref, pred, 2) == pytest.approx(3 / 5)
+    assert lcs_length("a b c d e".split(), "a c e f".split()) == 3
+    assert rouge_l(ref, pred) == pytest.approx(5 / 6)
+    # precision 3/3, recall 3/6 -> F 2/3; punctuation and case do not count.
+    assert rouge_l("The cat, sat on the MAT.", "cat sat mat") == pytest.approx(2 / 3)
+    assert rouge_n("a", "", 1) == 0.0
+    scores = rouge([ref, ref], [pred, ref])
+    assert scores["rouge1"] == pytest.approx(100 * (5 / 6 + 1) / 2)
+    assert set(compute("samsum", [ref], [pred])) == {"rouge1", "rouge2", "rougeL"}
+
+
+def test_every_template_compiles_for_every_backbone(backbone):
+    family, style, tok = backbone
+    for name in list_tasks():
+        spec = get_task(name)
+        if style not in spec.styles:
+            with pytest.raises(ValueError, match="generation task"):
+                compile_layout(name, tok, style)
+            continue
+        layout = compile_layout(name, tok, style)
+        text = render(layout, "first text", "second text" if spec.pair else "")
+        assert "{" not in text and "first text" in text
+        assert ("second text" in text) == spec.pair, name
+        ids, _ = encode_inputs(layout, tok, "first text", "second text" if spec.pair else "")
+        assert len(ids) > layout.fixed_length
