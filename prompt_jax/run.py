@@ -24,9 +24,6 @@ from prompt_jax.models import REAL_MODELS, fetch, load_pretrained, load_tokenize
 
 log = logging.getLogger(__name__)
 
-STYLES = {"t5": "t5", "roberta": "mlm", "bert": "mlm", "llama": "causal"}
-
-
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything a prompt-tuning run needs. Defaults follow Lester et al. where they apply."""
@@ -108,7 +105,7 @@ def load_job(config: RunConfig) -> Job:
     partitioning.check_batch_size(config.batch_size, mesh)
     partitioning.check_batch_size(config.eval_batch_size, mesh)
     tokenizer = load_tokenizer(source)
-    style = STYLES[model.family]
+    style = tasks.style_for_family(model.family)
     ids, mask = tasks.candidates(task, tokenizer, style)
     params = partitioning.shard_params(pre.params, model, mesh)
     placement = config.placement or prompts.default_placement(model.family)
@@ -131,8 +128,9 @@ def initial_prompt(job: Job) -> jax.Array:
     if cfg.init == "sampled_vocab":
         return prompts.sampled_vocab(rng, embed, model.vocab_size, p, skip=vocab_skip)
     if cfg.init == "class_labels":
-        words = [tok(v.strip(), add_special_tokens=False)["input_ids"]
-                 for v in job.task.verbalizers]
+        space = " " if job.style == "causal" else ""
+        words = [tok(space + v, add_special_tokens=False)["input_ids"]
+                 for v in job.task.verbalizers_for(job.style)]
         return prompts.class_labels(rng, embed, model.vocab_size, p, words, skip=vocab_skip)
     if cfg.init == "text":
         ids = tok(cfg.init_text, add_special_tokens=False)["input_ids"]
@@ -234,15 +232,38 @@ def evaluate_prompt(config: RunConfig, prompt_path: str, split: str | None = Non
     return make_evaluator(job, split)(prompt)
 
 
+def encode_texts(job: Job, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """One batch from raw inputs through the task's template; a pair task takes
+    "text_a<TAB>text_b"."""
+    from prompt_jax.tasks import compile_layout
+    from prompt_jax.tasks.encoding import encode_inputs_batch
+    from prompt_jax.tasks.vocabulary import pad_id
+
+    pairs = [t.split("\t", 1) if job.task.pair else [t] for t in texts]
+    if any(len(p) != 2 for p in pairs) and job.task.pair:
+        raise ValueError(f"task {job.task.name!r} takes pairs: give 'text_a<TAB>text_b'")
+    encoded = encode_inputs_batch(compile_layout(job.task, job.tokenizer, job.style),
+                                  job.tokenizer, [p[0] for p in pairs],
+                                  [p[-1] for p in pairs] if job.task.pair else [],
+                                  job.config.max_input_length)
+    width = -(-max(len(ids) for ids, _ in encoded) // 16) * 16
+    inputs = np.full((len(texts), width), pad_id(job.tokenizer), np.int32)
+    mask = np.zeros_like(inputs)
+    for row, (ids, _) in enumerate(encoded):
+        inputs[row, :len(ids)] = ids
+        mask[row, :len(ids)] = 1
+    return {"inputs": inputs, "input_mask": mask,
+            "target_position": np.array([pos for _, pos in encoded], np.int32)}
+
+
 def infer(config: RunConfig, prompt_path: str, texts: Sequence[str]) -> list[str]:
-    """The predicted label name for each raw input text (single-text tasks)."""
-    from prompt_jax import tasks
+    """The predicted label name for each raw input text."""
     from prompt_jax.prompt_io import load_prompt_for
 
+    if not texts:
+        raise ValueError("no input text given")
     job = load_job(config)
     prompt = jnp.asarray(load_prompt_for(job.model, prompt_path).array)
     step = jax.jit(scoring.make_eval_step(job.model, placement=job.placement))
-    batch = tasks.encode_examples(job.task, job.tokenizer, job.style, list(texts),
-                                  max_length=config.max_input_length)
-    scores = np.asarray(step(prompt, job.params, batch, *job.candidates))
-    return [job.task.labels[i] for i in scores.argmax(-1)[: len(texts)]]
+    scores = np.asarray(step(prompt, job.params, encode_texts(job, texts), *job.candidates))
+    return [job.task.labels[i] for i in scores.argmax(-1)]

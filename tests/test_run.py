@@ -18,7 +18,7 @@ import pytest
 import torch
 import transformers
 
-from prompt_jax import cli, partitioning, prompts, run, tasks, train
+from prompt_jax import cli, partitioning, prompts, tasks, train
 from prompt_jax.models import load_pretrained, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,4 +148,3 @@ def test_real_smollm2_prompt_training_lowers_the_loss(smollm2_gguf):
     assert losses[-1] < losses[0], losses
     jax.tree_util.tree_map(np.testing.assert_array_equal, before,
                            jax.tree_util.tree_map(np.array, params))
-    assert run.STYLES[model.family] == "causal"
