@@ -30,7 +30,8 @@ def _info(args) -> None:
 def _demo(args) -> None:
     from prompt_jax import demo
 
-    demo.run(data=args.data, limit=args.limit, batch_size=args.batch_size)
+    demo.main(demo.with_overrides(data=args.data, steps=args.steps, eval_limit=args.eval_limit,
+                                  output_dir=args.output_dir))
 
 
 def _prompts_ls(args) -> None:
@@ -188,10 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("demo", help="zero-shot SST-2 with the real SmolLM2-135M")
+    p = sub.add_parser("demo", help="prompt-tune the real SmolLM2-135M on SST-2 (~10 min)")
     p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, help="training steps (default 320)")
+    p.add_argument("--eval_limit", type=int, help="evaluate on the first N examples (0 = all)")
+    p.add_argument("--output_dir", help="where the prompt goes (default runs/demo)")
     p.set_defaults(func=_demo)
 
     _add_run_parsers(sub)

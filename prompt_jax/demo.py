@@ -1,94 +1,68 @@
-"""The main job for now: a real frozen model (SmolLM2-135M-Instruct, GGUF) classifies the real
-SST-2 validation split zero-shot by rank classification over verbalizers."""
+"""The main job: prompt tuning a real frozen model (SmolLM2-135M-Instruct) on a real task
+(SST-2), against the hand-written prompt it starts from."""
 
 from __future__ import annotations
 
-import csv
-import os
+import dataclasses
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from tqdm import tqdm
 
-from prompt_jax.models import fetch, load_pretrained, load_tokenizer
-from prompt_jax.scoring import accuracy, length_bucketed_batches, pad_candidates
+from prompt_jax import run
+from prompt_jax.train import OptimizerConfig
 
-TEMPLATE = "Review: {sentence}\nSentiment:"
-VERBALIZERS = (" negative", " positive")  # SST-2 label 0, 1
+INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
 
-
-def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    """The folder of real datasets: `explicit`, else $PROMPT_JAX_DATA, else ../shared/data."""
-    candidates = [Path(explicit)] if explicit else []
-    if os.environ.get("PROMPT_JAX_DATA"):
-        candidates.append(Path(os.environ["PROMPT_JAX_DATA"]))
-    candidates += [Path.cwd().parent / "shared" / "data",
-                   Path(__file__).resolve().parents[2] / "shared" / "data"]
-    for c in candidates[: 1 if explicit else None]:
-        if c.is_dir():
-            return c
-    raise FileNotFoundError(
-        "no data folder found; looked at " + ", ".join(str(c) for c in candidates)
-        + " (set PROMPT_JAX_DATA or pass --data)"
-    )
+# About 10 minutes on 2 CPU cores: 20 prompt vectors initialized from a task description,
+# AdamW at 3e-2, batch 8 (the recipe of the PEFT comparison in benchmarks/).
+DEMO = run.RunConfig(
+    model="smollm2-135m-instruct",
+    task="sst2",
+    output_dir="runs/demo",
+    prompt_length=20,
+    init="text",
+    init_text=INIT_TEXT,
+    optimizer=OptimizerConfig(name="adamw", learning_rate=3e-2, weight_decay=0.01),
+    steps=320,
+    batch_size=8,
+    max_input_length=128,
+    eval_every=0,  # evaluate once, at the end
+    checkpoint_every=80,
+    mesh_data=1,
+)
 
 
-def read_sst2(root: Path, split: str = "validation") -> tuple[list[str], np.ndarray]:
-    """GLUE SST-2 tsv (header `sentence<TAB>label`, 1 = positive)."""
-    path = root / "glue_sst2" / f"{split}.tsv"
-    if not path.exists():
-        raise FileNotFoundError(f"SST-2 {split} split not found at {path}")
-    sentences, labels = [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, row in enumerate(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 2):
-            if row.get("label") not in ("0", "1") or not row.get("sentence"):
-                raise ValueError(f"{path}:{lineno}: malformed row {row}")
-            sentences.append(row["sentence"].strip())
-            labels.append(int(row["label"]))
-    return sentences, np.array(labels)
-
-
-def zero_shot_accuracy(pre, tokenizer, texts, labels, template=TEMPLATE, verbalizers=VERBALIZERS,
-                       batch_size=32) -> tuple[float, float]:
-    """(accuracy, examples per second) of rank classification with a hand-written template."""
-    model, params = pre.model, pre.params
-    cand_ids, cand_mask = pad_candidates(
-        [tokenizer(v, add_special_tokens=False)["input_ids"] for v in verbalizers])
-    score = jax.jit(lambda p, ids, mask: model.score(
-        p, model.embed(p, ids), mask, jnp.asarray(cand_ids), jnp.asarray(cand_mask)))
-    prompts = [tokenizer(template.format(sentence=t))["input_ids"] for t in texts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    predictions = np.zeros(len(texts), np.int64)
-    start = time.perf_counter()
-    with tqdm(total=len(texts), desc="zero-shot", unit="ex") as bar:
-        for batch in length_bucketed_batches(prompts, batch_size, pad,
-                                             max_length=model.max_length):
-            best = np.asarray(score(params, batch.ids, batch.mask)).argmax(-1)
-            real = batch.index >= 0
-            predictions[batch.index[real]] = best[real]
-            bar.update(int(real.sum()))
-    seconds = time.perf_counter() - start
-    return accuracy(predictions, labels), len(texts) / seconds
-
-
-def run(data: str | None = None, limit: int | None = None, batch_size: int = 32,
-        template: str = TEMPLATE) -> dict:
-    """Fetches the model, evaluates it on SST-2 validation, prints and returns the result."""
-    gguf = fetch("smollm2-135m-instruct")
-    texts, labels = read_sst2(data_root(data))
-    if limit:
-        texts, labels = texts[:limit], labels[:limit]
-    print(f"loading {gguf.name} ...")
-    pre, tokenizer = load_pretrained(gguf), load_tokenizer(gguf)
-    n_params = sum(x.size for x in jax.tree_util.tree_leaves(pre.params))
-    acc, speed = zero_shot_accuracy(pre, tokenizer, texts, labels, template, batch_size=batch_size)
-    shown = template.replace("\n", "\\n")
-    print(f"\nSmolLM2-135M-Instruct (frozen, {n_params / 1e6:.1f}M params), SST-2 validation "
-          f"({len(texts)} examples), rank classification over {VERBALIZERS}\n")
-    print("| method | template | accuracy | trainable params | eval examples/s |")
+def main(config: run.RunConfig = DEMO) -> dict:
+    """Zero-shot baseline, then prompt tuning; prints the comparison and where the prompt is."""
+    job = run.load_job(config)
+    n_frozen = sum(x.size for x in jax.tree_util.tree_leaves(job.params))
+    template = job.task.template(job.style).replace("\n", "\\n")
+    print(f"\n[1/2] zero-shot: the hand-written template `{template}` alone")
+    t0 = time.perf_counter()
+    zero = run.zero_shot(job)
+    zero_seconds = time.perf_counter() - t0
+    print(f"      accuracy {zero['accuracy']:.1%} ({zero_seconds:.0f} s)")
+    print(f"[2/2] prompt tuning: {config.prompt_length} soft-prompt vectors, {config.steps} steps "
+          f"of batch {config.batch_size} on the SST-2 train split")
+    summary = run.train_prompt(config, job=job)
+    tuned = summary["final"]
+    n_eval = "all" if not config.eval_limit else f"first {config.eval_limit}"
+    print(f"\nSmolLM2-135M-Instruct (frozen, {n_frozen / 1e6:.1f}M parameters), SST-2 validation "
+          f"({n_eval} examples), rank classification between the verbalizers\n")
+    print("| method | accuracy | macro-F1 | trainable params | training time |")
     print("|---|---|---|---|---|")
-    print(f"| zero-shot hand-written prompt | `{shown}` | {acc:.1%} | 0 | {speed:.1f} |")
-    return {"accuracy": acc, "examples_per_second": speed, "examples": len(texts)}
+    print(f"| hand-written prompt, zero-shot | {zero['accuracy']:.1%} | {zero['macro_f1']:.3f} "
+          f"| 0 | - |")
+    print(f"| soft prompt ({config.prompt_length} tokens, {config.steps} steps) | "
+          f"{tuned['accuracy']:.1%} | {tuned['macro_f1']:.3f} | {summary['trainable_params']:,} "
+          f"| {summary['train_seconds'] / 60:.1f} min "
+          f"({summary['train_examples_per_second']:.1f} examples/s) |")
+    print(f"\nThe trained prompt is {Path(summary['prompt']).resolve()} (with its JSON sidecar).")
+    print(f"Evaluate it again: prompt-jax eval --task {config.task} --prompt {summary['prompt']}")
+    return {"zero_shot": zero, **summary}
+
+
+def with_overrides(**overrides) -> run.RunConfig:
+    """The demo config with some fields replaced (None values are ignored)."""
+    return dataclasses.replace(DEMO, **{k: v for k, v in overrides.items() if v is not None})

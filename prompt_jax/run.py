@@ -30,6 +30,7 @@ class RunConfig:
 
     model: str = "smollm2-135m-instruct"  # a REAL_MODELS name, a local path or a hub id
     task: str = "sst2"
+    data: str = ""  # data folder; "" = $PROMPT_JAX_DATA or ../shared/data
     output_dir: str = "runs/default"
     dtype: str = "float32"
     # the prompt
@@ -147,11 +148,13 @@ def task_batches(job: Job, split: str, batch_size: int, *, shuffle: bool, repeat
 
     return tasks.batches(job.task, split, job.tokenizer, job.style, batch_size,
                          max_length=job.config.max_input_length, seed=job.config.seed,
-                         shuffle=shuffle, repeat=repeat, limit=limit or None)
+                         shuffle=shuffle, repeat=repeat, limit=limit or None,
+                         data=job.config.data or None)
 
 
 def make_evaluator(job: Job, split: str | None = None):
-    """`prompt -> {"accuracy", "macro_f1"}` over the (cached, fixed-shape) eval batches."""
+    """`prompt -> {"accuracy", "macro_f1"}` over the (cached, fixed-shape) eval batches;
+    `prompt=None` scores the hand-written template alone (zero-shot)."""
     cfg = job.config
     batches = list(task_batches(job, split or cfg.eval_split, cfg.eval_batch_size,
                                 shuffle=False, repeat=False, limit=cfg.eval_limit))
@@ -166,21 +169,29 @@ def make_evaluator(job: Job, split: str | None = None):
     return evaluate
 
 
+def zero_shot(job: Job, split: str | None = None) -> dict[str, float]:
+    """Metrics of the task's hand-written template alone (no soft prompt)."""
+    return make_evaluator(job, split)(None)
+
+
 def sidecar(job: Job, **extra) -> dict[str, Any]:
     """Metadata saved beside an exported prompt."""
     return {"backbone": job.model.family, "model": job.config.model, "task": job.config.task,
             "init": job.config.init, "placement": job.placement, "style": job.style, **extra}
 
 
-def train_prompt(config: RunConfig, resume: bool = False) -> dict[str, Any]:
+def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None
+                 ) -> dict[str, Any]:
     """Trains a soft prompt; writes checkpoints, metrics and the best and last prompts
-    (`best_prompt.npy`, `prompt.npy`, each with a JSON sidecar) into `output_dir`."""
+    (`best_prompt.npy`, `prompt.npy`, each with a JSON sidecar) into `output_dir`.
+
+    `job` reuses an already loaded model (its config must be `config`)."""
     from prompt_jax.prompt_io import save_prompt
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    job = load_job(config)
+    job = job or load_job(config)
     optimizer = train.make_optimizer(config.optimizer)
     state = train.place_state(train.init_state(initial_prompt(job), optimizer, config.seed),
                               job.mesh)

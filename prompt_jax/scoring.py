@@ -3,8 +3,7 @@ per length bucket."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import jax
 import numpy as np
@@ -16,8 +15,13 @@ from prompt_jax import partitioning, prompts
 def candidate_scores(model, params, prompt, batch, candidates, placement, *,
                      deterministic=True, rngs=None) -> jax.Array:
     """Log-likelihood [B, C] of each candidate ([C, K] or [B, C, K] ids, with mask) after the
-    prompted input."""
-    embeds, mask, positions = prompts.prompted_inputs(model, params, prompt, batch, placement)
+    prompted input (`prompt=None`: the input alone)."""
+    if prompt is None:
+        embeds = model.embed(params, batch["inputs"])
+        mask, positions = batch["input_mask"], batch["target_position"]
+    else:
+        embeds, mask, positions = prompts.prompted_inputs(model, params, prompt, batch,
+                                                          placement)
     ids, cmask = candidates
     return model.score(params, embeds, mask, ids, cmask, target_positions=positions,
                        deterministic=deterministic, rngs=rngs)
@@ -83,47 +87,6 @@ def pad_candidates(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.n
         ids[i, : len(t)] = t
         mask[i, : len(t)] = 1
     return ids, mask
-
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    """A fixed-shape batch: rows `index` of the dataset (-1 marks filler rows)."""
-
-    index: np.ndarray  # [B]
-    ids: np.ndarray  # [B, T]
-    mask: np.ndarray  # [B, T]
-
-
-def length_bucketed_batches(
-    token_ids: Sequence[Sequence[int]],
-    batch_size: int,
-    pad_id: int,
-    bucket: int = 16,
-    max_length: int | None = None,
-) -> Iterator[Batch]:
-    """Batches of examples sorted by length, padded to a multiple of `bucket` tokens.
-
-    Every batch has exactly `batch_size` rows (the last one is filled with empty rows whose
-    index is -1), so a jitted function sees only a handful of shapes. Sequences longer than
-    `max_length` keep their last `max_length` tokens (where the prediction happens).
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = np.argsort([len(t) for t in token_ids], kind="stable")
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        seqs = [list(token_ids[i]) for i in rows]
-        if max_length is not None:
-            seqs = [s[-max_length:] for s in seqs]
-        width = -(-max(len(s) for s in seqs) // bucket) * bucket
-        ids = np.full((batch_size, width), pad_id, np.int32)
-        mask = np.zeros((batch_size, width), np.int32)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = s
-            mask[r, : len(s)] = 1
-        index = np.full((batch_size,), -1, np.int64)
-        index[: len(rows)] = rows
-        yield Batch(index, ids, mask)
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:

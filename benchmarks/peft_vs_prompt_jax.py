@@ -1,0 +1,178 @@
+"""Prompt tuning SmolLM2-135M on SST-2: prompt_jax vs Hugging Face PEFT, side by side.
+
+Both sides get the same frozen model (the SmolLM2-135M-Instruct GGUF: ours through our loader,
+PEFT's through transformers' GGUF loader), the same batches (prompt_jax's SST-2 task, causal
+template "Review: {sentence}\\nSentiment:"), the same initial prompt (the embeddings of one
+text), the same optimizer (AdamW), batch size and step count, and the same evaluation (rank
+classification between " negative" and " positive" on the validation split). Each side runs in
+its own subprocess so that its peak memory (max RSS) is its own.
+
+    python benchmarks/peft_vs_prompt_jax.py --steps 320          # the README's row
+    python benchmarks/peft_vs_prompt_jax.py --steps 20 --eval-limit 64   # a quick look
+
+Prints a markdown table: accuracy, training examples/s (median step time, first step
+excluded), training time, peak RSS, and ours/PEFT ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
+
+
+def _data(args, tok):
+    from prompt_jax import tasks
+
+    task = tasks.get_task("sst2")
+    train = tasks.batches(task, "train", tok, "causal", args.batch_size, max_length=args.max_length,
+                          seed=args.seed, shuffle=True, repeat=True)
+    evals = list(tasks.batches(task, "validation", tok, "causal", args.eval_batch_size,
+                               max_length=args.max_length, shuffle=False,
+                               limit=args.eval_limit or None))
+    cands = tasks.candidates(task, tok, "causal")
+    init_ids = tok(INIT_TEXT, add_special_tokens=False)["input_ids"]
+    return train, evals, cands, init_ids
+
+
+def run_ours(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from prompt_jax import partitioning, prompts, scoring, train
+    from prompt_jax.models import fetch, load_pretrained, load_tokenizer
+
+    gguf = fetch("smollm2-135m-instruct")
+    pre, tok = load_pretrained(gguf), load_tokenizer(gguf)
+    model, params = pre.model, pre.params
+    batches, evals, cands, init_ids = _data(args, tok)
+    mesh = partitioning.make_mesh(1, 1)
+    opt = train.make_optimizer(train.OptimizerConfig(
+        name="adamw", learning_rate=args.lr, weight_decay=args.weight_decay))
+    step = train.jit_train_step(train.make_train_step(model, opt), model, mesh)
+    prompt = prompts.text(lambda i: model.embed(params, i), init_ids, args.prompt_length)
+    state = train.place_state(train.init_state(prompt, opt), mesh)
+    times = []
+    for _ in range(args.steps):
+        batch = next(batches)
+        t0 = time.perf_counter()
+        state, metrics = step(state, params, batch)
+        float(metrics["loss"])
+        times.append(time.perf_counter() - t0)
+    eval_step = jax.jit(scoring.make_eval_step(model, placement="prefix"))
+    cand = tuple(jnp.asarray(c) for c in cands)
+    predictions, labels = scoring.classify(eval_step, state.prompt, params, evals, cand)
+    return {"accuracy": float(np.mean(predictions == labels)), "examples": int(len(labels)),
+            "step_seconds": times}
+
+
+def run_peft(args) -> dict:
+    import numpy as np
+    import torch
+    import transformers
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    from prompt_jax.models import fetch, load_tokenizer
+
+    torch.manual_seed(args.seed)
+    gguf = fetch("smollm2-135m-instruct")
+    tok = load_tokenizer(gguf)
+    base = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    batches, evals, cands, init_ids = _data(args, tok)
+    model = get_peft_model(base, PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.prompt_length))
+    ids = np.resize(np.asarray(init_ids), args.prompt_length)  # the same text init as ours
+    with torch.no_grad():
+        table = base.get_input_embeddings().weight
+        model.prompt_encoder["default"].embedding.weight.copy_(table[torch.tensor(ids)])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=args.lr, weight_decay=args.weight_decay)
+    model.train()
+    times = []
+    for _ in range(args.steps):
+        b = next(batches)
+        t0 = time.perf_counter()
+        inputs, mask = torch.tensor(b["inputs"]), torch.tensor(b["input_mask"])
+        target = torch.tensor(b["targets"][:, 0])
+        # Append the verbalizer after each row's last real token; loss on it alone.
+        lengths = mask.sum(1)
+        seq = torch.cat([inputs, torch.zeros_like(inputs[:, :1])], 1)
+        seq_mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+        rows = torch.arange(len(seq))
+        seq[rows, lengths] = target
+        seq_mask[rows, lengths] = 1
+        labels = torch.full_like(seq, -100)
+        labels[rows, lengths] = target
+        loss = model(input_ids=seq, attention_mask=seq_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - t0)
+    model.eval()
+    cand = torch.tensor(cands[0][:, 0])
+    correct = total = 0
+    with torch.no_grad():
+        for b in evals:
+            mask = torch.tensor(b["input_mask"])
+            logits = model(input_ids=torch.tensor(b["inputs"]), attention_mask=mask).logits
+            last = logits[torch.arange(len(mask)), args.prompt_length + mask.sum(1) - 1]
+            pred = last[:, cand].argmax(-1).numpy()
+            real = b["weight"] > 0
+            correct += int((pred == b["label"])[real].sum())
+            total += int(real.sum())
+    return {"accuracy": correct / total, "examples": total, "step_seconds": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--prompt-length", type=int, default=20)
+    parser.add_argument("--lr", type=float, default=3e-2)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--eval-batch-size", type=int, default=32)
+    parser.add_argument("--eval-limit", type=int, default=0, help="0 = all 872")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=["ours", "peft"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.only:
+        result = (run_ours if args.only == "ours" else run_peft)(args)
+        result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(result))
+        return
+    rows = {}
+    for side in ("ours", "peft"):
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", side],
+                             capture_output=True, text=True)
+        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if out.returncode != 0 or line is None:
+            sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
+        rows[side] = json.loads(line[len("RESULT "):])
+    print(f"\nSST-2, SmolLM2-135M-Instruct, {args.prompt_length} prompt tokens (text init), "
+          f"AdamW lr {args.lr}, batch {args.batch_size}, {args.steps} steps, "
+          f"{rows['ours']['examples']} validation examples\n")
+    print("| | accuracy | train examples/s | train time (s) | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
+    speed = {}
+    for side, name in (("ours", "prompt_jax"), ("peft", "HF PEFT")):
+        r = rows[side]
+        median = statistics.median(r["step_seconds"][1:] or r["step_seconds"])
+        speed[side] = args.batch_size / median
+        print(f"| {name} | {r['accuracy']:.1%} | {speed[side]:.2f} | "
+              f"{sum(r['step_seconds']):.0f} | {r['max_rss_mb']:.0f} |")
+    print(f"| ours / PEFT | {rows['ours']['accuracy'] - rows['peft']['accuracy']:+.1%} | "
+          f"{speed['ours'] / speed['peft']:.2f}x | | "
+          f"{rows['ours']['max_rss_mb'] / rows['peft']['max_rss_mb']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
