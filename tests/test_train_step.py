@@ -131,3 +131,27 @@ def test_prompt_training_halves_the_loss_for_every_family(name, loss):
     for _ in range(200):
         state, metrics = step(state, params, batch)
     assert float(metrics["loss"]) <= 0.5 * float(first["loss"]), (first, metrics)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_shared_prefix_path_equals_inserting_the_prompt(k):
+    """A Llama prefix prompt computed once per batch gives the scores, loss and gradient of
+    prepending it to every row."""
+    model = TINY["llama"]()
+    params = _expressive(jax.jit(model.init_params)(jax.random.key(0)))
+    batch, _ = _batch()
+    prompt = prompts.random_uniform(jax.random.key(1), P, model.d_model)
+    cands = (jnp.array([[11, 12], [21, 0]])[:, :k], jnp.array([[1, 1], [1, 0]])[:, :k])
+
+    def by_insertion(prompt):
+        embeds, mask, pos = prompts.prompted_inputs(model, params, prompt, batch, "prefix")
+        return model.score(params, embeds, mask, *cands, target_positions=pos)
+
+    def shared(prompt):
+        return scoring.candidate_scores(model, params, prompt, batch, cands, "prefix")
+
+    np.testing.assert_allclose(jax.jit(shared)(prompt), jax.jit(by_insertion)(prompt),
+                               atol=1e-5, rtol=1e-5)
+    g_shared = jax.jit(jax.grad(lambda p: shared(p).sum()))(prompt)
+    g_insert = jax.jit(jax.grad(lambda p: by_insertion(p).sum()))(prompt)
+    np.testing.assert_allclose(g_shared, g_insert, atol=1e-4, rtol=1e-4)

@@ -262,11 +262,13 @@ def positions_from_mask(mask: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
 
 
-def scan_layers(block: type[nn.Module], num_layers: int, remat: bool, n_broadcast: int):
+def scan_layers(block: type[nn.Module], num_layers: int, remat: bool,
+                in_axes: tuple = (nn.broadcast,)):
     """Stacks `block` `num_layers` times with `nn.scan` (params gain a leading 'layers' axis).
 
-    The block is called as `block(x, *broadcast_args) -> (x, None)`; FFN activations sown into
-    the 'intermediates' collection are stacked along the layer axis too.
+    The block is called as `block(x, *args) -> (x, y)`; each arg is broadcast to every layer
+    or sliced along its leading axis, per `in_axes`, and the y's are stacked. FFN activations
+    sown into the 'intermediates' collection are stacked along the layer axis too.
     """
     if remat:
         block = nn.remat(block, prevent_cse=False)
@@ -274,7 +276,7 @@ def scan_layers(block: type[nn.Module], num_layers: int, remat: bool, n_broadcas
         block,
         variable_axes={"params": 0, "intermediates": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(nn.broadcast,) * n_broadcast,
+        in_axes=in_axes,
         length=num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )

@@ -99,7 +99,11 @@ class LlamaAttention(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x, bias, positions):
+    def __call__(self, x, bias, positions, prefix_kv=None):
+        """Attention of x [B, T, H] over (prefix keys and values, if given) + x itself.
+
+        Returns the output [B, T, H] and this call's own (k, v), each [B, T, K, D].
+        """
         cfg = self.config
         dense = partial(
             layers.Linear, use_bias=cfg.attention_bias, dtype=dtype_of(cfg.dtype),
@@ -114,9 +118,14 @@ class LlamaAttention(nn.Module):
         )
         q = layers.apply_rope(q, positions, inv_freq)  # [B, T, N, D]
         k = layers.apply_rope(k, positions, inv_freq)  # [B, T, K, D]
+        keys, values = k, v
+        if prefix_kv is not None:  # [1, P, K, D] each, shared by every row
+            b = x.shape[0]
+            pk, pv = (jnp.broadcast_to(t, (b, *t.shape[1:])).astype(k.dtype) for t in prefix_kv)
+            keys, values = jnp.concatenate([pk, k], 1), jnp.concatenate([pv, v], 1)
         drop = nn.Dropout(cfg.attention_dropout, deterministic=self.deterministic)
-        out = layers.dot_product_attention(q, k, v, bias, scale=d**-0.5, dropout=drop)
-        return dense((cfg.hidden_size,), ("heads", "kv"), ("embed",), name="o")(out)
+        out = layers.dot_product_attention(q, keys, values, bias, scale=d**-0.5, dropout=drop)
+        return dense((cfg.hidden_size,), ("heads", "kv"), ("embed",), name="o")(out), (k, v)
 
 
 class LlamaMLP(nn.Module):
@@ -141,15 +150,19 @@ class LlamaBlock(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x, bias, positions):
+    def __call__(self, x, bias, positions, prefix_kv):
+        """One layer; `prefix_kv` is this layer's shared prefix (k, v) or None. Returns the new
+        x and this layer's own (k, v) (stacked over layers by the scan)."""
         cfg = self.config
         norm = partial(
             layers.RMSNorm, cfg.rms_norm_eps, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         )
         h = norm(name="attn_norm")(x)
-        x = x + LlamaAttention(cfg, self.deterministic, name="attn")(h, bias, positions)
+        attn, kv = LlamaAttention(cfg, self.deterministic, name="attn")(h, bias, positions,
+                                                                         prefix_kv)
+        x = x + attn
         x = x + LlamaMLP(cfg, name="mlp")(norm(name="mlp_norm")(x))
-        return x, None
+        return x, kv
 
 
 class LlamaModule(nn.Module):
@@ -174,13 +187,21 @@ class LlamaModule(nn.Module):
         return self.embed_tokens(ids)
 
     @nn.compact
-    def hidden(self, embeds, mask, positions, deterministic=True):
-        """Final-normed hidden states [B, T, H]."""
+    def hidden(self, embeds, mask, positions, deterministic=True, prefix_kv=None):
+        """Final-normed hidden states [B, T, H] and every layer's (k, v) [L, B, T, K, D].
+
+        `prefix_kv` ([L, 1, P, K, D] each): keys and values of a prefix shared by all rows
+        (see `Llama.prefix_kv`), visible to every position.
+        """
         cfg = self.config
         bias = layers.attention_bias(mask, causal=True)  # [B, 1, T, T]
-        blocks = layers.scan_layers(LlamaBlock, cfg.num_hidden_layers, cfg.remat, n_broadcast=2)
-        x, _ = blocks(cfg, deterministic, name="layers")(embeds, bias, positions)
-        return self.final_norm(x)
+        if prefix_kv is not None:
+            shared = jnp.zeros((*bias.shape[:3], prefix_kv[0].shape[2]), bias.dtype)
+            bias = jnp.concatenate([shared, bias], axis=-1)  # [B, 1, T, P + T]
+        blocks = layers.scan_layers(LlamaBlock, cfg.num_hidden_layers, cfg.remat,
+                                    (nn.broadcast, nn.broadcast, 0))
+        x, kv = blocks(cfg, deterministic, name="layers")(embeds, bias, positions, prefix_kv)
+        return self.final_norm(x), kv
 
     def head(self, hidden):
         if self.config.tie_word_embeddings:
@@ -189,7 +210,7 @@ class LlamaModule(nn.Module):
 
     def __call__(self, ids, mask, positions, deterministic=True):
         """Logits from token ids (used to create every parameter at init)."""
-        return self.head(self.hidden(self.embed(ids), mask, positions, deterministic))
+        return self.head(self.hidden(self.embed(ids), mask, positions, deterministic)[0])
 
 
 class Llama:
@@ -233,29 +254,50 @@ class Llama:
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         return self._apply(params, ids, method=LlamaModule.embed)  # [B, T, H]
 
-    def hidden_states(self, params, embeds, mask, *, positions=None, deterministic=True,
-                      rngs=None) -> jax.Array:
-        """Final-normed hidden states [B, T, H]."""
+    def prefix_kv(self, params, prefix: jax.Array, *, deterministic=True, rngs=None):
+        """Every layer's keys and values ([L, 1, P, K, D] each) of a prefix [P, H] (e.g. a soft
+        prompt) at positions 0..P-1, computed once and shared by all rows of a batch."""
+        p = prefix.shape[0]
+        ones = jnp.ones((1, p), jnp.int32)
+        _, kv = self._apply(params, prefix[None], ones, jnp.arange(p)[None], deterministic,
+                            method=LlamaModule.hidden, rngs=rngs)
+        return kv
+
+    def hidden_states(self, params, embeds, mask, *, positions=None, prefix=None,
+                      deterministic=True, rngs=None) -> jax.Array:
+        """Final-normed hidden states [B, T, H].
+
+        With `prefix` [P, H], the rows continue a prefix shared by all of them: its keys and
+        values are computed once (not once per row) and the rows' positions start at P. The
+        result equals running `concat(prefix, row)` for each row, for the row's positions.
+        """
         if positions is None:
             positions = layers.positions_from_mask(mask)
-        return self._apply(
-            params, embeds, mask, positions, deterministic, method=LlamaModule.hidden, rngs=rngs
-        )
+        kv = None
+        if prefix is not None:
+            kv = self.prefix_kv(params, prefix, deterministic=deterministic, rngs=rngs)
+            positions = positions + prefix.shape[0]
+        hidden, _ = self._apply(params, embeds, mask, positions, deterministic, kv,
+                                method=LlamaModule.hidden, rngs=rngs)
+        return hidden
 
-    def forward(self, params, embeds, mask, *, positions=None, deterministic=True, rngs=None):
-        """Next-token logits [B, T, V] (float32)."""
+    def forward(self, params, embeds, mask, *, positions=None, prefix=None, deterministic=True,
+                rngs=None):
+        """Next-token logits [B, T, V] (float32) of the rows (after `prefix`, if given)."""
         hidden = self.hidden_states(
-            params, embeds, mask, positions=positions, deterministic=deterministic, rngs=rngs
+            params, embeds, mask, positions=positions, prefix=prefix,
+            deterministic=deterministic, rngs=rngs,
         )
         return self._apply(params, hidden, method=LlamaModule.head).astype(jnp.float32)
 
     def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None,
-              deterministic=True, rngs=None):
+              prefix=None, deterministic=True, rngs=None):
         """Sum of log p(candidate tokens | context) [B, C].
 
         Single-token candidates (K = 1) need one pass over the context; longer ones are each
         appended after the last real context token. Either way only the logits that predict
-        candidate tokens are computed. `target_positions` is unused (masked LMs only).
+        candidate tokens are computed. `prefix` [P, H] (a soft prompt) precedes every row and
+        is computed once per batch. `target_positions` is unused (masked LMs only).
         """
         del target_positions
         b, t, h = embeds.shape
@@ -263,8 +305,8 @@ class Llama:
         c, k = ids.shape[1:]
         last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
         if k == 1:
-            hidden = self.hidden_states(params, embeds, mask, deterministic=deterministic,
-                                        rngs=rngs)  # [B, T, H]
+            hidden = self.hidden_states(params, embeds, mask, prefix=prefix,
+                                        deterministic=deterministic, rngs=rngs)  # [B, T, H]
             at_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [B, 1, H]
             logits = self._apply(params, at_last, method=LlamaModule.head)  # [B, 1, V]
             logp = token_log_probs(jnp.broadcast_to(logits, (b, c, self.vocab_size)), ids[..., 0])
@@ -276,8 +318,8 @@ class Llama:
         seq_mask = jnp.concatenate(
             [jnp.broadcast_to(mask[:, None], (b, c, t)), cmask.astype(mask.dtype)], axis=2
         ).reshape(b * c, t + k)
-        hidden = self.hidden_states(params, seq, seq_mask, deterministic=deterministic,
-                                    rngs=rngs)  # [B*C, T+K, H]
+        hidden = self.hidden_states(params, seq, seq_mask, prefix=prefix,
+                                    deterministic=deterministic, rngs=rngs)  # [B*C, T+K, H]
         # Hidden state that predicts candidate token j: the last real context token for j = 0,
         # candidate token j - 1 otherwise.
         idx = jnp.concatenate(
@@ -297,6 +339,8 @@ class Llama:
             method=LlamaModule.hidden, mutable=["intermediates"],
         )
         return {"decoder": state["intermediates"]["layers"]["mlp"]["ffn"][0]}
+
+    shares_prefix = True  # `score` / `forward` accept `prefix=`: a prompt computed once
 
     def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
         """Greedy continuation [B, max_new_tokens] of each row, padded after EOS."""

@@ -158,7 +158,7 @@ class RobertaModule(nn.Module):
         x = embeds + self.position_embeddings(position_ids)
         x = x + self.token_type_embeddings(token_type_ids)
         x = nn.Dropout(cfg.hidden_dropout_prob, deterministic=deterministic)(self.embed_norm(x))
-        blocks = layers.scan_layers(EncoderLayer, cfg.num_hidden_layers, cfg.remat, n_broadcast=1)
+        blocks = layers.scan_layers(EncoderLayer, cfg.num_hidden_layers, cfg.remat)
         x, _ = blocks(cfg, deterministic, name="layers")(x, layers.attention_bias(mask))
         return x
 

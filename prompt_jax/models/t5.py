@@ -206,7 +206,7 @@ class T5Stack(nn.Module):
         cross_bias = layers.attention_bias(encoded_mask) if self.decoder else None
         drop = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
         num_layers = cfg.num_decoder_layers if self.decoder else cfg.num_layers
-        blocks = layers.scan_layers(T5Block, num_layers, cfg.remat, n_broadcast=3)
+        blocks = layers.scan_layers(T5Block, num_layers, cfg.remat, (nn.broadcast,) * 3)
         x, _ = blocks(cfg, self.decoder, deterministic, name="layers")(
             drop(x), self_bias, encoded, cross_bias
         )
