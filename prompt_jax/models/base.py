@@ -66,6 +66,35 @@ class Backbone(Protocol):
         """FFN activations {stack name: [L, B, T, F]} (input of each FFN output projection)."""
 
 
+class FlaxBackbone:
+    """Plumbing every family shares: the Linen module is static, params are passed in.
+
+    A family sets `family`, `config`, `module` and `_dummy()` (inputs that reach every
+    parameter at init), and implements the `Backbone` methods on top of `_apply`.
+    """
+
+    family: str
+    config: Any
+    module: nn.Module
+
+    def _dummy(self) -> tuple:
+        raise NotImplementedError
+
+    def init_params(self, rng: jax.Array) -> Params:
+        """Random parameters (tests and shape inference only: real weights come from convert)."""
+        return init_variables(self.module, rng, *self._dummy())
+
+    def abstract_params(self) -> tuple[Params, Params]:
+        """(shape tree, logical axes tree) without allocating."""
+        return abstract_params(self.module, *self._dummy())
+
+    def param_axes(self) -> Params:
+        return self.abstract_params()[1]
+
+    def _apply(self, params, *args, method, rngs=None, **kwargs):
+        return self.module.apply({"params": params}, *args, method=method, rngs=rngs, **kwargs)
+
+
 def init_variables(module: nn.Module, rng: jax.Array, *args, **kwargs) -> Params:
     """Runs `module.init` and strips the logical-axis boxes: plain array params."""
     variables = module.init({"params": rng, "dropout": rng}, *args, **kwargs)

@@ -17,11 +17,10 @@ import jax.numpy as jnp
 
 from prompt_jax.models import layers
 from prompt_jax.models.base import (
+    FlaxBackbone,
     Params,
-    abstract_params,
     broadcast_candidates,
     dtype_of,
-    init_variables,
     token_log_probs,
 )
 
@@ -213,7 +212,7 @@ class LlamaModule(nn.Module):
         return self.head(self.hidden(self.embed(ids), mask, positions, deterministic)[0])
 
 
-class Llama:
+class Llama(FlaxBackbone):
     """A Llama-family decoder behind the `Backbone` interface."""
 
     family = "llama"
@@ -237,19 +236,6 @@ class Llama:
     def _dummy(self):
         ids = jnp.ones((1, 2), jnp.int32)
         return ids, ids, ids
-
-    def init_params(self, rng: jax.Array) -> Params:
-        return init_variables(self.module, rng, *self._dummy())
-
-    def abstract_params(self):
-        """(shape tree, logical axes tree) without allocating."""
-        return abstract_params(self.module, *self._dummy())
-
-    def param_axes(self) -> Params:
-        return self.abstract_params()[1]
-
-    def _apply(self, params, *args, method, rngs=None, **kwargs):
-        return self.module.apply({"params": params}, *args, method=method, rngs=rngs, **kwargs)
 
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         return self._apply(params, ids, method=LlamaModule.embed)  # [B, T, H]

@@ -19,11 +19,10 @@ import jax.numpy as jnp
 
 from prompt_jax.models import layers
 from prompt_jax.models.base import (
+    FlaxBackbone,
     Params,
-    abstract_params,
     broadcast_candidates,
     dtype_of,
-    init_variables,
 )
 
 
@@ -173,7 +172,7 @@ class RobertaModule(nn.Module):
         return self.mlm_logits(hidden) if self.config.mlm_head else hidden
 
 
-class Roberta:
+class Roberta(FlaxBackbone):
     """RoBERTa or BERT behind the `Backbone` interface."""
 
     def __init__(self, config: RobertaConfig):
@@ -196,19 +195,6 @@ class Roberta:
     def _dummy(self):
         ids = jnp.zeros((1, 2), jnp.int32)
         return ids, ids + 1, ids, ids + 2
-
-    def init_params(self, rng: jax.Array) -> Params:
-        return init_variables(self.module, rng, *self._dummy())
-
-    def abstract_params(self):
-        """(shape tree, logical axes tree) without allocating."""
-        return abstract_params(self.module, *self._dummy())
-
-    def param_axes(self) -> Params:
-        return self.abstract_params()[1]
-
-    def _apply(self, params, *args, method, rngs=None, **kwargs):
-        return self.module.apply({"params": params}, *args, method=method, rngs=rngs, **kwargs)
 
     def position_ids(self, mask: jax.Array) -> jax.Array:
         """RoBERTa: padding-aware positions from pad_token_id + 1; BERT: 0..T-1."""

@@ -18,11 +18,10 @@ import numpy as np
 
 from prompt_jax.models import layers
 from prompt_jax.models.base import (
+    FlaxBackbone,
     Params,
-    abstract_params,
     broadcast_candidates,
     dtype_of,
-    init_variables,
     token_log_probs,
 )
 
@@ -263,7 +262,7 @@ def shift_right(ids: jax.Array, start_id: int) -> jax.Array:
     return jnp.concatenate([jnp.full_like(ids[..., :1], start_id), ids[..., :-1]], axis=-1)
 
 
-class T5:
+class T5(FlaxBackbone):
     """T5 behind the `Backbone` interface."""
 
     family = "t5"
@@ -287,19 +286,6 @@ class T5:
     def _dummy(self):
         ids = jnp.zeros((1, 2), jnp.int32)
         return jnp.zeros((1, 2, self.d_model), dtype_of(self.config.dtype)), ids + 1, ids, ids + 1
-
-    def init_params(self, rng: jax.Array) -> Params:
-        return init_variables(self.module, rng, *self._dummy())
-
-    def abstract_params(self):
-        """(shape tree, logical axes tree) without allocating."""
-        return abstract_params(self.module, *self._dummy())
-
-    def param_axes(self) -> Params:
-        return self.abstract_params()[1]
-
-    def _apply(self, params, *args, method, rngs=None, **kwargs):
-        return self.module.apply({"params": params}, *args, method=method, rngs=rngs, **kwargs)
 
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         return self._apply(params, ids, method=T5Module.embed)  # [B, T, H]
