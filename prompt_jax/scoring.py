@@ -25,7 +25,7 @@ def candidate_scores(model, params, prompt, batch, candidates, placement, *,
     if prompt is None or (placement == "prefix" and prompt.ndim == 2
                           and getattr(model, "shares_prefix", False)):
         if prompt is not None:
-            kwargs["prefix"] = prompt.astype(model.embed(params, batch["inputs"][:1, :1]).dtype)
+            kwargs["prefix"] = prompt.astype(model.config.dtype)
         return model.score(params, model.embed(params, batch["inputs"]), batch["input_mask"],
                            ids, cmask, target_positions=batch["target_position"], **kwargs)
     embeds, mask, positions = prompts.prompted_inputs(model, params, prompt, batch, placement)
