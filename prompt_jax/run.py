@@ -177,7 +177,8 @@ def zero_shot(job: Job, split: str | None = None) -> dict[str, float]:
 def sidecar(job: Job, **extra) -> dict[str, Any]:
     """Metadata saved beside an exported prompt."""
     return {"backbone": job.model.family, "model": job.config.model, "task": job.config.task,
-            "init": job.config.init, "placement": job.placement, "style": job.style, **extra}
+            "init": job.config.init, "placement": job.placement, "style": job.style,
+            "template": job.task.template(job.style), **extra}
 
 
 def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None

@@ -61,6 +61,7 @@ def test_cli_train_eval_infer_end_to_end(tiny_llama, tmp_path, capsys):
     sidecar = json.loads((out / "prompt.json").read_text())
     assert sidecar["backbone"] == "llama" and sidecar["task"] == "sst2"
     assert sidecar["length"] == 4 and sidecar["d_model"] == 32 and sidecar["steps"] == 6
+    assert sidecar["template"] == "Review: {text_a}\nSentiment:"
     assert "RunConfig.steps = 6" in (out / "config.gin").read_text()
     assert json.loads((out / "config.json").read_text())["prompt_length"] == 4
     evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
