@@ -8,7 +8,6 @@ replicated; batches are split over 'data'; large frozen matrices are split over 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 
 import jax
@@ -112,7 +111,3 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 def shard_params(params, model, mesh: Mesh):
     """Places frozen params on the mesh according to the rules table."""
     return jax.device_put(params, param_shardings(model, mesh))
-
-
-def num_bytes(tree) -> int:
-    return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))

@@ -86,7 +86,6 @@ class Job:
     candidates: tuple[jax.Array, jax.Array]
     mesh: Any
     placement: str
-    source: str
 
 
 def model_source(name: str) -> str:
@@ -111,7 +110,7 @@ def load_job(config: RunConfig) -> Job:
     params = partitioning.shard_params(pre.params, model, mesh)
     placement = config.placement or prompts.default_placement(model.family)
     return Job(config, model, params, tokenizer, task, style,
-               (jnp.asarray(ids), jnp.asarray(mask)), mesh, placement, source)
+               (jnp.asarray(ids), jnp.asarray(mask)), mesh, placement)
 
 
 def initial_prompt(job: Job) -> jax.Array:

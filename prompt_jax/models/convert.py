@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
@@ -679,8 +678,3 @@ def load_tokenizer(source: str | os.PathLike):
     if path.is_file() and path.suffix == ".gguf":
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return AutoTokenizer.from_pretrained(str(path) if path.exists() else str(source))
-
-
-def to_numpy(params: Params) -> Params:
-    """Host copies of a param tree (for comparisons and saving)."""
-    return jax.tree_util.tree_map(np.asarray, params)
