@@ -73,6 +73,7 @@ _RUN_FLAGS = (  # plain flags for the common things; everything else through gin
     ("--task", str, "registered task name (see `prompt-jax tasks`)"),
     ("--prompt_length", int, "number of soft-prompt vectors"),
     ("--init", str, "prompt init: random_uniform, sampled_vocab, class_labels, text, from_array"),
+    ("--tune", str, "what is trained: prompt (default) or model (every weight, no prompt)"),
     ("--steps", int, "training steps"),
     ("--batch_size", int, "training batch size"),
     ("--learning_rate", float, "learning rate"),

@@ -41,7 +41,7 @@ class LoopConfig:
 @dataclasses.dataclass
 class LoopResult:
     state: TrainState
-    best_prompt: np.ndarray
+    best_prompt: np.ndarray | None  # None when tuning the model
     best_metrics: dict[str, float]
     last_metrics: dict[str, float]
     history: list[dict[str, Any]]
@@ -77,7 +77,7 @@ def run(
     config: LoopConfig,
     output_dir: str | Path,
     *,
-    evaluate: Callable[[Any], dict[str, float]] | None = None,
+    evaluate: Callable[[TrainState], dict[str, float]] | None = None,
     resume: bool = False,
     examples_per_batch: int | None = None,
     on_best: Callable[[np.ndarray, dict, int], None] | None = None,
@@ -90,10 +90,11 @@ def run(
       train_step: jitted `(state, frozen_params, batch) -> (state, metrics)`.
       train_batches: `start_step -> iterator` of batches, the same sequence for the same start
         step (so that resuming replays exactly the batches an uninterrupted run sees).
-      evaluate: `prompt -> metrics` (e.g. accuracy) run every `eval_every` steps and at the end.
+      evaluate: `state -> metrics` (e.g. accuracy) run every `eval_every` steps and at the end.
       resume: continue from the latest checkpoint in `output_dir/checkpoints`.
       examples_per_batch: for the examples/s figure.
-      on_best: called with (prompt, metrics, step) whenever the best metric improves.
+      on_best: called with (prompt, metrics, step) whenever the best metric improves (prompt
+        tuning only: a model-tuning state has no prompt to keep).
 
     Raises:
       FloatingPointError: the loss became NaN or infinite; the last good checkpoint is kept.
@@ -137,14 +138,15 @@ def run(
             is_last = step == config.steps
             if evaluate is not None and (is_last or (config.eval_every
                                                      and step % config.eval_every == 0)):
-                last_metrics = evaluate(state.prompt)
+                last_metrics = evaluate(state)
                 writer.write(step, "eval", last_metrics)
                 history.append({"step": step, "split": "eval", **last_metrics})
                 value = last_metrics[config.best_metric]
                 if value > best_value:
                     best_value, best_metrics = value, dict(last_metrics, step=step)
-                    best_prompt = np.asarray(state.prompt)
-                    if on_best is not None:
+                    if state.prompt is not None:
+                        best_prompt = np.asarray(state.prompt)
+                    if on_best is not None and best_prompt is not None:
                         on_best(best_prompt, best_metrics, step)
                 postfix[config.best_metric[:3]] = f"{value:.3f}"
             if step % config.checkpoint_every == 0 or is_last:
@@ -155,7 +157,7 @@ def run(
         bar.close()
         writer.close()
         checkpoints.close()
-    if best_prompt is None:
+    if best_prompt is None and state.prompt is not None:
         best_prompt = np.asarray(state.prompt)
     jax.block_until_ready(state)
     return LoopResult(

@@ -11,7 +11,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,9 @@ from prompt_jax import loop, partitioning, prompts, scoring, train
 from prompt_jax.models import REAL_MODELS, fetch, load_pretrained, load_tokenizer
 
 log = logging.getLogger(__name__)
+
+TUNES = ("prompt", "model")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -41,6 +44,7 @@ class RunConfig:
     init_prompt: str = ""  # a prompt file (any format prompt_io reads), for init="from_array"
     placement: str = ""  # "" = prefix, or after_bos for masked LMs
     # training
+    tune: str = "prompt"  # or "model": train every weight, no soft prompt (the upper reference)
     loss: str = "target_ce"  # or "rank"
     optimizer: train.OptimizerConfig = train.OptimizerConfig()
     steps: int = 1000
@@ -66,6 +70,8 @@ class RunConfig:
             raise ValueError(f"unknown init {self.init!r}; use one of {prompts.INITS}")
         if self.placement and self.placement not in prompts.PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}; use {prompts.PLACEMENTS}")
+        if self.tune not in TUNES:
+            raise ValueError(f"unknown tune {self.tune!r}; use one of {TUNES}")
         if self.loss not in train.LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; use one of {train.LOSSES}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
@@ -152,8 +158,9 @@ def task_batches(job: Job, split: str, batch_size: int, *, shuffle: bool, repeat
 
 
 def make_evaluator(job: Job, split: str | None = None):
-    """`prompt -> {"accuracy", "macro_f1"}` over the (cached, fixed-shape) eval batches;
-    `prompt=None` scores the hand-written template alone (zero-shot)."""
+    """`(prompt, params=None) -> {"accuracy", "macro_f1"}` over the (cached, fixed-shape) eval
+    batches; `prompt=None` scores the hand-written template alone (zero-shot), `params`
+    replaces the job's frozen params (a tuned model)."""
     cfg = job.config
     batches = list(task_batches(job, split or cfg.eval_split, cfg.eval_batch_size,
                                 shuffle=False, repeat=False, limit=cfg.eval_limit))
@@ -161,8 +168,10 @@ def make_evaluator(job: Job, split: str | None = None):
                                  job.model, job.mesh)
     num_classes = len(job.task.labels)
 
-    def evaluate(prompt) -> dict[str, float]:
-        predictions, labels = scoring.classify(step, prompt, job.params, batches, job.candidates)
+    def evaluate(prompt, params=None) -> dict[str, float]:
+        params = job.params if params is None else partitioning.shard_params(
+            params, job.model, job.mesh)
+        predictions, labels = scoring.classify(step, prompt, params, batches, job.candidates)
         return scoring.classification_metrics(predictions, labels, num_classes)
 
     return evaluate
@@ -180,25 +189,41 @@ def sidecar(job: Job, **extra) -> dict[str, Any]:
             "template": job.task.template(job.style), **extra}
 
 
-def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None
+def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None,
+                 evaluate: Callable[[train.TrainState], dict[str, float]] | None = None
                  ) -> dict[str, Any]:
     """Trains a soft prompt; writes checkpoints, metrics and the best and last prompts
     (`best_prompt.npy`, `prompt.npy`, each with a JSON sidecar) into `output_dir`.
 
-    `job` reuses an already loaded model (its config must be `config`)."""
+    With `config.tune == "model"` it trains every weight of the model instead, on the
+    hand-written template alone (no prompt is saved; the tuned params are in the last orbax
+    checkpoint).
+
+    Args:
+      config: the run.
+      resume: continue from the latest checkpoint in `output_dir`.
+      job: an already loaded model (its config must be `config`).
+      evaluate: `state -> metrics`, replacing the default evaluation on `config.eval_split`
+        (e.g. to evaluate a subset often and the whole split rarely).
+    """
     from prompt_jax.prompt_io import save_prompt
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     job = job or load_job(config)
+    tune_model = config.tune == "model"
     optimizer = train.make_optimizer(config.optimizer)
-    state = train.place_state(train.init_state(initial_prompt(job), optimizer, config.seed),
-                              job.mesh)
+    if tune_model:
+        state = train.init_state(None, optimizer, config.seed, params=job.params)
+    else:
+        state = train.init_state(initial_prompt(job), optimizer, config.seed)
+    state = train.place_state(state, job.mesh)
     step = train.jit_train_step(
         train.make_train_step(job.model, optimizer, loss=config.loss, placement=job.placement,
-                              candidates=job.candidates, dropout=config.dropout),
-        job.model, job.mesh)
+                              candidates=job.candidates, dropout=config.dropout,
+                              tune_model=tune_model),
+        job.model, job.mesh, tune_model=tune_model)
 
     def batches_from(start: int):
         it = task_batches(job, "train", config.batch_size, shuffle=True, repeat=True)
@@ -208,27 +233,38 @@ def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None
         save_prompt(prompt, out / "best_prompt.npy", format="prompt_jax", overwrite=True,
                     metadata=sidecar(job, steps=at_step, score=metrics))
 
-    evaluate = make_evaluator(job)
+    if evaluate is None:
+        evaluator = make_evaluator(job)
+
+        def evaluate(state):
+            return evaluator(state.prompt, state.params)
+
     started = time.perf_counter()
     result = loop.run(
-        state, job.params, step, batches_from,
+        state, None if tune_model else job.params, step, batches_from,
         loop.LoopConfig(steps=config.steps, eval_every=config.eval_every,
                         checkpoint_every=config.checkpoint_every,
                         keep_checkpoints=config.keep_checkpoints, log_every=config.log_every),
         out, evaluate=evaluate, resume=resume, examples_per_batch=config.batch_size,
         on_best=save_best,
     )
-    final = np.asarray(result.state.prompt)
-    save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
-                metadata=sidecar(job, steps=int(result.state.step), score=result.last_metrics))
     summary = {
-        "task": config.task, "model": config.model, "steps": int(result.state.step),
-        "final": result.last_metrics, "best": result.best_metrics,
-        "trainable_params": int(final.size), "train_seconds": result.train_seconds,
+        "task": config.task, "model": config.model, "tune": config.tune,
+        "steps": int(result.state.step), "final": result.last_metrics,
+        "best": result.best_metrics, "train_seconds": result.train_seconds,
         "wall_seconds": time.perf_counter() - started,
         "train_examples_per_second": result.examples_per_second,
-        "prompt": str(out / "prompt.npy"), "best_prompt": str(out / "best_prompt.npy"),
     }
+    if tune_model:
+        summary["trainable_params"] = sum(x.size for x in jax.tree.leaves(result.state.params))
+        summary["checkpoints"] = str(out / "checkpoints")
+    else:
+        final = np.asarray(result.state.prompt)
+        save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
+                    metadata=sidecar(job, steps=int(result.state.step),
+                                     score=result.last_metrics))
+        summary.update(trainable_params=int(final.size), prompt=str(out / "prompt.npy"),
+                       best_prompt=str(out / "best_prompt.npy"))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -1,6 +1,9 @@
 """The training step: only the soft prompt is differentiated; the frozen params are a sharded
 argument of the jitted step (never closed over, so they are not baked into the executable).
 
+Model tuning (the upper reference of Lester et al.: every weight trained, no soft prompt, the
+hand-written template only) is the same step with the params in the train state instead.
+
 Batches are dicts of fixed-shape arrays (see `prompt_jax.tasks`): "inputs" [B, T],
 "input_mask" [B, T], "targets" [B, K], "target_mask" [B, K], "label" [B],
 "target_position" [B] (masked LMs), "weight" [B] (0 for filler rows).
@@ -78,16 +81,32 @@ class TrainState:
     """Everything that is trained or advances: checkpointed, and nothing else is."""
 
     step: jax.Array  # int32 scalar
-    prompt: jax.Array  # [P, H] float32
+    prompt: jax.Array | None  # [P, H] float32; None when tuning the model
     opt_state: Any
     rng: jax.Array  # raw uint32 key (jax.random.PRNGKey), orbax-friendly
+    params: Params | None = None  # the model's params when tuning the model, else None
+
+    @property
+    def tunes_model(self) -> bool:
+        return self.params is not None
 
 
-def init_state(prompt: jax.Array, optimizer: optax.GradientTransformation,
-               seed: int = 0) -> TrainState:
-    prompt = jnp.asarray(prompt, jnp.float32)
-    return TrainState(step=jnp.zeros((), jnp.int32), prompt=prompt,
-                      opt_state=optimizer.init(prompt), rng=jax.random.PRNGKey(seed))
+def init_state(prompt: jax.Array | None, optimizer: optax.GradientTransformation,
+               seed: int = 0, params: Params | None = None) -> TrainState:
+    """A soft-prompt state (`prompt`), or a model-tuning state (`params`, no prompt).
+
+    Model tuning trains a copy of `params` (the step donates its state, so the caller's
+    params stay usable)."""
+    if (prompt is None) == (params is None):
+        raise ValueError("give either a prompt (prompt tuning) or params (model tuning)")
+    if params is not None:
+        params = jax.tree.map(jnp.copy, params)
+        opt_state = optimizer.init(params)
+    else:
+        prompt = jnp.asarray(prompt, jnp.float32)
+        opt_state = optimizer.init(prompt)
+    return TrainState(step=jnp.zeros((), jnp.int32), prompt=prompt, opt_state=opt_state,
+                      rng=jax.random.PRNGKey(seed), params=params)
 
 
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
@@ -124,36 +143,48 @@ def loss_fn(prompt, params, batch, *, model, loss, placement, candidates=None,
 def make_train_step(model: Backbone, optimizer: optax.GradientTransformation, *,
                     loss: str = "target_ce", placement: str = "prefix",
                     candidates: tuple[jax.Array, jax.Array] | None = None,
-                    dropout: bool = False) -> Callable:
+                    dropout: bool = False, tune_model: bool = False) -> Callable:
     """`train_step(state, frozen_params, batch) -> (state, metrics)`: a pure function that
-    updates only the prompt. Close over static things only (model, loss, optimizer)."""
+    updates only the prompt. Close over static things only (model, loss, optimizer).
+
+    With `tune_model`, it updates `state.params` instead (no prompt) and `frozen_params` is
+    ignored (pass None): model tuning, the reference that prompt tuning is measured against."""
     if loss == "rank" and candidates is None:
         raise ValueError("the rank loss needs the task's candidates")
 
-    def train_step(state: TrainState, frozen_params: Params, batch: dict):
+    def train_step(state: TrainState, frozen_params: Params | None, batch: dict):
         rng, dropout_rng = jax.random.split(state.rng)
         rngs = {"dropout": dropout_rng} if dropout else None
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, metrics), grad = grad_fn(
-            state.prompt, frozen_params, batch, model=model, loss=loss, placement=placement,
-            candidates=candidates, deterministic=not dropout, rngs=rngs,
-        )
-        updates, opt_state = optimizer.update(grad, state.opt_state, state.prompt)
-        prompt = optax.apply_updates(state.prompt, updates)
+        kwargs = dict(batch=batch, model=model, loss=loss, placement=placement,
+                      candidates=candidates, deterministic=not dropout, rngs=rngs)
+        if tune_model:
+            (_, metrics), grad = jax.value_and_grad(
+                lambda p: loss_fn(None, p, **kwargs), has_aux=True)(state.params)
+            trained = state.params
+        else:
+            (_, metrics), grad = jax.value_and_grad(
+                lambda p: loss_fn(p, frozen_params, **kwargs), has_aux=True)(state.prompt)
+            trained = state.prompt
+        updates, opt_state = optimizer.update(grad, state.opt_state, trained)
+        trained = optax.apply_updates(trained, updates)
         metrics = {**metrics, "grad_norm": optax.tree.norm(grad)}
-        return TrainState(state.step + 1, prompt, opt_state, rng), metrics
+        if tune_model:
+            return TrainState(state.step + 1, None, opt_state, rng, trained), metrics
+        return TrainState(state.step + 1, trained, opt_state, rng), metrics
 
     return train_step
 
 
-def jit_train_step(train_step: Callable, model: Backbone, mesh: Mesh) -> Callable:
+def jit_train_step(train_step: Callable, model: Backbone, mesh: Mesh,
+                   tune_model: bool = False) -> Callable:
     """Jits the step over the mesh: state replicated (and donated), frozen params sharded by the
-    rules table, batch split over 'data'."""
+    rules table, batch split over 'data'. Model tuning keeps the trained params replicated
+    (data parallel)."""
     rep = partitioning.replicated(mesh)
+    frozen = rep if tune_model else partitioning.param_shardings(model, mesh)
     return jax.jit(
         train_step,
-        in_shardings=(rep, partitioning.param_shardings(model, mesh),
-                      partitioning.batch_sharding(mesh)),
+        in_shardings=(rep, frozen, partitioning.batch_sharding(mesh)),
         out_shardings=(rep, rep),
         donate_argnums=(0,),
     )

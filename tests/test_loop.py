@@ -75,7 +75,7 @@ def test_eval_keeps_the_best_prompt(tmp_path):
     scores = iter([0.5, 0.9, 0.7])
     seen = []
 
-    def evaluate(prompt):
+    def evaluate(state):
         return {"accuracy": next(scores)}
 
     result = loop.run(state, params, step, batches,

@@ -80,6 +80,21 @@ def test_cli_train_eval_infer_end_to_end(tiny_llama, tmp_path, capsys):
     assert len(lines) == 2 and all(x.split("\t")[0] in ("negative", "positive") for x in lines)
 
 
+def test_cli_model_tuning_trains_the_weights_without_a_prompt(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "model"
+    cli.main(_train_args(tiny_llama, out, "--tune", "model", "--learning_rate", "1e-3",
+                         "--gin_param", "OptimizerConfig.name='adamw'"))
+    summary = json.loads(capsys.readouterr().out)
+    n_params = sum(x.size for x in jax.tree.leaves(load_pretrained(tiny_llama).params))
+    assert summary["tune"] == "model" and summary["trainable_params"] == n_params
+    assert summary["steps"] == 6 and set(summary["final"]) == {"accuracy", "macro_f1"}
+    assert "prompt" not in summary and not (out / "prompt.npy").exists()
+    assert (out / "checkpoints" / "6").is_dir()
+    with pytest.raises(SystemExit):
+        cli.main(_train_args(tiny_llama, tmp_path / "bad", "--tune", "everything"))
+    assert "unknown tune 'everything'; use one of ('prompt', 'model')" in capsys.readouterr().err
+
+
 def test_bad_input_gets_clear_errors(tiny_llama, tmp_path, capsys):
     cases = [
         (["--prompt_length", "0"], "prompt length must be at least 1, got 0"),

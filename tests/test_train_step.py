@@ -133,6 +133,32 @@ def test_prompt_training_halves_the_loss_for_every_family(name, loss):
     assert float(metrics["loss"]) <= 0.5 * float(first["loss"]), (first, metrics)
 
 
+def test_model_tuning_trains_every_weight_and_leaves_the_callers_params_alone():
+    """Model tuning (no prompt): the step's gradient is the loss gradient w.r.t. all params,
+    the caller's params stay usable (the state holds a copy), and the loss falls."""
+    model, params, _, batch, _, _ = _setup("llama")
+    before = jax.tree_util.tree_map(np.array, params)
+    opt = train.make_optimizer(train.OptimizerConfig(name="sgd", learning_rate=1e-2))
+    step = train.make_train_step(model, opt, tune_model=True)
+    jitted = train.jit_train_step(step, model, partitioning.make_mesh(1, 1, jax.devices()[:1]),
+                                  tune_model=True)
+    state = train.init_state(None, opt, params=params)
+    grad = jax.grad(lambda p: train.loss_fn(None, p, batch, model=model, loss="target_ce",
+                                            placement="prefix")[0])(params)
+    new_state, first = jitted(state, None, batch)
+    assert new_state.prompt is None and int(new_state.step) == 1
+    expected = jax.tree_util.tree_map(lambda p, g: p - 1e-2 * g, before, grad)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+                           expected, new_state.params)
+    for _ in range(30):
+        new_state, metrics = jitted(new_state, None, batch)
+    assert float(metrics["loss"]) < 0.5 * float(first["loss"]), (first, metrics)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before,
+                           jax.tree_util.tree_map(np.array, params))
+    with pytest.raises(ValueError, match="either a prompt"):
+        train.init_state(jnp.zeros((P, model.d_model)), opt, params=params)
+
+
 @pytest.mark.parametrize("k", [1, 2])
 def test_shared_prefix_path_equals_inserting_the_prompt(k):
     """A Llama prefix prompt computed once per batch gives the scores, loss and gradient of
