@@ -71,6 +71,7 @@ def _prompts_convert(args) -> None:
 _RUN_FLAGS = (  # plain flags for the common things; everything else through gin
     ("--model", str, "REAL_MODELS name, local path or hub id"),
     ("--task", str, "registered task name (see `prompt-jax tasks`)"),
+    ("--template", str, "your own hand-written template, e.g. 'Review: {text_a}\\nSentiment:'"),
     ("--prompt_length", int, "number of soft-prompt vectors"),
     ("--init", str, "prompt init: random_uniform, sampled_vocab, class_labels, text, from_array"),
     ("--tune", str, "what is trained: prompt (default) or model (every weight, no prompt)"),

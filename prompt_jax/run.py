@@ -33,6 +33,7 @@ class RunConfig:
 
     model: str = "smollm2-135m-instruct"  # a REAL_MODELS name, a local path or a hub id
     task: str = "sst2"
+    template: str = ""  # "" = the task's own hand-written template for the model's style
     data: str = ""  # data folder; "" = $PROMPT_JAX_DATA or ../shared/data
     output_dir: str = "runs/default"
     dtype: str = "float32"
@@ -112,6 +113,8 @@ def load_job(config: RunConfig) -> Job:
     partitioning.check_batch_size(config.eval_batch_size, mesh)
     tokenizer = load_tokenizer(source)
     style = tasks.style_for_family(model.family)
+    if config.template:
+        task = tasks.with_template(task, style, config.template)
     ids, mask = tasks.candidates(task, tokenizer, style)
     params = partitioning.shard_params(pre.params, model, mesh)
     placement = config.placement or prompts.default_placement(model.family)

@@ -21,6 +21,7 @@ from prompt_jax.tasks import (
     render,
     seqio_task,
     sources,
+    with_template,
 )
 from tests.task_tokenizers import BACKBONES, bert_tokenizer, smollm2_tokenizer
 
@@ -106,6 +107,25 @@ def test_decoding_a_batch_gives_back_the_filled_template(family):
         gold = get_task("rte").verbalizers_for(style)[b["label"][row]]
         target = tok.decode(b["targets"][row][b["target_mask"][row] == 1].tolist())
         assert target.replace(tok.eos_token or "", "").strip().replace(" ", "") == gold
+
+
+def test_a_template_of_ones_own_goes_through_the_pipeline():
+    tok = smollm2_tokenizer()
+    own = with_template("rte", "causal", "{text_a}\nQuestion: {text_b} Yes or no?\nAnswer:")
+    (b,) = batches(own, "validation", tok, "causal", 4, max_length=512, shuffle=False, limit=4)
+    (default,) = batches("rte", "validation", tok, "causal", 4, max_length=512, shuffle=False,
+                         limit=4)
+    e = read_split("rte", "validation")[0][b["index"][0]]
+    decoded = tok.decode(b["inputs"][0][b["input_mask"][0] == 1].tolist())
+    assert decoded == f"{e.text_a}\nQuestion: {e.text_b} Yes or no?\nAnswer:"
+    assert tok.decode(default["inputs"][0][default["input_mask"][0] == 1].tolist()) != decoded
+    assert get_task("rte").template("causal") != own.template("causal")  # registry untouched
+    for bad, message in [("{text_a} only", r"exactly the fields \['text_a', 'text_b'\]"),
+                         ("{text_a} {text_b} {label}", "got \\['label', 'text_a', 'text_b'\\]")]:
+        with pytest.raises(ValueError, match=message):
+            with_template("rte", "causal", bad)
+    with pytest.raises(ValueError, match="mlm style has no template"):
+        with_template("sst2", "mlm", "{text_a}")
 
 
 def _order(seed, repeat_batches=16):

@@ -24,6 +24,7 @@ from prompt_jax.tasks.registry import (
     read_split,
     style_for_family,
     task_by_id,
+    with_template,
 )
 
 _LAZY = {"batches": "pipeline", "mixture_batches": "pipeline", "seqio_task": "pipeline",
@@ -35,6 +36,7 @@ __all__ = [
     "FAMILY_STYLE", "STYLES", "Example", "ReadReport", "TaskSpec", "TfdsUnavailableError",
     "candidates", "compile_layout", "compute_metrics", "data_root", "get_task", "list_tasks",
     "local_paths", "read_split", "render", "style_for_family", "task_by_id", "verbalizer_ids",
+    "with_template",
 ]  # the _LAZY names are public too, but left out so that `import *` does not load TensorFlow
 
 

@@ -39,12 +39,11 @@ def _add_task_id(ds: tf.data.Dataset, *, task_id: int) -> tf.data.Dataset:
     return ds.map(lambda ex: {**ex, "task_id": tf.constant(task_id, tf.int32)})
 
 
-def _tokenize(ds: tf.data.Dataset, sequence_length=None, output_features=None, *, name: str,
-              style: str, chunk: int = 128) -> tf.data.Dataset:
+def _tokenize(ds: tf.data.Dataset, sequence_length=None, output_features=None, *,
+              spec: TaskSpec, style: str, chunk: int = 128) -> tf.data.Dataset:
     """Encodes inputs / targets with the compiled template: a Python step (numpy_function) over
     chunks of examples, so the Hugging Face tokenizer works on many texts per call."""
     tokenizer = output_features["inputs"].vocabulary.tokenizer
-    spec = get_task(name)
     layout = encoding.compile_layout(spec, tokenizer, style)
     verbalizers = None if spec.is_generation else encoding.verbalizer_ids(spec, tokenizer, style)
     words = None if spec.is_generation else [w.encode() for w in spec.verbalizers_for(style)]
@@ -112,10 +111,12 @@ def seqio_task(task: str | TaskSpec, tokenizer, style: str, *, source: str | Non
                                            splits=dict(spec.tfds.splits))
         preprocessors.append(functools.partial(tfds_adapter, name=spec.name))
     name = f"{spec.seqio_name(style)}:{where}:{vocab.name}"
+    if spec.templates != get_task(spec.name).templates:  # a template of the user's own
+        name += ":t" + hashlib.sha1(repr(spec.templates).encode()).hexdigest()[:8]
     if name in seqio.TaskRegistry.names():
         return seqio.TaskRegistry.get(name)
     preprocessors += [functools.partial(_add_task_id, task_id=spec.task_id),
-                      functools.partial(_tokenize, name=spec.name, style=style)]
+                      functools.partial(_tokenize, spec=spec, style=style)]
     features = {k: seqio.Feature(vocab, add_eos=style == "t5", dtype=tf.int32)
                 for k in ("inputs", "targets")}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import string
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,26 @@ def get_task(task: str | TaskSpec) -> TaskSpec:
         return _REGISTRY[task]
     except KeyError:
         raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(_REGISTRY)}") from None
+
+
+def with_template(task: str | TaskSpec, style: str, template: str) -> TaskSpec:
+    """The task with its `style` template replaced (a hand-written prompt of one's own).
+
+    Raises:
+      ValueError: the template lacks a field the task needs, names an unknown one, or the style
+        takes no template (mlm uses the tokenizer's own layout).
+    """
+    spec = get_task(task)
+    spec.check_style(style)
+    if style == "mlm":
+        raise ValueError("the mlm style has no template (it is the tokenizer's own layout)")
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    needed = {"text_a", "text_b"} if spec.pair else {"text_a"}
+    if fields != needed:
+        raise ValueError(f"template {template!r} of task {spec.name!r} must use exactly the "
+                         f"fields {sorted(needed)}, got {sorted(fields)}")
+    others = tuple((s, t) for s, t in spec.templates if s != style)
+    return dataclasses.replace(spec, templates=others + ((style, template),))
 
 
 def task_by_id(task_id: int) -> TaskSpec:
