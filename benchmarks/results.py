@@ -1,0 +1,263 @@
+"""The README's results: prompt tuning SmolLM2-135M-Instruct on real tasks, row by row.
+
+Every row is one command; it trains (or scores) on the task's local train split and evaluates on
+its validation split, then writes `benchmarks/results/<task>/<row>.json` (the numbers the README
+shows, and the accuracy-vs-step curve). `report` turns those files into the README's markdown
+tables and the SST-2 training curves (`benchmarks/results/sst2_curves.png`).
+
+    python benchmarks/results.py run sst2 soft-text-20   # one row
+    python benchmarks/results.py run sst2                # every row of SST-2 not measured yet
+    python benchmarks/results.py report                  # tables + curves from the JSON files
+
+The shared recipe is the demo's (and the PEFT comparison's): 20 prompt vectors, AdamW 3e-2
+(weight decay 0.01), batch 8, 320 steps, inputs truncated to 128 tokens, rank classification
+between the verbalizers. During training a fixed subset (the first 192 validation examples)
+is scored every `curve_every` steps for the curves; the whole validation split (or `eval_limit`
+examples of it) is scored at the end and at `full_at` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CURVE_BATCHES = 6  # x eval batch 32 = the first 192 validation examples
+
+SENTIMENT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
+SENTIMENT_TEMPLATES = (
+    "Review: {text_a}\nSentiment:",  # the tasks' own template
+    "{text_a}\nIs this review positive or negative? Answer:",
+    "Movie review: {text_a}\nThe sentiment of this review is",
+)
+TASKS = {
+    "sst2": dict(init_text=SENTIMENT_TEXT, templates=SENTIMENT_TEMPLATES, eval_limit=0,
+                 name="SST-2 validation (872)"),
+    "rotten_tomatoes": dict(init_text=SENTIMENT_TEXT, templates=SENTIMENT_TEMPLATES,
+                            eval_limit=0, name="Rotten Tomatoes validation (1,066)"),
+    "imdb": dict(init_text=SENTIMENT_TEXT, templates=SENTIMENT_TEMPLATES, eval_limit=500,
+                 name="IMDB held-out train reviews (first 500), truncated to 128 tokens"),
+    "rte": dict(init_text="Does the premise entail the hypothesis? Answer yes or no.",
+                templates=(
+                    "Premise: {text_a}\nHypothesis: {text_b}\n"
+                    "Does the premise entail the hypothesis? Answer:",  # the task's own
+                    "{text_a}\nQuestion: {text_b} Yes or no?\nAnswer:",
+                    "{text_a}\nBased on that, is it true that \"{text_b}\"? Answer:",
+                ), eval_limit=0, name="RTE validation (277)"),
+}
+
+# name -> (label in the table, RunConfig overrides, extra settings)
+ROWS = {
+    "zero-shot": ("hand-written prompt, zero-shot (best of the templates)", {}, {}),
+    "soft-text-20": ("soft prompt, text init, 20 tokens", {}, {}),
+    "soft-random-20": ("soft prompt, random-uniform init, 20 tokens",
+                       {"init": "random_uniform"}, {}),
+    "soft-sampled-20": ("soft prompt, sampled-vocab init, 20 tokens",
+                        {"init": "sampled_vocab"}, {}),
+    "soft-class-20": ("soft prompt, class-label init, 20 tokens", {"init": "class_labels"}, {}),
+    "soft-text-5": ("soft prompt, text init, 5 tokens", {"prompt_length": 5}, {}),
+    "soft-text-100": ("soft prompt, text init, 100 tokens", {"prompt_length": 100}, {}),
+    "model-tuning": ("model tuning (every weight, AdamW 2e-5), upper reference",
+                     {"tune": "model"}, {"learning_rate": 2e-5}),
+}
+# SST-2's text-init run goes on to a longer budget; its step-320 evaluation is the 320-step
+# row (the same run up to there: constant learning rate, same batches).
+LONG = {"sst2": 1280}
+TASK_ROWS = {
+    "sst2": tuple(ROWS),
+    "rotten_tomatoes": ("zero-shot", "soft-text-20"),
+    "rte": ("zero-shot", "soft-text-20"),
+    "imdb": ("zero-shot", "soft-text-20"),
+}
+STEPS = 320
+
+
+def config_for(task: str, row: str, output_dir: Path):
+    from prompt_jax import run
+    from prompt_jax.train import OptimizerConfig
+
+    _, overrides, extra = ROWS[row]
+    steps = LONG.get(task, STEPS) if row == "soft-text-20" else STEPS
+    return run.RunConfig(
+        model="smollm2-135m-instruct", task=task, output_dir=str(output_dir),
+        prompt_length=20, init="text", init_text=TASKS[task]["init_text"],
+        optimizer=OptimizerConfig(name="adamw", learning_rate=extra.get("learning_rate", 3e-2),
+                                  weight_decay=0.01),
+        steps=steps, batch_size=8, max_input_length=128, eval_limit=TASKS[task]["eval_limit"],
+        eval_every=80 if steps <= STEPS else 160, checkpoint_every=steps, keep_checkpoints=1,
+        mesh_data=1, **overrides)
+
+
+def run_zero_shot(task: str) -> dict:
+    from prompt_jax import run, tasks
+
+    config = config_for(task, "soft-text-20", Path("runs/results") / task / "zero-shot")
+    job = run.load_job(config)
+    scores = []
+    for template in TASKS[task]["templates"]:
+        t0 = time.perf_counter()
+        templated = dataclasses.replace(job, task=tasks.with_template(task, job.style, template))
+        metrics = run.zero_shot(templated)
+        scores.append({"template": template, **metrics,
+                       "seconds": time.perf_counter() - t0})
+        print(f"{template!r}: {metrics['accuracy']:.1%}", flush=True)
+    best = max(scores, key=lambda s: s["accuracy"])
+    return {"task": task, "row": "zero-shot", "final": {k: best[k] for k in
+                                                       ("accuracy", "macro_f1")},
+            "template": best["template"], "templates": scores, "trainable_params": 0}
+
+
+def run_training(task: str, row: str) -> dict:
+    from prompt_jax import run, scoring
+
+    config = config_for(task, row, Path("runs/results") / task / row)
+    out = Path(config.output_dir)
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: metrics.jsonl appends
+    job = run.load_job(config)
+    full_batches = list(run.task_batches(job, config.eval_split, config.eval_batch_size,
+                                         shuffle=False, repeat=False, limit=config.eval_limit))
+    eval_step = scoring.jit_eval_step(scoring.make_eval_step(job.model, placement=job.placement),
+                                      job.model, job.mesh)
+    num_classes = len(job.task.labels)
+    full_at = {STEPS, config.steps}
+    curve_size = sum(int((b["weight"] > 0).sum()) for b in full_batches[:CURVE_BATCHES])
+
+    def evaluate(state):
+        full = int(state.step) in full_at
+        params = job.params if state.params is None else state.params
+        predictions, labels = scoring.classify(
+            eval_step, state.prompt, params, full_batches if full else
+            full_batches[:CURVE_BATCHES], job.candidates)
+        metrics = {"accuracy": float(np.mean(predictions[:curve_size] == labels[:curve_size]))}
+        if full:
+            metrics.update({f"full_{k}": v for k, v in scoring.classification_metrics(
+                predictions, labels, num_classes).items()})
+        return metrics
+
+    summary = run.train_prompt(config, job=job, evaluate=evaluate)
+    evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in evals if e["split"] == "eval"]
+    full = {e["step"]: {"accuracy": e["full_accuracy"], "macro_f1": e["full_macro_f1"]}
+            for e in evals if "full_accuracy" in e}
+    return {
+        "task": task, "row": row, "final": full[STEPS], "final_long": full[config.steps],
+        "curve": [(e["step"], e["accuracy"]) for e in evals], "curve_examples": curve_size,
+        "trainable_params": summary["trainable_params"],
+        "train_examples_per_second": summary["train_examples_per_second"],
+        "steps": config.steps, "config": dataclasses.asdict(config),
+    }
+
+
+def run_row(task: str, row: str) -> None:
+    print(f"== {task} / {row}", flush=True)
+    t0 = time.perf_counter()
+    result = run_zero_shot(task) if row == "zero-shot" else run_training(task, row)
+    result["wall_seconds"] = time.perf_counter() - t0
+    path = RESULTS / task / f"{row}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{task} / {row}: {result['final']['accuracy']:.1%} -> {path}", flush=True)
+
+
+def load(task: str, row: str) -> dict | None:
+    path = RESULTS / task / f"{row}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table(task: str) -> str:
+    lines = [f"**{TASKS[task]['name']}**", "",
+             "| method | accuracy | macro-F1 | trainable params | train examples/s | command |",
+             "|---|---|---|---|---|---|"]
+    for row in TASK_ROWS[task]:
+        r = load(task, row)
+        label = ROWS[row][0]
+        command = f"`python benchmarks/results.py run {task} {row}`"
+        if r is None:
+            lines.append(f"| {label} | not measured yet | | | | {command} |")
+            continue
+        speed = r.get("train_examples_per_second")
+        speed = f"{speed:.2f}" if speed else "-"
+        steps = f" ({STEPS} steps)" if row != "zero-shot" else ""
+        lines.append(f"| {label}{steps} | {r['final']['accuracy']:.1%} | "
+                     f"{r['final']['macro_f1']:.3f} | {r['trainable_params']:,} | {speed} | "
+                     f"{command} |")
+        if r.get("steps", STEPS) > STEPS:
+            last = r["final_long"]
+            lines.append(f"| {label} ({r['steps']} steps, same run) | {last['accuracy']:.1%} | "
+                         f"{last['macro_f1']:.3f} | {r['trainable_params']:,} | {speed} | "
+                         f"{command} |")
+    zero = load(task, "zero-shot")
+    if zero:
+        lines += ["", "Zero-shot templates: " + "; ".join(
+            f"`{t['template']!r}` {t['accuracy']:.1%}" for t in zero["templates"])]
+    return "\n".join(lines)
+
+
+def curves(task: str, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn = 0
+    for row in TASK_ROWS[task]:
+        r = load(task, row)
+        if r is None or not r.get("curve"):
+            continue
+        steps, acc = zip(*r["curve"], strict=True)
+        ax.plot(steps, acc, marker="o", ms=3, label=ROWS[row][0])
+        drawn += 1
+    zero = load(task, "zero-shot")
+    if zero:
+        ax.axhline(zero["final"]["accuracy"], color="gray", ls="--", lw=1,
+                   label="zero-shot, best template (whole split)")
+    if not drawn:
+        plt.close(fig)
+        return None
+    size = next(r["curve_examples"] for row in TASK_ROWS[task]
+                if (r := load(task, row)) and r.get("curve_examples"))
+    ax.set(xlabel="training step (batch 8)",
+           ylabel=f"accuracy, first {size} validation examples",
+           title=f"SmolLM2-135M-Instruct on {TASKS[task]['name']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="measure rows (all rows of the task not yet measured)")
+    p.add_argument("task", choices=sorted(TASK_ROWS))
+    p.add_argument("rows", nargs="*", help=f"rows (default: all not measured): {list(ROWS)}")
+    sub.add_parser("report", help="print the markdown tables and draw the curves")
+    args = parser.parse_args()
+    if args.command == "run":
+        unknown = [r for r in args.rows if r not in TASK_ROWS[args.task]]
+        if unknown:
+            sys.exit(f"unknown rows {unknown} for {args.task}; rows: {TASK_ROWS[args.task]}")
+        todo = args.rows or [r for r in TASK_ROWS[args.task] if load(args.task, r) is None]
+        for row in todo:
+            run_row(args.task, row)
+        return
+    for task in TASK_ROWS:
+        print(table(task) + "\n")
+    png = curves("sst2", RESULTS / "sst2_curves.png")
+    if png:
+        print(f"![SST-2 training curves]({png.relative_to(HERE.parent)})")
+
+
+if __name__ == "__main__":
+    main()
