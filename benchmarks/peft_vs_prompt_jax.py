@@ -7,7 +7,7 @@ text), the same optimizer (AdamW), batch size and step count, and the same evalu
 classification between " negative" and " positive" on the validation split). Each side runs in
 its own subprocess so that its peak memory (max RSS) is its own.
 
-    python benchmarks/peft_vs_prompt_jax.py --steps 320          # the README's row
+    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 1   # the README's rows
     python benchmarks/peft_vs_prompt_jax.py --steps 20 --eval-limit 64   # a quick look
 
 Prints a markdown table: accuracy, training examples/s (median step time, first step
@@ -141,7 +141,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--eval-limit", type=int, default=0, help="0 = all 872")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="data-order seeds; each runs both sides")
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["ours", "peft"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
@@ -149,30 +151,41 @@ def main() -> None:
         result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(result))
         return
-    rows = {}
-    for side in ("ours", "peft"):
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", side],
-                             capture_output=True, text=True)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if out.returncode != 0 or line is None:
-            sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
-        rows[side] = json.loads(line[len("RESULT "):])
+    per_seed = []
+    for seed in args.seeds:
+        rows = {}
+        for side in ("ours", "peft"):
+            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--seed", str(seed),
+                                  "--only", side], capture_output=True, text=True)
+            line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if out.returncode != 0 or line is None:
+                sys.exit(f"{side} (seed {seed}) failed:\n{out.stderr[-3000:]}")
+            rows[side] = json.loads(line[len("RESULT "):])
+            median = statistics.median(rows[side]["step_seconds"][1:]
+                                       or rows[side]["step_seconds"])
+            rows[side]["examples_per_second"] = args.batch_size / median
+        per_seed.append(rows)
     print(f"\nSST-2, SmolLM2-135M-Instruct, {args.prompt_length} prompt tokens (text init), "
           f"AdamW lr {args.lr}, batch {args.batch_size}, {args.steps} steps, "
-          f"{rows['ours']['examples']} validation examples\n")
-    print("| | accuracy | train examples/s | train time (s) | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
-    speed = {}
-    for side, name in (("ours", "prompt_jax"), ("peft", "HF PEFT")):
-        r = rows[side]
-        median = statistics.median(r["step_seconds"][1:] or r["step_seconds"])
-        speed[side] = args.batch_size / median
-        print(f"| {name} | {r['accuracy']:.1%} | {speed[side]:.2f} | "
-              f"{sum(r['step_seconds']):.0f} | {r['max_rss_mb']:.0f} |")
-    print(f"| ours / PEFT | {rows['ours']['accuracy'] - rows['peft']['accuracy']:+.1%} | "
-          f"{speed['ours'] / speed['peft']:.2f}x | | "
-          f"{rows['ours']['max_rss_mb'] / rows['peft']['max_rss_mb']:.2f}x |")
-
+          f"{per_seed[0]['ours']['examples']} validation examples\n")
+    print("| seed | | accuracy | train examples/s | train time (s) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    for seed, rows in zip(args.seeds, per_seed, strict=True):
+        for side, name in (("ours", "prompt_jax"), ("peft", "HF PEFT")):
+            r = rows[side]
+            print(f"| {seed} | {name} | {r['accuracy']:.1%} | {r['examples_per_second']:.2f} | "
+                  f"{sum(r['step_seconds']):.0f} | {r['max_rss_mb']:.0f} |")
+        ours, peft = rows["ours"], rows["peft"]
+        print(f"| {seed} | ours / PEFT | {ours['accuracy'] - peft['accuracy']:+.1%} | "
+              f"{ours['examples_per_second'] / peft['examples_per_second']:.2f}x | | "
+              f"{ours['max_rss_mb'] / peft['max_rss_mb']:.2f}x |")
+    if len(per_seed) > 1:
+        mean = {side: statistics.mean(r[side]["accuracy"] for r in per_seed)
+                for side in ("ours", "peft")}
+        speed = statistics.median(r["ours"]["examples_per_second"]
+                                  / r["peft"]["examples_per_second"] for r in per_seed)
+        print(f"| mean | prompt_jax {mean['ours']:.1%}, PEFT {mean['peft']:.1%} | "
+              f"{mean['ours'] - mean['peft']:+.1%} | {speed:.2f}x (median) | | |")
 
 if __name__ == "__main__":
     main()
