@@ -123,7 +123,8 @@ def _eval(args) -> None:
 
     config = _run_config(args)
     metrics = run.evaluate_prompt(config, args.prompt, args.split)
-    print(json.dumps({"task": config.task, "prompt": args.prompt, **metrics}, indent=2))
+    print(json.dumps({"task": config.task, "template": config.template or None,
+                      "prompt": args.prompt, **metrics}, indent=2))
 
 
 def _infer(args) -> None:
@@ -141,9 +142,10 @@ def _add_run_parsers(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --output_dir")
     p.set_defaults(func=_train)
-    p = sub.add_parser("eval", help="evaluate a saved prompt on a task")
+    p = sub.add_parser("eval", help="evaluate a saved prompt (or the template alone) on a task")
     _add_run_flags(p)
-    p.add_argument("--prompt", required=True, help="prompt file (any format prompts ls reads)")
+    p.add_argument("--prompt", help="prompt file (any format prompts ls reads); without it, "
+                                    "the hand-written template alone (zero-shot)")
     p.add_argument("--split", help="split to evaluate (default: RunConfig.eval_split)")
     p.set_defaults(func=_eval)
     p = sub.add_parser("infer", help="classify texts with a saved prompt")

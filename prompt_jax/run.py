@@ -272,12 +272,15 @@ def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None
     return summary
 
 
-def evaluate_prompt(config: RunConfig, prompt_path: str, split: str | None = None
+def evaluate_prompt(config: RunConfig, prompt_path: str | None, split: str | None = None
                     ) -> dict[str, float]:
-    """Metrics of a saved prompt (any format `prompt_io` reads) on a split of the task."""
+    """Metrics of a saved prompt (any format `prompt_io` reads) on a split of the task; with
+    no prompt, of the hand-written template alone (zero-shot)."""
     from prompt_jax.prompt_io import load_prompt_for
 
     job = load_job(config)
+    if prompt_path is None:
+        return zero_shot(job, split)
     prompt = jnp.asarray(load_prompt_for(job.model, prompt_path).array)
     return make_evaluator(job, split)(prompt)
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 import transformers
 
-from prompt_jax import cli, partitioning, prompts, tasks, train
+from prompt_jax import cli, partitioning, prompts, run, tasks, train
 from prompt_jax.models import load_pretrained, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,6 +72,18 @@ def test_cli_train_eval_infer_end_to_end(tiny_llama, tmp_path, capsys):
               "--prompt", str(out / "prompt.npy")])
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["accuracy"] == pytest.approx(summary["final"]["accuracy"])
+
+    # No prompt: the hand-written template alone, the task's own or one's own.
+    zero = {}
+    for template in ("Review: {text_a}\nSentiment:", "{text_a} All in all, it was"):
+        cli.main(["eval", "--gin_file", "test/tiny.gin", "--model", str(tiny_llama),
+                  "--template", template])
+        zero[template] = json.loads(capsys.readouterr().out)
+    job = run.load_job(run.RunConfig(model=str(tiny_llama), max_input_length=32, eval_limit=16,
+                                     eval_batch_size=8, mesh_data=1))
+    assert zero["Review: {text_a}\nSentiment:"]["accuracy"] == pytest.approx(
+        run.zero_shot(job)["accuracy"])
+    assert zero["{text_a} All in all, it was"]["template"] == "{text_a} All in all, it was"
 
     cli.main(["infer", "--gin_file", "test/tiny.gin", "--model", str(tiny_llama),
               "--prompt", str(out / "prompt.npy"), "--text", "a masterpiece .",
