@@ -174,30 +174,25 @@ def load(task: str, row: str) -> dict | None:
 
 def table(task: str) -> str:
     lines = [f"**{TASKS[task]['name']}**", "",
-             "| method | accuracy | macro-F1 | trainable params | train examples/s | command |",
-             "|---|---|---|---|---|---|"]
+             "| method | accuracy | macro-F1 | trainable params | command |",
+             "|---|---|---|---|---|"]
     for row in TASK_ROWS[task]:
         r = load(task, row)
         label = ROWS[row][0]
         command = f"`python benchmarks/results.py run {task} {row}`"
         if r is None:
-            lines.append(f"| {label} | not measured yet | | | | {command} |")
+            lines.append(f"| {label} | not measured | | | {command} |")
             continue
-        speed = r.get("train_examples_per_second")
-        speed = f"{speed:.2f}" if speed else "-"
-        steps = f" ({STEPS} steps)" if row != "zero-shot" else ""
-        lines.append(f"| {label}{steps} | {r['final']['accuracy']:.1%} | "
-                     f"{r['final']['macro_f1']:.3f} | {r['trainable_params']:,} | {speed} | "
-                     f"{command} |")
+        rows = [(f"{label} ({STEPS} steps)" if row != "zero-shot" else label, r["final"])]
         if r.get("steps", STEPS) > STEPS:
-            last = r["final_long"]
-            lines.append(f"| {label} ({r['steps']} steps, same run) | {last['accuracy']:.1%} | "
-                         f"{last['macro_f1']:.3f} | {r['trainable_params']:,} | {speed} | "
-                         f"{command} |")
+            rows.append((f"{label} ({r['steps']} steps, the same run)", r["final_long"]))
+        for name, m in rows:
+            lines.append(f"| {name} | {m['accuracy']:.1%} | {m['macro_f1']:.3f} | "
+                         f"{r['trainable_params']:,} | {command} |")
     zero = load(task, "zero-shot")
     if zero:
         lines += ["", "Zero-shot templates: " + "; ".join(
-            f"`{t['template']!r}` {t['accuracy']:.1%}" for t in zero["templates"])]
+            f"`{t['template']!r}` {t['accuracy']:.1%}" for t in zero["templates"]) + "."]
     return "\n".join(lines)
 
 
