@@ -18,6 +18,22 @@ gin.external_configurable(OptimizerConfig, module="prompt_jax")
 GIN_DIR = Path(__file__).resolve().parent.parent / "gin_configs"
 
 
+def find_gin_file(name: str) -> Path:
+    """A gin file as given (relative to the working directory) or under gin_configs/.
+
+    Resolved here rather than by gin's own search, which takes a relative path's folder for a
+    Python package first and breaks when the working directory holds a folder of that name
+    (`runs/`, where runs write their outputs).
+
+    Raises:
+      FileNotFoundError: in neither place; the message names both.
+    """
+    for path in (Path(name), GIN_DIR / name):
+        if path.is_file():
+            return path.resolve()
+    raise FileNotFoundError(f"gin file {name!r} is neither a file nor under {GIN_DIR}")
+
+
 def resolve(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (),
             overrides: dict | None = None) -> RunConfig:
     """RunConfig from gin files (searched in gin_configs/ too), bindings, then plain flags.
@@ -27,7 +43,8 @@ def resolve(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (),
     """
     gin.clear_config()
     gin.add_config_file_search_path(str(GIN_DIR))
-    gin.parse_config_files_and_bindings(list(gin_files), list(gin_params))
+    gin.parse_config_files_and_bindings([str(find_gin_file(f)) for f in gin_files],
+                                        list(gin_params))
     config = gin.get_configurable("prompt_jax.RunConfig")()
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     opt_fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
