@@ -10,8 +10,10 @@ its own subprocess so that its peak memory (max RSS) is its own.
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 1   # the README's rows
     python benchmarks/peft_vs_prompt_jax.py --steps 20 --eval-limit 64   # a quick look
 
-Prints a markdown table: accuracy, training examples/s (median step time, first step
-excluded), training time, peak RSS, and ours/PEFT ratios.
+Prints a markdown table (accuracy, training examples/s from the median step time with the first
+step excluded, training time, peak RSS, and ours/PEFT ratios) and writes the numbers to
+`benchmarks/results/peft_vs_prompt_jax.json`, from which `results.py report` puts the table in
+the README.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+OUTPUT = Path(__file__).resolve().parent / "results" / "peft_vs_prompt_jax.json"
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
 
 
@@ -143,6 +147,8 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=0, help="0 = all 872")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="data-order seeds; each runs both sides")
+    parser.add_argument("--output", default=str(OUTPUT),
+                        help="where the JSON of the results goes ('' = nowhere)")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["ours", "peft"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -165,27 +171,50 @@ def main() -> None:
                                        or rows[side]["step_seconds"])
             rows[side]["examples_per_second"] = args.batch_size / median
         per_seed.append(rows)
-    print(f"\nSST-2, SmolLM2-135M-Instruct, {args.prompt_length} prompt tokens (text init), "
-          f"AdamW lr {args.lr}, batch {args.batch_size}, {args.steps} steps, "
-          f"{per_seed[0]['ours']['examples']} validation examples\n")
-    print("| seed | | accuracy | train examples/s | train time (s) | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|")
-    for seed, rows in zip(args.seeds, per_seed, strict=True):
+    result = {"recipe": {k: getattr(args, k) for k in (
+        "steps", "batch_size", "prompt_length", "lr", "weight_decay", "max_length",
+        "eval_limit")}, "seeds": args.seeds,
+        "runs": [{side: {k: v for k, v in r[side].items() if k != "step_seconds"}
+                  | {"train_seconds": sum(r[side]["step_seconds"])} for side in r}
+                 for r in per_seed]}
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    print("\n" + table(result))
+
+
+def table(result: dict) -> str:
+    """The side-by-side comparison as markdown: one row per side and seed, the ratios, and the
+    means over seeds."""
+    recipe, runs = result["recipe"], result["runs"]
+    lines = [f"SST-2, SmolLM2-135M-Instruct, {recipe['prompt_length']} prompt tokens (text "
+             f"init), AdamW lr {recipe['lr']}, batch {recipe['batch_size']}, {recipe['steps']} "
+             f"steps, {runs[0]['ours']['examples']} validation examples", "",
+             "| seed | | accuracy | train examples/s | train time | peak RSS |",
+             "|---|---|---|---|---|---|"]
+    for seed, rows in zip(result["seeds"], runs, strict=True):
         for side, name in (("ours", "prompt_jax"), ("peft", "HF PEFT")):
             r = rows[side]
-            print(f"| {seed} | {name} | {r['accuracy']:.1%} | {r['examples_per_second']:.2f} | "
-                  f"{sum(r['step_seconds']):.0f} | {r['max_rss_mb']:.0f} |")
+            lines.append(f"| {seed} | {name} | {r['accuracy']:.1%} | "
+                         f"{r['examples_per_second']:.2f} | {r['train_seconds'] / 60:.1f} min | "
+                         f"{r['max_rss_mb'] / 1024:.2f} GB |")
         ours, peft = rows["ours"], rows["peft"]
-        print(f"| {seed} | ours / PEFT | {ours['accuracy'] - peft['accuracy']:+.1%} | "
-              f"{ours['examples_per_second'] / peft['examples_per_second']:.2f}x | | "
-              f"{ours['max_rss_mb'] / peft['max_rss_mb']:.2f}x |")
-    if len(per_seed) > 1:
-        mean = {side: statistics.mean(r[side]["accuracy"] for r in per_seed)
+        lines.append(f"| {seed} | prompt_jax / PEFT | "
+                     f"{100 * (ours['accuracy'] - peft['accuracy']):+.1f} points | "
+                     f"{ours['examples_per_second'] / peft['examples_per_second']:.2f}x | | "
+                     f"{ours['max_rss_mb'] / peft['max_rss_mb']:.2f}x |")
+    if len(runs) > 1:
+        mean = {side: statistics.mean(r[side]["accuracy"] for r in runs)
                 for side in ("ours", "peft")}
         speed = statistics.median(r["ours"]["examples_per_second"]
-                                  / r["peft"]["examples_per_second"] for r in per_seed)
-        print(f"| mean | prompt_jax {mean['ours']:.1%}, PEFT {mean['peft']:.1%} | "
-              f"{mean['ours'] - mean['peft']:+.1%} | {speed:.2f}x (median) | | |")
+                                  / r["peft"]["examples_per_second"] for r in runs)
+        memory = statistics.median(r["ours"]["max_rss_mb"] / r["peft"]["max_rss_mb"]
+                                   for r in runs)
+        lines.append(f"| mean of {len(runs)} | prompt_jax {mean['ours']:.1%}, PEFT "
+                     f"{mean['peft']:.1%} | {100 * (mean['ours'] - mean['peft']):+.1f} points | "
+                     f"{speed:.2f}x (median) | | {memory:.2f}x (median) |")
+    return "\n".join(lines)
+
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ tables and the SST-2 training curves (`benchmarks/results/sst2_curves.png`).
     python benchmarks/results.py run sst2 soft-text-20   # one row
     python benchmarks/results.py run sst2                # every row of SST-2 not measured yet
     python benchmarks/results.py report                  # tables + curves from the JSON files
+    python benchmarks/results.py report --readme         # ... and into the README
 
 The shared recipe is the demo's (and the PEFT comparison's): 20 prompt vectors, AdamW 3e-2
 (weight decay 0.01), batch 8, 320 steps, inputs truncated to 128 tokens, rank classification
@@ -42,7 +43,7 @@ TASKS = {
     "sst2": dict(init_text=SENTIMENT_TEXT, templates=SENTIMENT_TEMPLATES, eval_limit=0,
                  name="SST-2 validation (872)"),
     "rotten_tomatoes": dict(init_text=SENTIMENT_TEXT, templates=SENTIMENT_TEMPLATES,
-                            eval_limit=0, name="Rotten Tomatoes validation (1,066)"),
+                            eval_limit=0, eval_split="test", name="Rotten Tomatoes test (1,066)"),
     "imdb": dict(init_text=SENTIMENT_TEXT, templates=SENTIMENT_TEMPLATES, eval_limit=500,
                  name="IMDB held-out train reviews (first 500), truncated to 128 tokens"),
     "rte": dict(init_text="Does the premise entail the hypothesis? Answer yes or no.",
@@ -73,11 +74,12 @@ ROWS = {
 LONG = {"sst2": 1280}
 TASK_ROWS = {
     "sst2": tuple(ROWS),
-    "rotten_tomatoes": ("zero-shot", "soft-text-20"),
-    "rte": ("zero-shot", "soft-text-20"),
-    "imdb": ("zero-shot", "soft-text-20"),
+    "rotten_tomatoes": ("zero-shot", "soft-text-20", "model-tuning"),
+    "rte": ("zero-shot", "soft-text-20", "model-tuning"),
+    "imdb": ("zero-shot", "soft-text-20", "model-tuning"),
 }
 STEPS = 320
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def config_for(task: str, row: str, output_dir: Path):
@@ -92,6 +94,7 @@ def config_for(task: str, row: str, output_dir: Path):
         optimizer=OptimizerConfig(name="adamw", learning_rate=extra.get("learning_rate", 3e-2),
                                   weight_decay=0.01),
         steps=steps, batch_size=8, max_input_length=128, eval_limit=TASKS[task]["eval_limit"],
+        eval_split=TASKS[task].get("eval_split", "validation"),
         eval_every=80 if steps <= STEPS else 160, checkpoint_every=steps, keep_checkpoints=1,
         mesh_data=1, **overrides)
 
@@ -174,21 +177,23 @@ def load(task: str, row: str) -> dict | None:
 
 def table(task: str) -> str:
     lines = [f"**{TASKS[task]['name']}**", "",
-             "| method | accuracy | macro-F1 | trainable params | command |",
-             "|---|---|---|---|---|"]
+             "| method | accuracy | macro-F1 | trainable params | train examples/s | command |",
+             "|---|---|---|---|---|---|"]
     for row in TASK_ROWS[task]:
         r = load(task, row)
         label = ROWS[row][0]
         command = f"`python benchmarks/results.py run {task} {row}`"
         if r is None:
-            lines.append(f"| {label} | not measured | | | {command} |")
+            lines.append(f"| {label} | not measured | | | | {command} |")
             continue
         rows = [(f"{label} ({STEPS} steps)" if row != "zero-shot" else label, r["final"])]
         if r.get("steps", STEPS) > STEPS:
             rows.append((f"{label} ({r['steps']} steps, the same run)", r["final_long"]))
+        speed = r.get("train_examples_per_second")
+        speed = f"{speed:.1f}" if speed else "-"
         for name, m in rows:
             lines.append(f"| {name} | {m['accuracy']:.1%} | {m['macro_f1']:.3f} | "
-                         f"{r['trainable_params']:,} | {command} |")
+                         f"{r['trainable_params']:,} | {speed} | {command} |")
     zero = load(task, "zero-shot")
     if zero:
         lines += ["", "Zero-shot templates: " + "; ".join(
@@ -231,13 +236,53 @@ def curves(task: str, path: Path) -> Path | None:
     return path
 
 
+def peft_table() -> str | None:
+    """The side-by-side PEFT comparison (benchmarks/peft_vs_prompt_jax.py's JSON), if run."""
+    path = RESULTS / "peft_vs_prompt_jax.json"
+    if not path.is_file():
+        return None
+    sys.path.insert(0, str(HERE))
+    import peft_vs_prompt_jax
+
+    result = json.loads(path.read_text())
+    command = ("`python benchmarks/peft_vs_prompt_jax.py --steps "
+               f"{result['recipe']['steps']} --seeds {' '.join(map(str, result['seeds']))}`")
+    return peft_vs_prompt_jax.table(result) + f"\n\nReproduce: {command}."
+
+
+def report() -> str:
+    """The README's results block: every task's table, the SST-2 curves, the PEFT comparison."""
+    parts = []
+    for task in TASK_ROWS:
+        parts.append(table(task))
+        if task == "sst2":
+            png = curves("sst2", RESULTS / "sst2_curves.png")
+            if png:
+                parts.append(f"![SST-2 training curves]({png.relative_to(HERE.parent)})")
+            peft = peft_table()
+            if peft:
+                parts.append(peft)
+    return "\n\n".join(parts)
+
+
+def write_readme(block: str, readme: Path = HERE.parent / "README.md") -> None:
+    """Replaces what stands between the README's results markers with `block`."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        sys.exit(f"{readme} has no {README_START} ... {README_END} block")
+    readme.write_text(text[:start + len(README_START)] + "\n" + block + "\n" + text[end:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="measure rows (all rows of the task not yet measured)")
     p.add_argument("task", choices=sorted(TASK_ROWS))
     p.add_argument("rows", nargs="*", help=f"rows (default: all not measured): {list(ROWS)}")
-    sub.add_parser("report", help="print the markdown tables and draw the curves")
+    p = sub.add_parser("report", help="print the markdown tables and draw the curves")
+    p.add_argument("--readme", action="store_true",
+                   help="also write them into README.md (between its results markers)")
     args = parser.parse_args()
     if args.command == "run":
         unknown = [r for r in args.rows if r not in TASK_ROWS[args.task]]
@@ -247,11 +292,10 @@ def main() -> None:
         for row in todo:
             run_row(args.task, row)
         return
-    for task in TASK_ROWS:
-        print(table(task) + "\n")
-    png = curves("sst2", RESULTS / "sst2_curves.png")
-    if png:
-        print(f"![SST-2 training curves]({png.relative_to(HERE.parent)})")
+    block = report()
+    print(block)
+    if args.readme:
+        write_readme(block)
 
 
 if __name__ == "__main__":
