@@ -167,6 +167,7 @@ def test_real_smollm2_prompt_training_lowers_the_loss(smollm2_gguf):
                                 partitioning.make_mesh(1, 1))
     ids = tok("Classify the sentiment of the review.", add_special_tokens=False)["input_ids"]
     prompt = prompts.text(lambda i: model.embed(params, i), ids, 8)
+    initial = np.array(prompt)  # the step donates its state
     state = train.place_state(train.init_state(prompt, opt), partitioning.make_mesh(1, 1))
     before = jax.tree_util.tree_map(np.array, params)
     losses = []
@@ -174,5 +175,6 @@ def test_real_smollm2_prompt_training_lowers_the_loss(smollm2_gguf):
         state, metrics = step(state, params, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < losses[0], losses
+    assert not np.allclose(np.asarray(state.prompt), initial), "the prompt never moved"
     jax.tree_util.tree_map(np.testing.assert_array_equal, before,
                            jax.tree_util.tree_map(np.array, params))
