@@ -88,7 +88,7 @@ def config_for(task: str, row: str, output_dir: Path):
 
     _, overrides, extra = ROWS[row]
     steps = LONG.get(task, STEPS) if row == "soft-text-20" else STEPS
-    return run.RunConfig(
+    fields = dict(
         model="smollm2-135m-instruct", task=task, output_dir=str(output_dir),
         prompt_length=20, init="text", init_text=TASKS[task]["init_text"],
         optimizer=OptimizerConfig(name="adamw", learning_rate=extra.get("learning_rate", 3e-2),
@@ -96,7 +96,8 @@ def config_for(task: str, row: str, output_dir: Path):
         steps=steps, batch_size=8, max_input_length=128, eval_limit=TASKS[task]["eval_limit"],
         eval_split=TASKS[task].get("eval_split", "validation"),
         eval_every=80 if steps <= STEPS else 160, checkpoint_every=steps, keep_checkpoints=1,
-        mesh_data=1, **overrides)
+        mesh_data=1)
+    return run.RunConfig(**(fields | overrides))
 
 
 def run_zero_shot(task: str) -> dict:
