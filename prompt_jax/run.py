@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax import loop, partitioning, prompts, scoring, train
+from prompt_jax import loop, packing, partitioning, prompts, scoring, train
 from prompt_jax.models import REAL_MODELS, fetch, load_pretrained, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class RunConfig:
     max_input_length: int = 128  # input tokens, the prompt not included
     dropout: bool = False
     seed: int = 0
+    pack: bool = True  # several examples per row where that pays (see prompt_jax.packing)
     # evaluation, logging, checkpoints
     eval_split: str = "validation"
     eval_batch_size: int = 32
@@ -93,6 +94,7 @@ class Job:
     candidates: tuple[jax.Array, jax.Array]
     mesh: Any
     placement: str
+    packer: packing.Packer | None = None  # None: one example per row
 
 
 def model_source(name: str) -> str:
@@ -119,7 +121,24 @@ def load_job(config: RunConfig) -> Job:
     params = partitioning.shard_params(pre.params, model, mesh)
     placement = config.placement or prompts.default_placement(model.family)
     return Job(config, model, params, tokenizer, task, style,
-               (jnp.asarray(ids), jnp.asarray(mask)), mesh, placement)
+               (jnp.asarray(ids), jnp.asarray(mask)), mesh, placement,
+               make_packer(config, model, placement, ids.shape[1], tokenizer, mesh))
+
+
+def make_packer(config: RunConfig, model, placement: str, candidate_length: int,
+                tokenizer, mesh) -> packing.Packer | None:
+    """A packer when `config.pack` asks for one and it applies: a backbone that `packs`
+    (decoder-only), a prefix prompt (or none, when tuning the model) and single-token
+    verbalizers. Otherwise None (one example per row; same results, more FLOPs)."""
+    from prompt_jax.tasks.vocabulary import pad_id
+
+    if not (config.pack and getattr(model, "packs", False) and placement == "prefix"
+            and candidate_length == 1):
+        return None
+    return packing.Packer(
+        rows=mesh.shape["data"],
+        prefix_length=config.prompt_length if config.tune == "prompt" else 0,
+        keys_per_token=model.pack_keys_per_token(), pad_id=pad_id(tokenizer))
 
 
 def initial_prompt(job: Job) -> jax.Array:
@@ -154,10 +173,11 @@ def task_batches(job: Job, split: str, batch_size: int, *, shuffle: bool, repeat
                  limit: int = 0):
     from prompt_jax import tasks
 
-    return tasks.batches(job.task, split, job.tokenizer, job.style, batch_size,
-                         max_length=job.config.max_input_length, seed=job.config.seed,
-                         shuffle=shuffle, repeat=repeat, limit=limit or None,
-                         data=job.config.data or None)
+    batches = tasks.batches(job.task, split, job.tokenizer, job.style, batch_size,
+                            max_length=job.config.max_input_length, seed=job.config.seed,
+                            shuffle=shuffle, repeat=repeat, limit=limit or None,
+                            data=job.config.data or None)
+    return packing.pack_batches(batches, job.packer) if job.packer else batches
 
 
 def make_evaluator(job: Job, split: str | None = None):

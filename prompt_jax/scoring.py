@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from prompt_jax import partitioning, prompts
+from prompt_jax import packing, partitioning, prompts
 
 
 def candidate_scores(model, params, prompt, batch, candidates, placement, *,
@@ -18,10 +18,20 @@ def candidate_scores(model, params, prompt, batch, candidates, placement, *,
     prompted input (`prompt=None`: the input alone).
 
     A single [P, H] prefix prompt on a backbone that `shares_prefix` (decoder-only models) is
-    computed once per batch rather than once per row: same result, fewer FLOPs.
+    computed once per batch rather than once per row: same result, fewer FLOPs. A packed
+    batch (`prompt_jax.packing`) also skips the rows' padding.
     """
     ids, cmask = candidates
     kwargs = {"deterministic": deterministic, "rngs": rngs}
+    if packing.is_packed(batch):  # several examples per row (see prompt_jax.packing)
+        if prompt is not None and (prompt.ndim != 2 or placement != "prefix"):
+            raise ValueError(f"a packed batch takes one [P, H] prefix prompt, not a "
+                             f"{placement} prompt of shape {prompt.shape}")
+        if prompt is not None:
+            kwargs["prefix"] = prompt.astype(model.config.dtype)
+        return model.score_packed(params, model.embed(params, batch["inputs"]),
+                                  batch["segment_ids"], batch["positions"], batch["last"],
+                                  ids, cmask, **kwargs)
     if prompt is None or (placement == "prefix" and prompt.ndim == 2
                           and getattr(model, "shares_prefix", False)):
         if prompt is not None:

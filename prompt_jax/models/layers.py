@@ -179,6 +179,21 @@ def attention_bias(key_mask: jax.Array, causal: bool = False) -> jax.Array:
     return jnp.where(visible, 0.0, MASK_VALUE).astype(jnp.float32)
 
 
+def segment_attention_bias(segment_ids: jax.Array) -> jax.Array:
+    """Causal attention bias for packed rows: a token sees the earlier tokens of its own segment.
+
+    Args:
+      segment_ids: [B, T] the example (1, 2, ...) each token belongs to; 0 for padding.
+
+    Returns:
+      [B, 1, T, T] float32 bias.
+    """
+    t = segment_ids.shape[1]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, Tq, Tk]
+    visible = same & (segment_ids[:, None, :] > 0) & jnp.tril(jnp.ones((t, t), bool))[None]
+    return jnp.where(visible[:, None], 0.0, MASK_VALUE).astype(jnp.float32)
+
+
 def dot_product_attention(
     q: jax.Array,
     k: jax.Array,

@@ -186,14 +186,20 @@ class LlamaModule(nn.Module):
         return self.embed_tokens(ids)
 
     @nn.compact
-    def hidden(self, embeds, mask, positions, deterministic=True, prefix_kv=None):
+    def hidden(self, embeds, mask, positions, deterministic=True, prefix_kv=None,
+               segment_ids=None):
         """Final-normed hidden states [B, T, H] and every layer's (k, v) [L, B, T, K, D].
 
         `prefix_kv` ([L, 1, P, K, D] each): keys and values of a prefix shared by all rows
-        (see `Llama.prefix_kv`), visible to every position.
+        (see `Llama.prefix_kv`), visible to every position. `segment_ids` [B, T]: packed rows
+        (see `prompt_jax.packing`), each token attending only within its own segment; `mask`
+        is then ignored.
         """
         cfg = self.config
-        bias = layers.attention_bias(mask, causal=True)  # [B, 1, T, T]
+        if segment_ids is None:
+            bias = layers.attention_bias(mask, causal=True)  # [B, 1, T, T]
+        else:
+            bias = layers.segment_attention_bias(segment_ids)  # [B, 1, T, T]
         if prefix_kv is not None:
             shared = jnp.zeros((*bias.shape[:3], prefix_kv[0].shape[2]), bias.dtype)
             bias = jnp.concatenate([shared, bias], axis=-1)  # [B, 1, T, P + T]
@@ -250,12 +256,13 @@ class Llama(FlaxBackbone):
         return kv
 
     def hidden_states(self, params, embeds, mask, *, positions=None, prefix=None,
-                      deterministic=True, rngs=None) -> jax.Array:
+                      segment_ids=None, deterministic=True, rngs=None) -> jax.Array:
         """Final-normed hidden states [B, T, H].
 
         With `prefix` [P, H], the rows continue a prefix shared by all of them: its keys and
         values are computed once (not once per row) and the rows' positions start at P. The
         result equals running `concat(prefix, row)` for each row, for the row's positions.
+        With `segment_ids` (packed rows), each segment is such a row of its own.
         """
         if positions is None:
             positions = layers.positions_from_mask(mask)
@@ -264,7 +271,7 @@ class Llama(FlaxBackbone):
             kv = self.prefix_kv(params, prefix, deterministic=deterministic, rngs=rngs)
             positions = positions + prefix.shape[0]
         hidden, _ = self._apply(params, embeds, mask, positions, deterministic, kv,
-                                method=LlamaModule.hidden, rngs=rngs)
+                                segment_ids=segment_ids, method=LlamaModule.hidden, rngs=rngs)
         return hidden
 
     def forward(self, params, embeds, mask, *, positions=None, prefix=None, deterministic=True,
@@ -294,9 +301,7 @@ class Llama(FlaxBackbone):
             hidden = self.hidden_states(params, embeds, mask, prefix=prefix,
                                         deterministic=deterministic, rngs=rngs)  # [B, T, H]
             at_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [B, 1, H]
-            logits = self._apply(params, at_last, method=LlamaModule.head)  # [B, 1, V]
-            logp = token_log_probs(jnp.broadcast_to(logits, (b, c, self.vocab_size)), ids[..., 0])
-            return logp * cmask[..., 0]
+            return self._next_token_scores(params, at_last, ids, cmask)
         cand_embeds = self.embed(params, ids)  # [B, C, K, H]
         seq = jnp.concatenate(
             [jnp.broadcast_to(embeds[:, None], (b, c, t, h)), cand_embeds], axis=2
@@ -318,6 +323,47 @@ class Llama(FlaxBackbone):
         logp = token_log_probs(logits, ids.reshape(b * c, k)) * cmask.reshape(b * c, k)
         return logp.sum(-1).reshape(b, c)
 
+    def _next_token_scores(self, params, at_last, ids, cmask):
+        """log p(single-token candidate) [B, C] from the hidden state before it [B, 1, H]."""
+        b, c = ids.shape[:2]
+        logits = self._apply(params, at_last, method=LlamaModule.head)  # [B, 1, V]
+        logp = token_log_probs(jnp.broadcast_to(logits, (b, c, self.vocab_size)), ids[..., 0])
+        return logp * cmask[..., 0]
+
+    def score_packed(self, params, embeds, segment_ids, positions, last, candidate_ids,
+                     candidate_mask, *, prefix=None, deterministic=True, rngs=None):
+        """`score` [B, C] of B examples packed into R rows (see `prompt_jax.packing`).
+
+        Args:
+          embeds: [R, S, H] the packed rows' token embeddings.
+          segment_ids: [R, S] example number within the row (1, 2, ...), 0 for padding.
+          positions: [R, S] each token's position within its example.
+          last: [B] flat index (row * S + column) of each example's last input token.
+          candidate_ids, candidate_mask: [C, 1] or [B, C, 1]: single-token candidates only.
+          prefix: [P, H] a prompt that every example continues (computed once).
+        """
+        b = last.shape[0]
+        ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
+        if ids.shape[2] != 1:
+            raise ValueError(f"packed batches score single-token candidates only; these have "
+                             f"{ids.shape[2]} tokens")
+        hidden = self.hidden_states(params, embeds, segment_ids > 0, positions=positions,
+                                    prefix=prefix, segment_ids=segment_ids,
+                                    deterministic=deterministic, rngs=rngs)  # [R, S, H]
+        r, s, h = hidden.shape
+        at_last = hidden.reshape(r * s, h)[last][:, None]  # [B, 1, H]
+        return self._next_token_scores(params, at_last, ids, cmask)
+
+    def pack_keys_per_token(self) -> float:
+        """Attention keys per query that cost as much as one token's matmuls (a layer's FLOPs
+        per token over its attention FLOPs per key), for deciding when packing pays."""
+        cfg = self.config
+        q_width = cfg.num_attention_heads * cfg.kv_dim
+        kv_width = cfg.num_key_value_heads * cfg.kv_dim
+        matmuls = 2 * (2 * cfg.hidden_size * q_width + 2 * cfg.hidden_size * kv_width
+                       + 3 * cfg.hidden_size * cfg.intermediate_size)
+        return matmuls / (4 * q_width)
+
     def activations(self, params, embeds, mask) -> dict:
         """FFN activations {"decoder": [L, B, T, F]}."""
         _, state = self.module.apply(
@@ -327,6 +373,7 @@ class Llama(FlaxBackbone):
         return {"decoder": state["intermediates"]["layers"]["mlp"]["ffn"][0]}
 
     shares_prefix = True  # `score` / `forward` accept `prefix=`: a prompt computed once
+    packs = True  # `score_packed`: several examples per row (see prompt_jax.packing)
 
     def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
         """Greedy continuation [B, max_new_tokens] of each row, padded after EOS."""
