@@ -5,9 +5,11 @@ PEFT's through transformers' GGUF loader), the same batches (prompt_jax's SST-2 
 template "Review: {sentence}\\nSentiment:"), the same initial prompt (the embeddings of one
 text), the same optimizer (AdamW), batch size and step count, and the same evaluation (rank
 classification between " negative" and " positive" on the validation split). Each side runs in
-its own subprocess so that its peak memory (max RSS) is its own.
+its own subprocess so that its peak memory (max RSS) is its own. prompt_jax runs as the library
+does by default: the prompt's keys and values computed once per batch, and the batch's examples
+packed into one row (`prompt_jax.packing`; `--no-pack` turns that off).
 
-    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 1   # the README's rows
+    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 1 2   # the README's rows
     python benchmarks/peft_vs_prompt_jax.py --steps 20 --eval-limit 64   # a quick look
 
 Prints a markdown table (accuracy, training examples/s from the median step time with the first
@@ -50,13 +52,19 @@ def run_ours(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from prompt_jax import partitioning, prompts, scoring, train
+    from prompt_jax import packing, partitioning, prompts, scoring, train
     from prompt_jax.models import fetch, load_pretrained, load_tokenizer
+    from prompt_jax.tasks.vocabulary import pad_id
 
     gguf = fetch("smollm2-135m-instruct")
     pre, tok = load_pretrained(gguf), load_tokenizer(gguf)
     model, params = pre.model, pre.params
     batches, evals, cands, init_ids = _data(args, tok)
+    if not args.no_pack:  # the library's default (RunConfig.pack): same examples, less padding
+        packer = packing.Packer(rows=1, prefix_length=args.prompt_length,
+                                keys_per_token=model.pack_keys_per_token(), pad_id=pad_id(tok))
+        batches, evals = packing.pack_batches(batches, packer), list(
+            packing.pack_batches(evals, packer))
     mesh = partitioning.make_mesh(1, 1)
     opt = train.make_optimizer(train.OptimizerConfig(
         name="adamw", learning_rate=args.lr, weight_decay=args.weight_decay))
@@ -147,6 +155,8 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=0, help="0 = all 872")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="data-order seeds; each runs both sides")
+    parser.add_argument("--no-pack", action="store_true",
+                        help="prompt_jax without packing (one example per row, as PEFT)")
     parser.add_argument("--output", default=str(OUTPUT),
                         help="where the JSON of the results goes ('' = nowhere)")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -173,7 +183,7 @@ def main() -> None:
         per_seed.append(rows)
     result = {"recipe": {k: getattr(args, k) for k in (
         "steps", "batch_size", "prompt_length", "lr", "weight_decay", "max_length",
-        "eval_limit")}, "seeds": args.seeds,
+        "eval_limit", "no_pack")}, "seeds": args.seeds,
         "runs": [{side: {k: v for k, v in r[side].items() if k != "step_seconds"}
                   | {"train_seconds": sum(r[side]["step_seconds"])} for side in r}
                  for r in per_seed]}
@@ -187,9 +197,11 @@ def table(result: dict) -> str:
     """The side-by-side comparison as markdown: one row per side and seed, the ratios, and the
     means over seeds."""
     recipe, runs = result["recipe"], result["runs"]
+    packed = "unpacked" if recipe.get("no_pack") else "packed"
     lines = [f"SST-2, SmolLM2-135M-Instruct, {recipe['prompt_length']} prompt tokens (text "
              f"init), AdamW lr {recipe['lr']}, batch {recipe['batch_size']}, {recipe['steps']} "
-             f"steps, {runs[0]['ours']['examples']} validation examples", "",
+             f"steps, {runs[0]['ours']['examples']} validation examples; prompt_jax "
+             f"{packed}", "",
              "| seed | | accuracy | train examples/s | train time | peak RSS |",
              "|---|---|---|---|---|---|"]
     for seed, rows in zip(result["seeds"], runs, strict=True):

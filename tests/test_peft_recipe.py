@@ -1,0 +1,79 @@
+"""Our prompt-tuning step is Hugging Face PEFT's: on a tiny Llama, prompt_jax (AdamW, shared
+prefix, packed or not) and PEFT prompt tuning (torch AdamW) take the same steps."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import torch
+from peft import PromptTuningConfig, TaskType, get_peft_model
+
+from prompt_jax import packing, partitioning, train
+from prompt_jax.models import load_pretrained
+from tests.hf_models import load_reference, save_tiny
+
+B, T, P, STEPS, LR = 4, 8, 3, 6, 3e-2
+
+
+def _batches(vocab: int):
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(STEPS):
+        lengths = rng.integers(2, T + 1, size=B)
+        mask = (np.arange(T)[None] < lengths[:, None]).astype(np.int32)
+        inputs = np.where(mask > 0, rng.integers(3, vocab, size=(B, T)), 0).astype(np.int32)
+        targets = rng.integers(3, vocab, size=(B, 1)).astype(np.int32)
+        out.append({"inputs": inputs, "input_mask": mask, "targets": targets,
+                    "target_mask": np.ones((B, 1), np.int32), "label": np.zeros(B, np.int32),
+                    "target_position": np.zeros(B, np.int32), "weight": np.ones(B, np.float32)})
+    return out
+
+
+def _peft_steps(reference, prompt0, batches):
+    """PEFT prompt tuning as in benchmarks/peft_vs_prompt_jax.py: the target appended after
+    each row's last real token, the loss on it alone."""
+    model = get_peft_model(reference, PromptTuningConfig(task_type=TaskType.CAUSAL_LM,
+                                                         num_virtual_tokens=P))
+    weight = model.prompt_encoder["default"].embedding.weight
+    with torch.no_grad():
+        weight.copy_(torch.from_numpy(prompt0))
+    optimizer = torch.optim.AdamW([weight], lr=LR, weight_decay=0.01)
+    losses = []
+    for b in batches:
+        inputs, mask = torch.tensor(b["inputs"]).long(), torch.tensor(b["input_mask"]).long()
+        target, lengths = torch.tensor(b["targets"][:, 0]).long(), mask.sum(1)
+        rows = torch.arange(B)
+        seq = torch.cat([inputs, torch.zeros_like(inputs[:, :1])], 1)
+        seq_mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+        seq[rows, lengths], seq_mask[rows, lengths] = target, 1
+        labels = torch.full_like(seq, -100)
+        labels[rows, lengths] = target
+        loss = model(input_ids=seq, attention_mask=seq_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return np.array(losses), weight.detach().numpy().copy()
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_prompt_tuning_steps_equal_peft(tmp_path, pack):
+    directory = save_tiny("llama", tmp_path / "llama")
+    pre = load_pretrained(directory)
+    model, params = pre.model, pre.params
+    batches = _batches(model.vocab_size)
+    prompt0 = np.random.default_rng(1).normal(0, 0.3, (P, model.d_model)).astype(np.float32)
+    theirs, their_prompt = _peft_steps(load_reference("llama", directory), prompt0, batches)
+
+    opt = train.make_optimizer(train.OptimizerConfig(name="adamw", learning_rate=LR,
+                                                     weight_decay=0.01))
+    mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
+    step = train.jit_train_step(train.make_train_step(model, opt), model, mesh)
+    state = train.place_state(train.init_state(prompt0, opt), mesh)
+    ours = []
+    for b in batches:
+        state, metrics = step(state, params, packing.pack_batch(b, multiple=8) if pack else b)
+        ours.append(float(metrics["loss"]))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(state.prompt), their_prompt, atol=1e-4)
