@@ -181,16 +181,20 @@ def main() -> None:
                                        or rows[side]["step_seconds"])
             rows[side]["examples_per_second"] = args.batch_size / median
         per_seed.append(rows)
-    result = {"recipe": {k: getattr(args, k) for k in (
+        result = _result(args, args.seeds[:len(per_seed)], per_seed)
+        if args.output:  # after every seed, so that a long run interrupted keeps what it did
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+        print("\n" + table(result), flush=True)
+
+
+def _result(args, seeds: list[int], per_seed: list[dict]) -> dict:
+    return {"recipe": {k: getattr(args, k) for k in (
         "steps", "batch_size", "prompt_length", "lr", "weight_decay", "max_length",
-        "eval_limit", "no_pack")}, "seeds": args.seeds,
+        "eval_limit", "no_pack")}, "seeds": seeds,
         "runs": [{side: {k: v for k, v in r[side].items() if k != "step_seconds"}
                   | {"train_seconds": sum(r[side]["step_seconds"])} for side in r}
                  for r in per_seed]}
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-    print("\n" + table(result))
 
 
 def table(result: dict) -> str:
