@@ -85,6 +85,23 @@ def run_ours(args) -> dict:
             "step_seconds": times}
 
 
+def peft_loss(model, batch: dict):
+    """PEFT's causal-LM loss on one of our (unpacked) batches: each row's verbalizer token
+    appended after its last real token, the loss on it alone."""
+    import torch
+
+    inputs = torch.tensor(batch["inputs"]).long()
+    mask = torch.tensor(batch["input_mask"]).long()
+    target = torch.tensor(batch["targets"][:, 0]).long()
+    lengths, rows = mask.sum(1), torch.arange(len(inputs))
+    seq = torch.cat([inputs, torch.zeros_like(inputs[:, :1])], 1)
+    seq_mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+    seq[rows, lengths], seq_mask[rows, lengths] = target, 1
+    labels = torch.full_like(seq, -100)
+    labels[rows, lengths] = target
+    return model(input_ids=seq, attention_mask=seq_mask, labels=labels).loss
+
+
 def run_peft(args) -> dict:
     import numpy as np
     import torch
@@ -112,19 +129,7 @@ def run_peft(args) -> dict:
     for _ in range(args.steps):
         b = next(batches)
         t0 = time.perf_counter()
-        inputs, mask = torch.tensor(b["inputs"]), torch.tensor(b["input_mask"])
-        target = torch.tensor(b["targets"][:, 0])
-        # Append the verbalizer after each row's last real token; loss on it alone.
-        lengths = mask.sum(1)
-        seq = torch.cat([inputs, torch.zeros_like(inputs[:, :1])], 1)
-        seq_mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-        rows = torch.arange(len(seq))
-        seq[rows, lengths] = target
-        seq_mask[rows, lengths] = 1
-        labels = torch.full_like(seq, -100)
-        labels[rows, lengths] = target
-        loss = model(input_ids=seq, attention_mask=seq_mask, labels=labels).loss
-        loss.backward()
+        peft_loss(model, b).backward()
         optimizer.step()
         optimizer.zero_grad()
         times.append(time.perf_counter() - t0)

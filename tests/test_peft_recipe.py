@@ -9,6 +9,7 @@ import pytest
 import torch
 from peft import PromptTuningConfig, TaskType, get_peft_model
 
+from benchmarks.peft_vs_prompt_jax import peft_loss
 from prompt_jax import packing, partitioning, train
 from prompt_jax.models import load_pretrained
 from tests.hf_models import load_reference, save_tiny
@@ -31,8 +32,7 @@ def _batches(vocab: int):
 
 
 def _peft_steps(reference, prompt0, batches):
-    """PEFT prompt tuning as in benchmarks/peft_vs_prompt_jax.py: the target appended after
-    each row's last real token, the loss on it alone."""
+    """PEFT prompt tuning with the benchmark's own loss (benchmarks/peft_vs_prompt_jax.py)."""
     model = get_peft_model(reference, PromptTuningConfig(task_type=TaskType.CAUSAL_LM,
                                                          num_virtual_tokens=P))
     weight = model.prompt_encoder["default"].embedding.weight
@@ -41,15 +41,7 @@ def _peft_steps(reference, prompt0, batches):
     optimizer = torch.optim.AdamW([weight], lr=LR, weight_decay=0.01)
     losses = []
     for b in batches:
-        inputs, mask = torch.tensor(b["inputs"]).long(), torch.tensor(b["input_mask"]).long()
-        target, lengths = torch.tensor(b["targets"][:, 0]).long(), mask.sum(1)
-        rows = torch.arange(B)
-        seq = torch.cat([inputs, torch.zeros_like(inputs[:, :1])], 1)
-        seq_mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-        seq[rows, lengths], seq_mask[rows, lengths] = target, 1
-        labels = torch.full_like(seq, -100)
-        labels[rows, lengths] = target
-        loss = model(input_ids=seq, attention_mask=seq_mask, labels=labels).loss
+        loss = peft_loss(model, b)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
