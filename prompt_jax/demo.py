@@ -44,12 +44,13 @@ def main(config: run.RunConfig = DEMO) -> dict:
     zero_seconds = time.perf_counter() - t0
     print(f"      accuracy {zero['accuracy']:.1%} ({zero_seconds:.0f} s)")
     print(f"[2/2] prompt tuning: {config.prompt_length} soft-prompt vectors, {config.steps} steps "
-          f"of batch {config.batch_size} on the SST-2 train split")
+          f"of batch {config.batch_size} on the {config.task} train split")
     summary = run.train_prompt(config, job=job)
     tuned = summary["final"]
     n_eval = "all" if not config.eval_limit else f"first {config.eval_limit}"
-    print(f"\nSmolLM2-135M-Instruct (frozen, {n_frozen / 1e6:.1f}M parameters), SST-2 validation "
-          f"({n_eval} examples), rank classification between the verbalizers\n")
+    print(f"\n{config.model} (frozen, {n_frozen / 1e6:.1f}M parameters), {config.task} "
+          f"{config.eval_split} ({n_eval} examples), rank classification between the "
+          "verbalizers\n")
     print("| method | accuracy | macro-F1 | trainable params | training time |")
     print("|---|---|---|---|---|")
     print(f"| hand-written prompt, zero-shot | {zero['accuracy']:.1%} | {zero['macro_f1']:.3f} "

@@ -18,7 +18,7 @@ import pytest
 import torch
 import transformers
 
-from prompt_jax import cli, partitioning, prompts, run, tasks, train
+from prompt_jax import cli, demo, partitioning, prompts, run, tasks, train
 from prompt_jax.models import load_pretrained, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,6 +127,27 @@ def test_bad_input_gets_clear_errors(tiny_llama, tmp_path, capsys):
                   "--prompt", str(wrong)])
     err = capsys.readouterr().err
     assert "wide.npy" in err and "(4, 48)" in err and "llama" in err and "32" in err
+
+
+def test_demo_prints_the_table_and_saves_the_prompt(tiny_llama, tmp_path, capsys):
+    """The main job's path (`prompt-jax demo`) on a tiny Llama: zero-shot, training, the table,
+    and a prompt file with its sidecar where the output says."""
+    out = tmp_path / "demo"
+    result = demo.main(demo.with_overrides(model=str(tiny_llama), steps=4, eval_limit=16,
+                                           output_dir=str(out)))
+    printed = capsys.readouterr().out
+    table = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert table[0] == "| method | accuracy | macro-F1 | trainable params | training time |"
+    zero, tuned = table[1], table[2]
+    assert zero.startswith("| hand-written prompt, zero-shot | "
+                           f"{result['zero_shot']['accuracy']:.1%} |")
+    assert tuned.startswith("| soft prompt (20 tokens, 4 steps) | "
+                            f"{result['final']['accuracy']:.1%} |")
+    assert f"| {20 * 32:,} |" in tuned  # 20 vectors of the tiny model's width 32
+    prompt = Path(result["prompt"])
+    assert f"The trained prompt is {prompt.resolve()}" in printed
+    assert np.load(prompt).shape == (20, 32)
+    assert json.loads(prompt.with_suffix(".json").read_text())["length"] == 20
 
 
 def test_killed_run_resumes_to_the_same_prompt(tiny_llama, tmp_path):
