@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("demo", help="prompt-tune the real SmolLM2-135M on SST-2 (~10 min)")
+    p = sub.add_parser("demo", help="prompt-tune the real SmolLM2-135M on SST-2 (~7 min, 2 cores)")
     p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
     p.add_argument("--steps", type=int, help="training steps (default 320)")
     p.add_argument("--eval_limit", type=int, help="evaluate on the first N examples (0 = all)")

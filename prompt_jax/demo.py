@@ -14,7 +14,7 @@ from prompt_jax.train import OptimizerConfig
 
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
 
-# About 10 minutes on 2 CPU cores: 20 prompt vectors initialized from a task description,
+# About 7 minutes on 2 CPU cores: 20 prompt vectors initialized from a task description,
 # AdamW at 3e-2, batch 8 (the recipe of the PEFT comparison in benchmarks/).
 DEMO = run.RunConfig(
     model="smollm2-135m-instruct",
