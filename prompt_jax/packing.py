@@ -24,8 +24,6 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-PACKED_KEYS = ("segment_ids", "positions", "last")
-
 
 def is_packed(batch: dict) -> bool:
     return "segment_ids" in batch
