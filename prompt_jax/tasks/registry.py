@@ -227,17 +227,19 @@ def local_paths(task: str | TaskSpec, split: str, root: str | os.PathLike | None
 
 
 def carve_indices(n: int) -> np.ndarray:
-    """Sorted row indices (of n train rows) that form a carved validation split."""
+    """Row indices (of n train rows) that form a carved validation split, in the order the
+    split lists them: a seeded permutation's, so that any prefix of the split (an `eval_limit`)
+    is a random sample too, not the start of a file sorted by label."""
     size = min(round(n * CARVE_FRACTION), CARVE_MAX)
-    return np.sort(np.random.default_rng(CARVE_SEED).permutation(n)[:size])
+    return np.random.default_rng(CARVE_SEED).permutation(n)[:size]
 
 
 def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None = None
                ) -> tuple[list[Example], ReadReport]:
     """All examples of a local split and the report of what was dropped and why.
 
-    A validation split marked CARVED is a fixed pseudo-random share of the train file; the train
-    split of such a task is the rest.
+    A validation split marked CARVED is a fixed pseudo-random share of the train file, in
+    pseudo-random order; the train split of such a task is the rest, in file order.
 
     Raises:
       KeyError: the task has no such split locally.
@@ -257,11 +259,13 @@ def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None 
             f"{spec.description} release in {spec.local.fmt!r} format") from None
     carved = dict(spec.local.splits).get("validation") == CARVED
     if carved and split in ("train", "validation"):
-        keep = np.zeros(len(examples), bool)
-        keep[carve_indices(len(examples))] = True
-        if split == "train":
-            keep = ~keep
-        examples = [e for e, k in zip(examples, keep, strict=True) if k]
+        carve = carve_indices(len(examples))
+        if split == "validation":
+            examples = [examples[i] for i in carve]
+        else:
+            keep = np.ones(len(examples), bool)
+            keep[carve] = False
+            examples = [e for e, k in zip(examples, keep, strict=True) if k]
         report = dataclasses.replace(report, kept=len(examples),
                                      notes=report.notes + (("carved_from_train", 1),))
     return list(examples), report
