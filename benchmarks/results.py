@@ -47,7 +47,7 @@ TASKS = {
     "rotten_tomatoes": dict(init_text=SENTIMENT_TEXT, templates=SENTIMENT_TEMPLATES,
                             eval_limit=0, eval_split="test", name="Rotten Tomatoes test (1,066)"),
     "imdb": dict(init_text=SENTIMENT_TEXT, templates=SENTIMENT_TEMPLATES, eval_limit=500,
-                 name="IMDB held-out train reviews (500, a seeded random sample), truncated to 128 tokens"),
+                 name="IMDB held-out train reviews (a seeded random 500), truncated to 128 tokens"),
     "rte": dict(init_text="Does the premise entail the hypothesis? Answer yes or no.",
                 templates=(
                     "Premise: {text_a}\nHypothesis: {text_b}\n"
