@@ -275,7 +275,9 @@ PEFT_NOTE = (
     "below PEFT in all five draws so far: the run below; the same seed on a slower machine "
     "another day (84.3% vs 85.9%, 2.36x, peak RSS 0.76x); and unpacked (`--no-pack --seeds "
     "0 1 2`) 84.1 / 84.4 / 84.1% vs 85.9 / 87.2 / 86.7% (1.45x, 0.77x): mean 84.6% vs 86.5%. "
-    "The cause is not found. In the SST-2 table above, the 20-token prompt reaches 88.9% with "
+    "The cause is not found. The library's default optimizer (Adafactor at a constant 0.3) "
+    "does not close the gap either (85.2% at the same 320 steps and batch, SST-2 table). In "
+    "the SST-2 table above, the 20-token prompt reaches 88.9% with "
     "the rate decayed over 1280 steps, and a 100-token prompt 89.2% in the same 320 steps "
     "(PEFT not run at 100 tokens).")
 
