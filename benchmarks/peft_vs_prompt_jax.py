@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -31,6 +32,17 @@ from pathlib import Path
 
 OUTPUT = Path(__file__).resolve().parent / "results" / "peft_vs_prompt_jax.json"
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
+
+
+def learning_rates(schedule: str, lr: float, steps: int) -> list[float]:
+    """The rate of each of the `steps` updates, in plain Python for the PEFT side:
+    `train.make_schedule`'s (optax) constant rate, or its cosine from 0 (one warm-up update)
+    up to `lr` and down towards 0 (reached one update after the last)."""
+    if schedule == "constant":
+        return [lr] * steps
+    decay = max(steps, 2) - 1
+    return [0.0] + [lr * 0.5 * (1 + math.cos(math.pi * min(t - 1, decay) / decay))
+                    for t in range(1, steps)]
 
 
 def _data(args, tok):
@@ -67,22 +79,23 @@ def run_ours(args) -> dict:
             packing.pack_batches(evals, packer))
     mesh = partitioning.make_mesh(1, 1)
     opt = train.make_optimizer(train.OptimizerConfig(
-        name="adamw", learning_rate=args.lr, weight_decay=args.weight_decay))
+        name="adamw", learning_rate=args.lr, weight_decay=args.weight_decay,
+        schedule=args.schedule, total_steps=args.steps))
     step = train.jit_train_step(train.make_train_step(model, opt), model, mesh)
     prompt = prompts.text(lambda i: model.embed(params, i), init_ids, args.prompt_length)
     state = train.place_state(train.init_state(prompt, opt), mesh)
-    times = []
+    times, losses = [], []
     for _ in range(args.steps):
         batch = next(batches)
         t0 = time.perf_counter()
         state, metrics = step(state, params, batch)
-        float(metrics["loss"])
+        losses.append(float(metrics["loss"]))
         times.append(time.perf_counter() - t0)
     eval_step = jax.jit(scoring.make_eval_step(model, placement="prefix"))
     cand = tuple(jnp.asarray(c) for c in cands)
     predictions, labels = scoring.classify(eval_step, state.prompt, params, evals, cand)
     return {"accuracy": float(np.mean(predictions == labels)), "examples": int(len(labels)),
-            "step_seconds": times}
+            "step_seconds": times, "losses": losses}
 
 
 def peft_loss(model, batch: dict):
@@ -125,11 +138,14 @@ def run_peft(args) -> dict:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=args.lr, weight_decay=args.weight_decay)
     model.train()
-    times = []
-    for _ in range(args.steps):
+    times, losses = [], []
+    for lr in learning_rates(args.schedule, args.lr, args.steps):
         b = next(batches)
         t0 = time.perf_counter()
-        peft_loss(model, b).backward()
+        optimizer.param_groups[0]["lr"] = lr
+        loss = peft_loss(model, b)
+        loss.backward()
+        losses.append(float(loss))
         optimizer.step()
         optimizer.zero_grad()
         times.append(time.perf_counter() - t0)
@@ -145,7 +161,8 @@ def run_peft(args) -> dict:
             real = b["weight"] > 0
             correct += int((pred == b["label"])[real].sum())
             total += int(real.sum())
-    return {"accuracy": correct / total, "examples": total, "step_seconds": times}
+    return {"accuracy": correct / total, "examples": total, "step_seconds": times,
+            "losses": losses}
 
 
 def main() -> None:
@@ -155,6 +172,8 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-2)
     parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                        help="the rate on both sides: constant, or decayed to 0 on a cosine")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--eval-limit", type=int, default=0, help="0 = all 872")
@@ -195,11 +214,21 @@ def main() -> None:
 
 def _result(args, seeds: list[int], per_seed: list[dict]) -> dict:
     return {"recipe": {k: getattr(args, k) for k in (
-        "steps", "batch_size", "prompt_length", "lr", "weight_decay", "max_length",
+        "steps", "batch_size", "prompt_length", "lr", "schedule", "weight_decay", "max_length",
         "eval_limit", "no_pack")}, "seeds": seeds,
         "runs": [{side: {k: v for k, v in r[side].items() if k != "step_seconds"}
                   | {"train_seconds": sum(r[side]["step_seconds"])} for side in r}
                  for r in per_seed]}
+
+
+def _loss(run: dict, which: str) -> str:
+    """The first step's training loss (the same batch and prompt on both sides, so equal up to
+    float32 rounding), or the mean over the last quarter of the steps; '-' for results measured
+    before losses were recorded."""
+    losses = run.get("losses")
+    if not losses:
+        return "-"
+    return f"{losses[0] if which == 'first' else statistics.mean(losses[-len(losses) // 4:]):.4f}"
 
 
 def table(result: dict) -> str:
@@ -207,21 +236,24 @@ def table(result: dict) -> str:
     means over seeds."""
     recipe, runs = result["recipe"], result["runs"]
     packed = "unpacked" if recipe.get("no_pack") else "packed"
+    rate = ("decayed to 0 on a cosine" if recipe.get("schedule") == "cosine" else "constant")
     lines = [f"SST-2, SmolLM2-135M-Instruct, {recipe['prompt_length']} prompt tokens (text "
-             f"init), AdamW lr {recipe['lr']}, batch {recipe['batch_size']}, {recipe['steps']} "
-             f"steps, {runs[0]['ours']['examples']} validation examples; prompt_jax "
-             f"{packed}", "",
-             "| seed | | accuracy | train examples/s | train time | peak RSS |",
-             "|---|---|---|---|---|---|"]
+             f"init), AdamW lr {recipe['lr']} ({rate}), batch {recipe['batch_size']}, "
+             f"{recipe['steps']} steps, {runs[0]['ours']['examples']} validation examples; "
+             f"prompt_jax {packed}", "",
+             "| seed | | accuracy | step-1 loss | train loss, last quarter | train examples/s "
+             "| train time | peak RSS |",
+             "|---|---|---|---|---|---|---|---|"]
     for seed, rows in zip(result["seeds"], runs, strict=True):
         for side, name in (("ours", "prompt_jax"), ("peft", "HF PEFT")):
             r = rows[side]
-            lines.append(f"| {seed} | {name} | {r['accuracy']:.1%} | "
-                         f"{r['examples_per_second']:.2f} | {r['train_seconds'] / 60:.1f} min | "
+            lines.append(f"| {seed} | {name} | {r['accuracy']:.1%} | {_loss(r, 'first')} | "
+                         f"{_loss(r, 'late')} | {r['examples_per_second']:.2f} | "
+                         f"{r['train_seconds'] / 60:.1f} min | "
                          f"{r['max_rss_mb'] / 1024:.2f} GB |")
         ours, peft = rows["ours"], rows["peft"]
         lines.append(f"| {seed} | prompt_jax / PEFT | "
-                     f"{100 * (ours['accuracy'] - peft['accuracy']):+.1f} points | "
+                     f"{100 * (ours['accuracy'] - peft['accuracy']):+.1f} points | | | "
                      f"{ours['examples_per_second'] / peft['examples_per_second']:.2f}x | | "
                      f"{ours['max_rss_mb'] / peft['max_rss_mb']:.2f}x |")
     if len(runs) > 1:
@@ -232,7 +264,8 @@ def table(result: dict) -> str:
         memory = statistics.median(r["ours"]["max_rss_mb"] / r["peft"]["max_rss_mb"]
                                    for r in runs)
         lines.append(f"| mean of {len(runs)} | prompt_jax {mean['ours']:.1%}, PEFT "
-                     f"{mean['peft']:.1%} | {100 * (mean['ours'] - mean['peft']):+.1f} points | "
+                     f"{mean['peft']:.1%} | "
+                     f"{100 * (mean['ours'] - mean['peft']):+.1f} points | | | "
                      f"{speed:.2f}x (median) | | {memory:.2f}x (median) |")
     return "\n".join(lines)
 

@@ -52,15 +52,19 @@ class OptimizerConfig:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 
 
+def make_schedule(cfg: OptimizerConfig) -> optax.Schedule:
+    """The learning rate at each update (0-based count of updates already made)."""
+    if cfg.schedule == "constant":
+        return optax.constant_schedule(cfg.learning_rate)
+    if cfg.schedule == "linear_warmup":
+        return optax.linear_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 1))
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(cfg.total_steps, 2))
+
+
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
     """The optax transformation for the prompt."""
-    if cfg.schedule == "constant":
-        lr = optax.constant_schedule(cfg.learning_rate)
-    elif cfg.schedule == "linear_warmup":
-        lr = optax.linear_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 1))
-    else:
-        lr = optax.warmup_cosine_decay_schedule(
-            0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(cfg.total_steps, 2))
+    lr = make_schedule(cfg)
     if cfg.name == "adafactor":
         opt = optax.adafactor(
             lr, decay_rate=cfg.adafactor_decay_rate,

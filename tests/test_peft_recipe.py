@@ -1,5 +1,6 @@
 """Our prompt-tuning step is Hugging Face PEFT's: on a tiny Llama, prompt_jax (AdamW, shared
-prefix, packed or not) and PEFT prompt tuning (torch AdamW) take the same steps."""
+prefix, packed or not, constant or cosine rate) and PEFT prompt tuning (torch AdamW, with the
+benchmark's rates) take the same steps."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from peft import PromptTuningConfig, TaskType, get_peft_model
 
-from benchmarks.peft_vs_prompt_jax import peft_loss
+from benchmarks.peft_vs_prompt_jax import learning_rates, peft_loss
 from prompt_jax import packing, partitioning, train
 from prompt_jax.models import load_pretrained
 from tests.hf_models import load_reference, save_tiny
@@ -31,7 +32,7 @@ def _batches(vocab: int):
     return out
 
 
-def _peft_steps(reference, prompt0, batches):
+def _peft_steps(reference, prompt0, batches, schedule):
     """PEFT prompt tuning with the benchmark's own loss (benchmarks/peft_vs_prompt_jax.py)."""
     model = get_peft_model(reference, PromptTuningConfig(task_type=TaskType.CAUSAL_LM,
                                                          num_virtual_tokens=P))
@@ -40,7 +41,8 @@ def _peft_steps(reference, prompt0, batches):
         weight.copy_(torch.from_numpy(prompt0))
     optimizer = torch.optim.AdamW([weight], lr=LR, weight_decay=0.01)
     losses = []
-    for b in batches:
+    for b, lr in zip(batches, learning_rates(schedule, LR, STEPS), strict=True):
+        optimizer.param_groups[0]["lr"] = lr
         loss = peft_loss(model, b)
         loss.backward()
         optimizer.step()
@@ -49,17 +51,20 @@ def _peft_steps(reference, prompt0, batches):
     return np.array(losses), weight.detach().numpy().copy()
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
 @pytest.mark.parametrize("pack", [False, True])
-def test_prompt_tuning_steps_equal_peft(tmp_path, pack):
+def test_prompt_tuning_steps_equal_peft(tmp_path, pack, schedule):
     directory = save_tiny("llama", tmp_path / "llama")
     pre = load_pretrained(directory)
     model, params = pre.model, pre.params
     batches = _batches(model.vocab_size)
     prompt0 = np.random.default_rng(1).normal(0, 0.3, (P, model.d_model)).astype(np.float32)
-    theirs, their_prompt = _peft_steps(load_reference("llama", directory), prompt0, batches)
+    theirs, their_prompt = _peft_steps(load_reference("llama", directory), prompt0, batches,
+                                       schedule)
 
     opt = train.make_optimizer(train.OptimizerConfig(name="adamw", learning_rate=LR,
-                                                     weight_decay=0.01))
+                                                     weight_decay=0.01, schedule=schedule,
+                                                     total_steps=STEPS))
     mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
     step = train.jit_train_step(train.make_train_step(model, opt), model, mesh)
     state = train.place_state(train.init_state(prompt0, opt), mesh)
@@ -69,3 +74,13 @@ def test_prompt_tuning_steps_equal_peft(tmp_path, pack):
         ours.append(float(metrics["loss"]))
     np.testing.assert_allclose(ours, theirs, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(state.prompt), their_prompt, atol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [2, 5, 320])
+def test_benchmark_rates_are_the_library_schedule(steps):
+    """The PEFT side's plain-Python rates are `train.make_schedule`'s, update by update."""
+    for schedule in ("constant", "cosine"):
+        cfg = train.OptimizerConfig(name="adamw", learning_rate=LR, schedule=schedule,
+                                    total_steps=steps)
+        expected = [float(train.make_schedule(cfg)(t)) for t in range(steps)]
+        np.testing.assert_allclose(learning_rates(schedule, LR, steps), expected, atol=1e-8)
