@@ -9,13 +9,15 @@ its own subprocess so that its peak memory (max RSS) is its own. prompt_jax runs
 does by default: the prompt's keys and values computed once per batch, and the batch's examples
 packed into one row (`prompt_jax.packing`; `--no-pack` turns that off).
 
-    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 1 2   # the README's rows
+    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0        # constant rate
+    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 3 --schedule cosine
     python benchmarks/peft_vs_prompt_jax.py --steps 20 --eval-limit 64   # a quick look
 
-Prints a markdown table (accuracy, training examples/s from the median step time with the first
-step excluded, training time, peak RSS, and ours/PEFT ratios) and writes the numbers to
-`benchmarks/results/peft_vs_prompt_jax.json`, from which `results.py report` puts the table in
-the README.
+Prints a markdown table (accuracy, the first step's and the last quarter's training loss,
+training examples/s from the median step time with the first step excluded, training time, peak
+RSS, and ours/PEFT ratios) and writes the numbers to
+`benchmarks/results/peft_vs_prompt_jax.json` (`_cosine.json` for the cosine rate), from which
+`results.py report` puts the tables in the README.
 """
 
 from __future__ import annotations
@@ -30,8 +32,14 @@ import sys
 import time
 from pathlib import Path
 
-OUTPUT = Path(__file__).resolve().parent / "results" / "peft_vs_prompt_jax.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
+
+
+def output_path(schedule: str) -> Path:
+    """Where a schedule's results go by default (and where `results.py report` reads them)."""
+    suffix = "" if schedule == "constant" else f"_{schedule}"
+    return RESULTS / f"peft_vs_prompt_jax{suffix}.json"
 
 
 def learning_rates(schedule: str, lr: float, steps: int) -> list[float]:
@@ -181,8 +189,8 @@ def main() -> None:
                         help="data-order seeds; each runs both sides")
     parser.add_argument("--no-pack", action="store_true",
                         help="prompt_jax without packing (one example per row, as PEFT)")
-    parser.add_argument("--output", default=str(OUTPUT),
-                        help="where the JSON of the results goes ('' = nowhere)")
+    parser.add_argument("--output", help="where the JSON of the results goes ('' = nowhere; "
+                        "default benchmarks/results/peft_vs_prompt_jax[_cosine].json)")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["ours", "peft"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,6 +199,7 @@ def main() -> None:
         result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(result))
         return
+    output = output_path(args.schedule) if args.output is None else args.output
     per_seed = []
     for seed in args.seeds:
         rows = {}
@@ -206,9 +215,9 @@ def main() -> None:
             rows[side]["examples_per_second"] = args.batch_size / median
         per_seed.append(rows)
         result = _result(args, args.seeds[:len(per_seed)], per_seed)
-        if args.output:  # after every seed, so that a long run interrupted keeps what it did
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+        if output:  # after every seed, so that a long run interrupted keeps what it did
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_text(json.dumps(result, indent=1) + "\n")
         print("\n" + table(result), flush=True)
 
 
