@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SCHEDULES = ("constant", "cosine")  # the rates both sides can take (train.make_schedule's)
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
 
 
@@ -180,7 +181,7 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-2)
     parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+    parser.add_argument("--schedule", choices=SCHEDULES, default="constant",
                         help="the rate on both sides: constant, or decayed to 0 on a cosine")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--eval-batch-size", type=int, default=32)

@@ -298,15 +298,14 @@ def peft_table() -> str | None:
     import peft_vs_prompt_jax
 
     parts = []
-    for schedule in ("constant", "cosine"):
+    for schedule in peft_vs_prompt_jax.SCHEDULES:
         path = peft_vs_prompt_jax.output_path(schedule)
         if not path.is_file():
             continue
         result = json.loads(path.read_text())
-        recipe = result["recipe"]
-        command = (f"`python benchmarks/peft_vs_prompt_jax.py --steps {recipe['steps']} --seeds "
-                   f"{' '.join(map(str, result['seeds']))}"
-                   + (f" --schedule {schedule}`" if schedule != "constant" else "`"))
+        flag = "" if schedule == "constant" else f" --schedule {schedule}"
+        command = (f"`python benchmarks/peft_vs_prompt_jax.py --steps {result['recipe']['steps']} "
+                   f"--seeds {' '.join(map(str, result['seeds']))}{flag}`")
         parts += [peft_vs_prompt_jax.table(result), f"Reproduce: {command}."]
     if not parts:
         return None
