@@ -85,10 +85,10 @@ TASK_ROWS = {
     "sst2": ("zero-shot", "soft-text-20", "soft-text-20-adafactor", "soft-text-20-cosine",
              "soft-random-20", "soft-sampled-20", "soft-class-20", "soft-text-5", "soft-text-100",
              "model-tuning"),
-    "rotten_tomatoes": ("zero-shot", "soft-text-20", "model-tuning"),
-    "rte": ("zero-shot", "soft-text-20", "model-tuning"),
-    "imdb": ("zero-shot", "soft-text-20", "model-tuning"),
 }
+VARIANT_ROWS = ("zero-shot", "soft-text-20", "soft-random-20", "soft-sampled-20", "soft-class-20",
+                "soft-text-5", "soft-text-100", "model-tuning")
+TASK_ROWS |= {task: VARIANT_ROWS for task in ("rotten_tomatoes", "rte", "imdb")}
 STEPS = 320
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
