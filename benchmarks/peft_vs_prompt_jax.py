@@ -11,12 +11,19 @@ packed into one row (`prompt_jax.packing`; `--no-pack` turns that off).
 
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0        # constant rate
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 3 --schedule cosine
+    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 --perturb 1e-6 2e-6 3e-6
     python benchmarks/peft_vs_prompt_jax.py --steps 20 --eval-limit 64   # a quick look
+
+`--perturb` draws more end points of one recipe: each EPS runs both sides again with the initial
+prompt scaled by 1 + EPS, a nudge the size of float32 rounding, which float32 training grows
+until the run ends elsewhere (the README's PEFT section), so that the two sides are compared
+over several draws instead of one.
 
 Prints a markdown table (accuracy, the first step's and the last quarter's training loss,
 training examples/s from the median step time with the first step excluded, training time, peak
 RSS, and ours/PEFT ratios) and writes the numbers to
-`benchmarks/results/peft_vs_prompt_jax.json` (`_cosine.json` for the cosine rate), from which
+`benchmarks/results/peft_vs_prompt_jax.json` (`_cosine.json` for the cosine rate, `_draws.json`
+for a run with `--perturb`), from which
 `results.py report` puts the tables in the README.
 """
 
@@ -37,10 +44,16 @@ SCHEDULES = ("constant", "cosine")  # the rates both sides can take (train.make_
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
 
 
-def output_path(schedule: str) -> Path:
-    """Where a schedule's results go by default (and where `results.py report` reads them)."""
-    suffix = "" if schedule == "constant" else f"_{schedule}"
+def output_path(schedule: str, draws: bool = False) -> Path:
+    """Where a schedule's results go by default (and where `results.py report` reads them);
+    `draws` for a run with `--perturb`."""
+    suffix = ("" if schedule == "constant" else f"_{schedule}") + ("_draws" if draws else "")
     return RESULTS / f"peft_vs_prompt_jax{suffix}.json"
+
+
+def eps_text(eps: float) -> str:
+    """A `--perturb` value as the command line would take it: 1e-6, not 1e-06."""
+    return f"{eps:g}".replace("e-0", "e-")
 
 
 def learning_rates(schedule: str, lr: float, steps: int) -> list[float]:
@@ -92,7 +105,7 @@ def run_ours(args) -> dict:
         schedule=args.schedule, total_steps=args.steps))
     step = train.jit_train_step(train.make_train_step(model, opt), model, mesh)
     prompt = prompts.text(lambda i: model.embed(params, i), init_ids, args.prompt_length)
-    state = train.place_state(train.init_state(prompt, opt), mesh)
+    state = train.place_state(train.init_state(prompt * (1 + args.scale), opt), mesh)
     times, losses = [], []
     for _ in range(args.steps):
         batch = next(batches)
@@ -143,7 +156,8 @@ def run_peft(args) -> dict:
     ids = np.resize(np.asarray(init_ids), args.prompt_length)  # the same text init as ours
     with torch.no_grad():
         table = base.get_input_embeddings().weight
-        model.prompt_encoder["default"].embedding.weight.copy_(table[torch.tensor(ids)])
+        prompt = table[torch.tensor(ids)] * (1 + args.scale)
+        model.prompt_encoder["default"].embedding.weight.copy_(prompt)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=args.lr, weight_decay=args.weight_decay)
     model.train()
@@ -188,11 +202,15 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=0, help="0 = all 872")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="data-order seeds; each runs both sides")
+    parser.add_argument("--perturb", type=float, nargs="+", default=[0.0], metavar="EPS",
+                        help="initial-prompt nudges, each a draw of both sides per seed: the "
+                        "prompt scaled by 1 + EPS on both (default 0, the plain text init)")
     parser.add_argument("--no-pack", action="store_true",
                         help="prompt_jax without packing (one example per row, as PEFT)")
     parser.add_argument("--output", help="where the JSON of the results goes ('' = nowhere; "
-                        "default benchmarks/results/peft_vs_prompt_jax[_cosine].json)")
+                        "default benchmarks/results/peft_vs_prompt_jax[_cosine][_draws].json)")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["ours", "peft"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
@@ -200,35 +218,39 @@ def main() -> None:
         result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(result))
         return
-    output = output_path(args.schedule) if args.output is None else args.output
-    per_seed = []
-    for seed in args.seeds:
+    draws = any(args.perturb)
+    output = output_path(args.schedule, draws) if args.output is None else args.output
+    per_run, done = [], []
+    for seed, eps in [(seed, eps) for seed in args.seeds for eps in args.perturb]:
         rows = {}
         for side in ("ours", "peft"):
             out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--seed", str(seed),
-                                  "--only", side], capture_output=True, text=True)
+                                  "--scale", repr(eps), "--only", side],
+                                 capture_output=True, text=True)
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if out.returncode != 0 or line is None:
-                sys.exit(f"{side} (seed {seed}) failed:\n{out.stderr[-3000:]}")
+                sys.exit(f"{side} (seed {seed}, perturb {eps}) failed:\n{out.stderr[-3000:]}")
             rows[side] = json.loads(line[len("RESULT "):])
             median = statistics.median(rows[side]["step_seconds"][1:]
                                        or rows[side]["step_seconds"])
             rows[side]["examples_per_second"] = args.batch_size / median
-        per_seed.append(rows)
-        result = _result(args, args.seeds[:len(per_seed)], per_seed)
-        if output:  # after every seed, so that a long run interrupted keeps what it did
+        per_run.append(rows)
+        done.append((seed, eps))
+        result = _result(args, done, per_run)
+        if output:  # after every run, so that a long run interrupted keeps what it did
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             Path(output).write_text(json.dumps(result, indent=1) + "\n")
         print("\n" + table(result), flush=True)
 
 
-def _result(args, seeds: list[int], per_seed: list[dict]) -> dict:
+def _result(args, done: list[tuple[int, float]], per_run: list[dict]) -> dict:
     return {"recipe": {k: getattr(args, k) for k in (
         "steps", "batch_size", "prompt_length", "lr", "schedule", "weight_decay", "max_length",
-        "eval_limit", "no_pack")}, "seeds": seeds,
+        "eval_limit", "no_pack")}, "seeds": [seed for seed, _ in done],
+        "perturbs": [eps for _, eps in done],
         "runs": [{side: {k: v for k, v in r[side].items() if k != "step_seconds"}
                   | {"train_seconds": sum(r[side]["step_seconds"])} for side in r}
-                 for r in per_seed]}
+                 for r in per_run]}
 
 
 def _loss(run: dict, which: str) -> str:
@@ -254,7 +276,10 @@ def table(result: dict) -> str:
              "| seed | | accuracy | step-1 loss | train loss, last quarter | train examples/s "
              "| train time | peak RSS |",
              "|---|---|---|---|---|---|---|---|"]
-    for seed, rows in zip(result["seeds"], runs, strict=True):
+    perturbs = result.get("perturbs", [0.0] * len(runs))
+    labels = [f"{seed}" + (f", x(1+{eps_text(eps)})" if eps else "")
+              for seed, eps in zip(result["seeds"], perturbs, strict=True)]
+    for seed, rows in zip(labels, runs, strict=True):
         for side, name in (("ours", "prompt_jax"), ("peft", "HF PEFT")):
             r = rows[side]
             lines.append(f"| {seed} | {name} | {r['accuracy']:.1%} | {_loss(r, 'first')} | "
@@ -269,13 +294,15 @@ def table(result: dict) -> str:
     if len(runs) > 1:
         mean = {side: statistics.mean(r[side]["accuracy"] for r in runs)
                 for side in ("ours", "peft")}
+        diffs = [100 * (r["ours"]["accuracy"] - r["peft"]["accuracy"]) for r in runs]
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
         speed = statistics.median(r["ours"]["examples_per_second"]
                                   / r["peft"]["examples_per_second"] for r in runs)
         memory = statistics.median(r["ours"]["max_rss_mb"] / r["peft"]["max_rss_mb"]
                                    for r in runs)
         lines.append(f"| mean of {len(runs)} | prompt_jax {mean['ours']:.1%}, PEFT "
                      f"{mean['peft']:.1%} | "
-                     f"{100 * (mean['ours'] - mean['peft']):+.1f} points | | | "
+                     f"{statistics.mean(diffs):+.1f} +- {se:.1f} points (SE, paired) | | | "
                      f"{speed:.2f}x (median) | | {memory:.2f}x (median) |")
     return "\n".join(lines)
 
