@@ -11,7 +11,7 @@ packed into one row (`prompt_jax.packing`; `--no-pack` turns that off).
 
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0        # constant rate
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 3 --schedule cosine
-    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 --perturb 1e-6 2e-6 3e-6
+    python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 --perturb 0 1e-6 2e-6 3e-6
     python benchmarks/peft_vs_prompt_jax.py --steps 20 --eval-limit 64   # a quick look
 
 `--perturb` draws more end points of one recipe: each EPS runs both sides again with the initial
@@ -279,15 +279,15 @@ def table(result: dict) -> str:
     perturbs = result.get("perturbs", [0.0] * len(runs))
     labels = [f"{seed}" + (f", x(1+{eps_text(eps)})" if eps else "")
               for seed, eps in zip(result["seeds"], perturbs, strict=True)]
-    for seed, rows in zip(labels, runs, strict=True):
+    for label, rows in zip(labels, runs, strict=True):
         for side, name in (("ours", "prompt_jax"), ("peft", "HF PEFT")):
             r = rows[side]
-            lines.append(f"| {seed} | {name} | {r['accuracy']:.1%} | {_loss(r, 'first')} | "
+            lines.append(f"| {label} | {name} | {r['accuracy']:.1%} | {_loss(r, 'first')} | "
                          f"{_loss(r, 'late')} | {r['examples_per_second']:.2f} | "
                          f"{r['train_seconds'] / 60:.1f} min | "
                          f"{r['max_rss_mb'] / 1024:.2f} GB |")
         ours, peft = rows["ours"], rows["peft"]
-        lines.append(f"| {seed} | prompt_jax / PEFT | "
+        lines.append(f"| {label} | prompt_jax / PEFT | "
                      f"{100 * (ours['accuracy'] - peft['accuracy']):+.1f} points | | | "
                      f"{ours['examples_per_second'] / peft['examples_per_second']:.2f}x | | "
                      f"{ours['max_rss_mb'] / peft['max_rss_mb']:.2f}x |")

@@ -312,8 +312,8 @@ def peft_table() -> str | None:
             continue
         result = json.loads(path.read_text())
         flag = "" if schedule == "constant" else f" --schedule {schedule}"
-        perturbs = dict.fromkeys(result.get("perturbs", []))
         if draws:
+            perturbs = dict.fromkeys(result["perturbs"])
             flag += f" --perturb {' '.join(map(peft_vs_prompt_jax.eps_text, perturbs))}"
         command = (f"`python benchmarks/peft_vs_prompt_jax.py --steps {result['recipe']['steps']} "
                    f"--seeds {' '.join(map(str, dict.fromkeys(result['seeds'])))}{flag}`")
