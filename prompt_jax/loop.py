@@ -1,5 +1,9 @@
 """The training loop: steps, periodic evaluation, best/last prompt, progress bar, metrics
-(TensorBoard events and JSON lines) and orbax checkpoints with exact resume."""
+(TensorBoard events and JSON lines) and orbax checkpoints with exact resume.
+
+An output folder holds one run: a new run refuses a folder that already holds one unless told
+to resume it (its checkpoints continue, its metrics lines after the resumed step are dropped)
+or to overwrite it (its checkpoints, metrics and events are deleted first)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,10 +43,59 @@ class LoopConfig:
             raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
 
 
+class RunExistsError(ValueError):
+    """The output folder already holds a run, and neither resume nor overwrite was asked."""
+
+
+RUN_FILES = ("metrics.jsonl", "tb", "checkpoints")  # what `run` writes, and overwrite deletes
+
+
+def holds_run(output_dir: str | Path) -> bool:
+    """Whether a run has written into `output_dir` (metrics or checkpoints)."""
+    out = Path(output_dir)
+    return (out / "metrics.jsonl").exists() or any((out / "checkpoints").glob("[0-9]*"))
+
+
+def claim_output_dir(output_dir: str | Path, *, resume: bool = False,
+                     overwrite: bool = False) -> None:
+    """Makes `output_dir` ready for a run: refuses one that holds a run unless `resume` (kept
+    as it is) or `overwrite` (the previous run's checkpoints, metrics and events deleted).
+
+    Raises:
+      RunExistsError: the folder holds a run and neither flag is set.
+    """
+    out = Path(output_dir)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: pick one")
+    if holds_run(out) and not resume:
+        if not overwrite:
+            raise RunExistsError(
+                f"{out} already holds a run (metrics or checkpoints); resume it (--resume), "
+                f"start over in it (--overwrite), or pick another output folder")
+        for name in RUN_FILES:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        log.info("overwriting the run in %s", out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Keeps the lines of `metrics.jsonl` up to `step` (a killed run may have logged past its
+    last checkpoint: those steps run again after the resume)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
 @dataclasses.dataclass
 class LoopResult:
     state: TrainState
-    best_prompt: np.ndarray | None  # None when tuning the model
+    best_prompt: np.ndarray | None  # None when the trainable makes no prompt (model tuning)
     best_metrics: dict[str, float]
     last_metrics: dict[str, float]
     history: list[dict[str, Any]]
@@ -52,11 +106,14 @@ class LoopResult:
 class MetricsWriter:
     """Appends metrics to `metrics.jsonl` and TensorBoard events under `output_dir/tb`."""
 
-    def __init__(self, output_dir: Path):
+    def __init__(self, output_dir: Path, start_step: int = 0):
         from tensorboardX import SummaryWriter
 
+        _drop_metrics_after(output_dir / "metrics.jsonl", start_step)
         self._jsonl = open(output_dir / "metrics.jsonl", "a", encoding="utf-8")
-        self._tb = SummaryWriter(str(output_dir / "tb"))
+        # Events past the resumed step are a killed run's: TensorBoard drops them.
+        self._tb = SummaryWriter(str(output_dir / "tb"),
+                                 purge_step=start_step + 1 if start_step else None)
 
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
         self._jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
@@ -79,7 +136,9 @@ def run(
     *,
     evaluate: Callable[[TrainState], dict[str, float]] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     examples_per_batch: int | None = None,
+    export: Callable[[TrainState], np.ndarray | None] | None = None,
     on_best: Callable[[np.ndarray, dict, int], None] | None = None,
 ) -> LoopResult:
     """Trains until `config.steps`.
@@ -92,21 +151,27 @@ def run(
         step (so that resuming replays exactly the batches an uninterrupted run sees).
       evaluate: `state -> metrics` (e.g. accuracy) run every `eval_every` steps and at the end.
       resume: continue from the latest checkpoint in `output_dir/checkpoints`.
+      overwrite: delete a previous run's checkpoints and metrics in `output_dir` first (without
+        `resume` or `overwrite`, a folder that holds a run is refused: `claim_output_dir`).
       examples_per_batch: for the examples/s figure.
-      on_best: called with (prompt, metrics, step) whenever the best metric improves (prompt
-        tuning only: a model-tuning state has no prompt to keep).
+      export: `state -> prompt` (the prompt the trainable produces, as numpy), or None when it
+        makes none (model tuning); kept as the best prompt.
+      on_best: called with (prompt, metrics, step) whenever the best metric improves and
+        `export` gives a prompt.
 
     Raises:
+      RunExistsError: `output_dir` holds a run and neither `resume` nor `overwrite` is set.
       FloatingPointError: the loss became NaN or infinite; the last good checkpoint is kept.
     """
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
+    export = export or (lambda state: None)
     checkpoints = TrainCheckpoints(output_dir / "checkpoints", keep=config.keep_checkpoints)
     if resume and checkpoints.latest_step() is not None:
         state = checkpoints.restore(state)
         log.info("resumed from step %d", int(state.step))
     start = int(state.step)
-    writer = MetricsWriter(output_dir)
+    writer = MetricsWriter(output_dir, start)
     history: list[dict[str, Any]] = []
     best_value, best_prompt, best_metrics, last_metrics = -math.inf, None, {}, {}
     seen, train_seconds = 0, 0.0
@@ -144,8 +209,7 @@ def run(
                 value = last_metrics[config.best_metric]
                 if value > best_value:
                     best_value, best_metrics = value, dict(last_metrics, step=step)
-                    if state.prompt is not None:
-                        best_prompt = np.asarray(state.prompt)
+                    best_prompt = export(state)
                     if on_best is not None and best_prompt is not None:
                         on_best(best_prompt, best_metrics, step)
                 postfix[config.best_metric[:3]] = f"{value:.3f}"
@@ -157,8 +221,8 @@ def run(
         bar.close()
         writer.close()
         checkpoints.close()
-    if best_prompt is None and state.prompt is not None:
-        best_prompt = np.asarray(state.prompt)
+    if best_prompt is None:
+        best_prompt = export(state)
     jax.block_until_ready(state)
     return LoopResult(
         state=state, best_prompt=best_prompt, best_metrics=best_metrics,

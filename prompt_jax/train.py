@@ -1,8 +1,11 @@
-"""The training step: only the soft prompt is differentiated; the frozen params are a sharded
-argument of the jitted step (never closed over, so they are not baked into the executable).
+"""The training step over one trainable pytree: only it is differentiated; the frozen params
+are a sharded argument of the jitted step (never closed over, so they are not baked into the
+executable).
 
-Model tuning (the upper reference of Lester et al.: every weight trained, no soft prompt, the
-hand-written template only) is the same step with the params in the train state instead.
+A `Trainable` says how the trained pytree becomes what the model sees: a soft prompt is its
+own trainable; model tuning (the upper reference of Lester et al.: every weight trained, no
+soft prompt, the hand-written template only) trains the params themselves; a projector's
+parameters map to a prompt. One step, one loop, one checkpoint format for all of them.
 
 Batches are dicts of fixed-shape arrays (see `prompt_jax.tasks`): "inputs" [B, T],
 "input_mask" [B, T], "targets" [B, K], "target_mask" [B, K], "label" [B],
@@ -80,37 +83,63 @@ def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
     return opt
 
 
+@dataclasses.dataclass(frozen=True)
+class Trainable:
+    """What a run trains, and the one pure function that turns it into what the backbone sees.
+
+    `apply(trainable, frozen_params) -> (prompt, params)`: the soft prompt the backbone sees
+    ([P, H], or None for the hand-written template alone) and the params it runs with. A soft
+    prompt is its own trainable (`PROMPT`); model tuning trains the params themselves
+    (`MODEL`); a projector's parameters map to a prompt (`mapped_prompt`). Small fixed arrays a
+    mapping needs (e.g. a source prompt) may be closed over; the frozen model never is.
+
+    Attributes:
+      name: what is trained, for summaries and sidecars ("prompt", "model", ...).
+      apply: the pure function above (static: the step closes over it).
+      tunes_model: the trainable is the model's params, so no frozen params are passed and the
+        trained params stay replicated (data parallel).
+    """
+
+    name: str
+    apply: Callable[[Any, Params | None], tuple[jax.Array | None, Params]]
+    tunes_model: bool = False
+
+    def prompt(self, trainable) -> jax.Array | None:
+        """The prompt a trainable produces (needs no frozen params: those only pass through)."""
+        return None if self.tunes_model else self.apply(trainable, None)[0]
+
+
+PROMPT = Trainable("prompt", lambda trainable, frozen: (trainable, frozen))
+MODEL = Trainable("model", lambda trainable, frozen: (None, trainable), tunes_model=True)
+
+
+def mapped_prompt(name: str, to_prompt: Callable[[Any], jax.Array]) -> Trainable:
+    """A trainable whose prompt is `to_prompt(trainable)` (a projector, a reparameterization),
+    fed to the frozen model like any prompt."""
+    return Trainable(name, lambda trainable, frozen: (to_prompt(trainable), frozen))
+
+
 @flax.struct.dataclass
 class TrainState:
     """Everything that is trained or advances: checkpointed, and nothing else is."""
 
     step: jax.Array  # int32 scalar
-    prompt: jax.Array | None  # [P, H] float32; None when tuning the model
+    trainable: Any  # the pytree the optimizer updates (a [P, H] prompt, params, ...)
     opt_state: Any
     rng: jax.Array  # raw uint32 key (jax.random.PRNGKey), orbax-friendly
-    params: Params | None = None  # the model's params when tuning the model, else None
-
-    @property
-    def tunes_model(self) -> bool:
-        return self.params is not None
 
 
-def init_state(prompt: jax.Array | None, optimizer: optax.GradientTransformation,
-               seed: int = 0, params: Params | None = None) -> TrainState:
-    """A soft-prompt state (`prompt`), or a model-tuning state (`params`, no prompt).
+def init_state(trainable, optimizer: optax.GradientTransformation, seed: int = 0
+               ) -> TrainState:
+    """The state at step 0 for a trainable pytree (a prompt, model params, ...).
 
-    Model tuning trains a copy of `params` (the step donates its state, so the caller's
-    params stay usable)."""
-    if (prompt is None) == (params is None):
-        raise ValueError("give either a prompt (prompt tuning) or params (model tuning)")
-    if params is not None:
-        params = jax.tree.map(jnp.copy, params)
-        opt_state = optimizer.init(params)
-    else:
-        prompt = jnp.asarray(prompt, jnp.float32)
-        opt_state = optimizer.init(prompt)
-    return TrainState(step=jnp.zeros((), jnp.int32), prompt=prompt, opt_state=opt_state,
-                      rng=jax.random.PRNGKey(seed), params=params)
+    The state holds a copy (the step donates its state, so the caller's arrays, e.g. the
+    frozen params that model tuning starts from, stay usable)."""
+    if trainable is None or not jax.tree.leaves(trainable):
+        raise ValueError("nothing to train: the trainable pytree has no arrays")
+    trainable = jax.tree.map(lambda x: jnp.array(x, copy=True), trainable)
+    return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                      opt_state=optimizer.init(trainable), rng=jax.random.PRNGKey(seed))
 
 
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
@@ -145,47 +174,44 @@ def loss_fn(prompt, params, batch, *, model, loss, placement, candidates=None,
 
 
 def make_train_step(model: Backbone, optimizer: optax.GradientTransformation, *,
-                    loss: str = "target_ce", placement: str = "prefix",
+                    trainable: Trainable = PROMPT, loss: str = "target_ce",
+                    placement: str = "prefix",
                     candidates: tuple[jax.Array, jax.Array] | None = None,
-                    dropout: bool = False, tune_model: bool = False) -> Callable:
+                    dropout: bool = False) -> Callable:
     """`train_step(state, frozen_params, batch) -> (state, metrics)`: a pure function that
-    updates only the prompt. Close over static things only (model, loss, optimizer).
+    updates only `state.trainable`, through `trainable.apply` into the prompt and params the
+    model sees. Close over static things only (model, loss, optimizer, trainable).
 
-    With `tune_model`, it updates `state.params` instead (no prompt) and `frozen_params` is
-    ignored (pass None): model tuning, the reference that prompt tuning is measured against."""
+    For model tuning (`trainable.tunes_model`) pass `frozen_params=None`: the params are the
+    trainable."""
     if loss == "rank" and candidates is None:
         raise ValueError("the rank loss needs the task's candidates")
 
     def train_step(state: TrainState, frozen_params: Params | None, batch: dict):
         rng, dropout_rng = jax.random.split(state.rng)
         rngs = {"dropout": dropout_rng} if dropout else None
-        kwargs = dict(batch=batch, model=model, loss=loss, placement=placement,
-                      candidates=candidates, deterministic=not dropout, rngs=rngs)
-        if tune_model:
-            (_, metrics), grad = jax.value_and_grad(
-                lambda p: loss_fn(None, p, **kwargs), has_aux=True)(state.params)
-            trained = state.params
-        else:
-            (_, metrics), grad = jax.value_and_grad(
-                lambda p: loss_fn(p, frozen_params, **kwargs), has_aux=True)(state.prompt)
-            trained = state.prompt
-        updates, opt_state = optimizer.update(grad, state.opt_state, trained)
-        trained = optax.apply_updates(trained, updates)
+
+        def objective(trained):
+            prompt, params = trainable.apply(trained, frozen_params)
+            return loss_fn(prompt, params, batch, model=model, loss=loss, placement=placement,
+                           candidates=candidates, deterministic=not dropout, rngs=rngs)
+
+        (_, metrics), grad = jax.value_and_grad(objective, has_aux=True)(state.trainable)
+        updates, opt_state = optimizer.update(grad, state.opt_state, state.trainable)
+        trained = optax.apply_updates(state.trainable, updates)
         metrics = {**metrics, "grad_norm": optax.tree.norm(grad)}
-        if tune_model:
-            return TrainState(state.step + 1, None, opt_state, rng, trained), metrics
         return TrainState(state.step + 1, trained, opt_state, rng), metrics
 
     return train_step
 
 
 def jit_train_step(train_step: Callable, model: Backbone, mesh: Mesh,
-                   tune_model: bool = False) -> Callable:
+                   trainable: Trainable = PROMPT) -> Callable:
     """Jits the step over the mesh: state replicated (and donated), frozen params sharded by the
     rules table, batch split over 'data'. Model tuning keeps the trained params replicated
-    (data parallel)."""
+    (data parallel) and takes no frozen params."""
     rep = partitioning.replicated(mesh)
-    frozen = rep if tune_model else partitioning.param_shardings(model, mesh)
+    frozen = rep if trainable.tunes_model else partitioning.param_shardings(model, mesh)
     return jax.jit(
         train_step,
         in_shardings=(rep, frozen, partitioning.batch_sharding(mesh)),

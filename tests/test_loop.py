@@ -44,7 +44,8 @@ def test_resume_continues_bit_for_bit(tmp_path):
     params, step, fresh, batches = _job()
     resumed = loop.run(fresh, params, step, batches, _config(8), tmp_path / "cut", resume=True)
     assert int(resumed.state.step) == 8
-    np.testing.assert_array_equal(np.asarray(full.state.prompt), np.asarray(resumed.state.prompt))
+    np.testing.assert_array_equal(np.asarray(full.state.trainable),
+                                  np.asarray(resumed.state.trainable))
     jax.tree_util.tree_map(np.testing.assert_array_equal, full.state.opt_state,
                            resumed.state.opt_state)
     np.testing.assert_array_equal(np.asarray(full.state.rng), np.asarray(resumed.state.rng))
@@ -80,6 +81,7 @@ def test_eval_keeps_the_best_prompt(tmp_path):
 
     result = loop.run(state, params, step, batches,
                       loop.LoopConfig(steps=6, eval_every=2, checkpoint_every=3), tmp_path,
-                      evaluate=evaluate, on_best=lambda p, m, s: seen.append(s))
+                      evaluate=evaluate, export=lambda state: np.asarray(state.trainable),
+                      on_best=lambda p, m, s: seen.append(s))
     assert seen == [2, 4] and result.best_metrics == {"accuracy": 0.9, "step": 4}
     assert result.last_metrics == {"accuracy": 0.7}

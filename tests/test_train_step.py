@@ -60,12 +60,12 @@ def _setup(name, loss="target_ce"):
 def test_only_the_prompt_changes_and_frozen_params_stay_bit_identical():
     model, params, opt, batch, step, state = _setup("llama")
     before = jax.tree_util.tree_map(np.array, params)
-    prompt0 = np.array(state.prompt)
+    prompt0 = np.array(state.trainable)
     jitted = train.jit_train_step(step, model, partitioning.make_mesh(1, 1, jax.devices()[:1]))
     for _ in range(3):
         state, _ = jitted(state, params, batch)
     assert int(state.step) == 3
-    assert not np.array_equal(np.asarray(state.prompt), prompt0)
+    assert not np.array_equal(np.asarray(state.trainable), prompt0)
     jax.tree_util.tree_map(np.testing.assert_array_equal, before,
                            jax.tree_util.tree_map(np.array, params))
 
@@ -85,7 +85,7 @@ def test_sharded_step_equals_single_device(shape):
     a, ma = single(state, params, batch)
     b, mb = sharded(state_copy, sharded_params, batch)
     np.testing.assert_allclose(float(ma["loss"]), float(mb["loss"]), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(a.prompt), np.asarray(b.prompt), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a.trainable), np.asarray(b.trainable), atol=1e-5)
 
 
 def test_batch_size_must_divide_the_data_axis():
@@ -104,7 +104,7 @@ def test_no_recompilation_after_the_first_train_and_eval_step():
     cands = (jnp.array([[11, 12], [21, 0]]), jnp.array([[1, 1], [1, 0]]))
     for seed in range(4):  # new values, same shapes
         state, _ = jitted(state, params, _batch(seed)[0])
-        evaluate(state.prompt, params, _batch(seed)[0], *cands)
+        evaluate(state.trainable, params, _batch(seed)[0], *cands)
     assert jitted._cache_size() == 1
     assert evaluate._cache_size() == 1
 
@@ -139,24 +139,24 @@ def test_model_tuning_trains_every_weight_and_leaves_the_callers_params_alone():
     model, params, _, batch, _, _ = _setup("llama")
     before = jax.tree_util.tree_map(np.array, params)
     opt = train.make_optimizer(train.OptimizerConfig(name="sgd", learning_rate=1e-2))
-    step = train.make_train_step(model, opt, tune_model=True)
+    step = train.make_train_step(model, opt, trainable=train.MODEL)
     jitted = train.jit_train_step(step, model, partitioning.make_mesh(1, 1, jax.devices()[:1]),
-                                  tune_model=True)
-    state = train.init_state(None, opt, params=params)
+                                  train.MODEL)
+    state = train.init_state(params, opt)
     grad = jax.grad(lambda p: train.loss_fn(None, p, batch, model=model, loss="target_ce",
                                             placement="prefix")[0])(params)
     new_state, first = jitted(state, None, batch)
-    assert new_state.prompt is None and int(new_state.step) == 1
+    assert train.MODEL.prompt(new_state.trainable) is None and int(new_state.step) == 1
     expected = jax.tree_util.tree_map(lambda p, g: p - 1e-2 * g, before, grad)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-                           expected, new_state.params)
+                           expected, new_state.trainable)
     for _ in range(30):
         new_state, metrics = jitted(new_state, None, batch)
     assert float(metrics["loss"]) < 0.5 * float(first["loss"]), (first, metrics)
     jax.tree_util.tree_map(np.testing.assert_array_equal, before,
                            jax.tree_util.tree_map(np.array, params))
-    with pytest.raises(ValueError, match="either a prompt"):
-        train.init_state(jnp.zeros((P, model.d_model)), opt, params=params)
+    with pytest.raises(ValueError, match="nothing to train"):
+        train.init_state({}, opt)
 
 
 @pytest.mark.parametrize("k", [1, 2])
