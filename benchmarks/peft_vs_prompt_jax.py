@@ -82,41 +82,34 @@ def _data(args, tok):
 
 
 def run_ours(args) -> dict:
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+    """prompt_jax as a user runs it: the engine's loaded model and task, the library's step."""
+    from prompt_jax import engine, train
 
-    from prompt_jax import packing, partitioning, prompts, scoring, train
-    from prompt_jax.models import fetch, load_pretrained, load_tokenizer
-    from prompt_jax.tasks.vocabulary import pad_id
-
-    gguf = fetch("smollm2-135m-instruct")
-    pre, tok = load_pretrained(gguf), load_tokenizer(gguf)
-    model, params = pre.model, pre.params
-    batches, evals, cands, init_ids = _data(args, tok)
-    if not args.no_pack:  # the library's default (RunConfig.pack): same examples, less padding
-        packer = packing.Packer(rows=1, prefix_length=args.prompt_length,
-                                keys_per_token=model.pack_keys_per_token(), pad_id=pad_id(tok))
-        batches, evals = packing.pack_batches(batches, packer), list(
-            packing.pack_batches(evals, packer))
-    mesh = partitioning.make_mesh(1, 1)
+    loaded = engine.load_model("smollm2-135m-instruct", mesh_data=1)
+    # The library's default (RunConfig.pack): same examples, less padding.
+    task = loaded.task("sst2", max_input_length=args.max_length, pack=not args.no_pack)
+    packer = task.packer(args.prompt_length)
+    batches = task.batches("train", args.batch_size, seed=args.seed, shuffle=True, repeat=True,
+                           packer=packer)
+    evaluate = loaded.evaluator(task, "validation", batch_size=args.eval_batch_size,
+                                limit=args.eval_limit, prompt_length=args.prompt_length)
     opt = train.make_optimizer(train.OptimizerConfig(
         name="adamw", learning_rate=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, total_steps=args.steps))
-    step = train.jit_train_step(train.make_train_step(model, opt), model, mesh)
-    prompt = prompts.text(lambda i: model.embed(params, i), init_ids, args.prompt_length)
-    state = train.place_state(train.init_state(prompt * (1 + args.scale), opt), mesh)
+    step = train.jit_train_step(
+        train.make_train_step(loaded.model, opt, placement=task.placement,
+                              candidates=task.candidates), loaded.model, loaded.mesh)
+    prompt = engine.initial_prompt(loaded, task, "text", args.prompt_length, init_text=INIT_TEXT)
+    state = train.place_state(train.init_state(prompt * (1 + args.scale), opt), loaded.mesh)
     times, losses = [], []
     for _ in range(args.steps):
         batch = next(batches)
         t0 = time.perf_counter()
-        state, metrics = step(state, params, batch)
+        state, metrics = step(state, loaded.params, batch)
         losses.append(float(metrics["loss"]))
         times.append(time.perf_counter() - t0)
-    eval_step = jax.jit(scoring.make_eval_step(model, placement="prefix"))
-    cand = tuple(jnp.asarray(c) for c in cands)
-    predictions, labels = scoring.classify(eval_step, state.prompt, params, evals, cand)
-    return {"accuracy": float(np.mean(predictions == labels)), "examples": int(len(labels)),
+    metrics = evaluate(train.PROMPT.prompt(state.trainable))
+    return {"accuracy": metrics["accuracy"], "examples": metrics["examples"],
             "step_seconds": times, "losses": losses}
 
 

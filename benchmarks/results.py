@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -115,15 +114,15 @@ def config_for(task: str, row: str, output_dir: Path):
 
 
 def run_zero_shot(task: str) -> dict:
-    from prompt_jax import run, tasks
+    from prompt_jax import run
 
     config = config_for(task, "soft-text-20", Path("runs/results") / task / "zero-shot")
-    job = run.load_job(config)
+    loaded = run.load(config)[0]
     scores = []
     for template in TASKS[task]["templates"]:
         t0 = time.perf_counter()
-        templated = dataclasses.replace(job, task=tasks.with_template(task, job.style, template))
-        metrics = run.zero_shot(templated)
+        templated = dataclasses.replace(config, template=template)
+        metrics = run.evaluator(loaded, run.task_for(loaded, templated), templated)(None)
         scores.append({"template": template, **metrics,
                        "seconds": time.perf_counter() - t0})
         print(f"{template!r}: {metrics['accuracy']:.1%}", flush=True)
@@ -138,30 +137,30 @@ def run_training(task: str, row: str) -> dict:
 
     config = config_for(task, row, Path("runs/results") / task / row)
     out = Path(config.output_dir)
-    shutil.rmtree(out, ignore_errors=True)  # a fresh run: metrics.jsonl appends
-    job = run.load_job(config)
-    full_batches = list(run.task_batches(job, config.eval_split, config.eval_batch_size,
-                                         shuffle=False, repeat=False, limit=config.eval_limit))
-    eval_step = scoring.jit_eval_step(scoring.make_eval_step(job.model, placement=job.placement),
-                                      job.model, job.mesh)
-    num_classes = len(job.task.labels)
+    loaded, task_handle = run.load(config)
+    trainable = run.trainable_for(config)
+    full_batches = list(task_handle.batches(
+        config.eval_split, config.eval_batch_size, seed=config.seed, limit=config.eval_limit,
+        packer=task_handle.packer(run.prefix_length(config))))
+    eval_step = loaded.eval_step(task_handle.placement)
+    num_classes = len(task_handle.labels)
     decayed = config.optimizer.schedule != "constant"  # then only the end of the run counts
     full_at = {config.steps} if decayed else {STEPS, config.steps}
     curve_size = sum(int((b["weight"] > 0).sum()) for b in full_batches[:CURVE_BATCHES])
 
     def evaluate(state):
         full = int(state.step) in full_at
-        params = job.params if state.params is None else state.params
+        prompt, params = trainable.apply(state.trainable, loaded.params)
         predictions, labels = scoring.classify(
-            eval_step, state.prompt, params, full_batches if full else
-            full_batches[:CURVE_BATCHES], job.candidates)
+            eval_step, prompt, params, full_batches if full else
+            full_batches[:CURVE_BATCHES], task_handle.candidates)
         metrics = {"accuracy": float(np.mean(predictions[:curve_size] == labels[:curve_size]))}
         if full:
             metrics.update({f"full_{k}": v for k, v in scoring.classification_metrics(
                 predictions, labels, num_classes).items()})
         return metrics
 
-    summary = run.train_prompt(config, job=job, evaluate=evaluate)
+    summary = run.train_prompt(config, overwrite=True, loaded=loaded, evaluate=evaluate)
     evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in evals if e["split"] == "eval"]
     full = {e["step"]: {"accuracy": e["full_accuracy"], "macro_f1": e["full_macro_f1"]}

@@ -110,11 +110,13 @@ def _write_config(config) -> None:
 
 
 def _train(args) -> None:
-    from prompt_jax import run
+    from prompt_jax import loop, run
 
     config = _run_config(args)
+    # Refuse (or clear) a folder holding another run before writing anything into it.
+    loop.claim_output_dir(config.output_dir, resume=args.resume, overwrite=args.overwrite)
     _write_config(config)
-    summary = run.train_prompt(config, resume=args.resume)
+    summary = run.train_prompt(config, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
 
 
@@ -141,6 +143,9 @@ def _add_run_parsers(sub) -> None:
     _add_run_flags(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --output_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --output_dir that holds a previous run (its "
+                        "checkpoints and metrics are deleted)")
     p.set_defaults(func=_train)
     p = sub.add_parser("eval", help="evaluate a saved prompt (or the template alone) on a task")
     _add_run_flags(p)

@@ -7,8 +7,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import jax
-
 from prompt_jax import run
 from prompt_jax.train import OptimizerConfig
 
@@ -34,18 +32,21 @@ DEMO = run.RunConfig(
 
 
 def main(config: run.RunConfig = DEMO) -> dict:
-    """Zero-shot baseline, then prompt tuning; prints the comparison and where the prompt is."""
-    job = run.load_job(config)
-    n_frozen = sum(x.size for x in jax.tree_util.tree_leaves(job.params))
-    template = job.task.template(job.style).replace("\n", "\\n")
+    """Zero-shot baseline, then prompt tuning; prints the comparison and where the prompt is.
+
+    The demo starts over in its output folder each time (a previous demo run there is
+    replaced)."""
+    loaded, task = run.load(config)
+    n_frozen = loaded.num_params
+    template = task.template.replace("\n", "\\n")
     print(f"\n[1/2] zero-shot: the hand-written template `{template}` alone")
     t0 = time.perf_counter()
-    zero = run.zero_shot(job)
+    zero = run.evaluator(loaded, task, config)(None)
     zero_seconds = time.perf_counter() - t0
     print(f"      accuracy {zero['accuracy']:.1%} ({zero_seconds:.0f} s)")
     print(f"[2/2] prompt tuning: {config.prompt_length} soft-prompt vectors, {config.steps} steps "
           f"of batch {config.batch_size} on the {config.task} train split")
-    summary = run.train_prompt(config, job=job)
+    summary = run.train_prompt(config, overwrite=True, loaded=loaded)
     tuned = summary["final"]
     n_eval = "all" if not config.eval_limit else f"first {config.eval_limit}"
     print(f"\n{config.model} (frozen, {n_frozen / 1e6:.1f}M parameters), {config.task} "

@@ -1,7 +1,8 @@
 """Whole jobs from a typed `RunConfig`: train a prompt, evaluate one, classify new text.
 
 The CLI resolves gin files and flags into a `RunConfig` and calls these; library users can
-call them directly without gin.
+call them directly without gin. They stand on `prompt_jax.engine`: pass `loaded=` to share
+one loaded model between many jobs (the weights are read once).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax import loop, packing, partitioning, prompts, scoring, train
-from prompt_jax.models import REAL_MODELS, fetch, load_pretrained, load_tokenizer
+from prompt_jax import engine, loop, partitioning, prompts, train
 
 log = logging.getLogger(__name__)
 
@@ -81,138 +81,77 @@ class RunConfig:
                              f"{self.eval_batch_size})")
 
 
-@dataclasses.dataclass
-class Job:
-    """A loaded model, tokenizer and task, on a mesh: what train/eval/infer share."""
-
-    config: RunConfig
-    model: Any
-    params: Any
-    tokenizer: Any
-    task: Any
-    style: str
-    candidates: tuple[jax.Array, jax.Array]
-    mesh: Any
-    placement: str
-    packer: packing.Packer | None = None  # None: one example per row
-
-
-def model_source(name: str) -> str:
-    return str(fetch(name)) if name in REAL_MODELS else name
-
-
-def load_job(config: RunConfig) -> Job:
-    """Loads model + tokenizer + task and shards the frozen params over the mesh."""
+def load(config: RunConfig) -> tuple[engine.LoadedModel, engine.TaskHandle]:
+    """The model (loaded once) and the run's task on it, checked against the config."""
     from prompt_jax import tasks
 
-    task = tasks.get_task(config.task)  # fails fast (KeyError naming known tasks)
-    source = model_source(config.model)
-    pre = load_pretrained(source, dtype=config.dtype, param_dtype=config.dtype)
-    model = pre.model
-    prompts.check_length(config.prompt_length, model.max_length, config.max_input_length)
-    mesh = partitioning.make_mesh(config.mesh_data or None, config.mesh_model)
-    partitioning.check_batch_size(config.batch_size, mesh)
-    partitioning.check_batch_size(config.eval_batch_size, mesh)
-    tokenizer = load_tokenizer(source)
-    style = tasks.style_for_family(model.family)
-    if config.template:
-        task = tasks.with_template(task, style, config.template)
-    ids, mask = tasks.candidates(task, tokenizer, style)
-    params = partitioning.shard_params(pre.params, model, mesh)
-    placement = config.placement or prompts.default_placement(model.family)
-    return Job(config, model, params, tokenizer, task, style,
-               (jnp.asarray(ids), jnp.asarray(mask)), mesh, placement,
-               make_packer(config, model, placement, ids.shape[1], tokenizer, mesh))
+    tasks.get_task(config.task)  # fails fast, before the weights load
+    loaded = engine.load_model(config.model, dtype=config.dtype, mesh_data=config.mesh_data,
+                               mesh_model=config.mesh_model)
+    return loaded, task_for(loaded, config)
 
 
-def make_packer(config: RunConfig, model, placement: str, candidate_length: int,
-                tokenizer, mesh) -> packing.Packer | None:
-    """A packer when `config.pack` asks for one and it applies: a backbone that `packs`
-    (decoder-only), a prefix prompt (or none, when tuning the model) and single-token
-    verbalizers. Otherwise None (one example per row; same results, more FLOPs)."""
-    from prompt_jax.tasks.vocabulary import pad_id
-
-    if not (config.pack and getattr(model, "packs", False) and placement == "prefix"
-            and candidate_length == 1):
-        return None
-    return packing.Packer(
-        rows=mesh.shape["data"],
-        prefix_length=config.prompt_length if config.tune == "prompt" else 0,
-        keys_per_token=model.pack_keys_per_token(), pad_id=pad_id(tokenizer))
+def task_for(loaded: engine.LoadedModel, config: RunConfig) -> engine.TaskHandle:
+    """The run's task on an already loaded model (no weights touched)."""
+    prompts.check_length(config.prompt_length, loaded.model.max_length,
+                         config.max_input_length)
+    partitioning.check_batch_size(config.batch_size, loaded.mesh)
+    partitioning.check_batch_size(config.eval_batch_size, loaded.mesh)
+    return loaded.task(config.task, template=config.template, placement=config.placement,
+                       max_input_length=config.max_input_length, data=config.data,
+                       pack=config.pack)
 
 
-def initial_prompt(job: Job) -> jax.Array:
-    """The [P, H] starting prompt for `config.init`."""
-    cfg, model, params, tok = job.config, job.model, job.params, job.tokenizer
-    rng = jax.random.PRNGKey(cfg.seed + 1)
-    p = cfg.prompt_length
-
-    def embed(ids):
-        return model.embed(params, jnp.asarray(ids))
-
-    vocab_skip = len(getattr(tok, "all_special_ids", []) or [])
-    if cfg.init == "random_uniform":
-        return prompts.random_uniform(rng, p, model.d_model, cfg.init_scale)
-    if cfg.init == "sampled_vocab":
-        return prompts.sampled_vocab(rng, embed, model.vocab_size, p, skip=vocab_skip)
-    if cfg.init == "class_labels":
-        space = " " if job.style == "causal" else ""
-        words = [tok(space + v, add_special_tokens=False)["input_ids"]
-                 for v in job.task.verbalizers_for(job.style)]
-        return prompts.class_labels(rng, embed, model.vocab_size, p, words, skip=vocab_skip)
-    if cfg.init == "text":
-        ids = tok(cfg.init_text, add_special_tokens=False)["input_ids"]
-        return prompts.text(embed, ids, p)
-    from prompt_jax.prompt_io import load_prompt_for
-
-    loaded = load_prompt_for(model, cfg.init_prompt)
-    return prompts.from_array(loaded.array, model.d_model, p, cfg.init_prompt, model.family)
+def prefix_length(config: RunConfig) -> int:
+    """Vectors of soft prompt before each input (0 when tuning the model)."""
+    return config.prompt_length if config.tune == "prompt" else 0
 
 
-def task_batches(job: Job, split: str, batch_size: int, *, shuffle: bool, repeat: bool,
-                 limit: int = 0):
-    from prompt_jax import tasks
-
-    batches = tasks.batches(job.task, split, job.tokenizer, job.style, batch_size,
-                            max_length=job.config.max_input_length, seed=job.config.seed,
-                            shuffle=shuffle, repeat=repeat, limit=limit or None,
-                            data=job.config.data or None)
-    return packing.pack_batches(batches, job.packer) if job.packer else batches
+def trainable_for(config: RunConfig) -> train.Trainable:
+    return train.MODEL if config.tune == "model" else train.PROMPT
 
 
-def make_evaluator(job: Job, split: str | None = None):
-    """`(prompt, params=None) -> {"accuracy", "macro_f1"}` over the (cached, fixed-shape) eval
-    batches; `prompt=None` scores the hand-written template alone (zero-shot), `params`
-    replaces the job's frozen params (a tuned model)."""
-    cfg = job.config
-    batches = list(task_batches(job, split or cfg.eval_split, cfg.eval_batch_size,
-                                shuffle=False, repeat=False, limit=cfg.eval_limit))
-    step = scoring.jit_eval_step(scoring.make_eval_step(job.model, placement=job.placement),
-                                 job.model, job.mesh)
-    num_classes = len(job.task.labels)
-
-    def evaluate(prompt, params=None) -> dict[str, float]:
-        params = job.params if params is None else partitioning.shard_params(
-            params, job.model, job.mesh)
-        predictions, labels = scoring.classify(step, prompt, params, batches, job.candidates)
-        return scoring.classification_metrics(predictions, labels, num_classes)
-
-    return evaluate
+def initial_trainable(loaded: engine.LoadedModel, task: engine.TaskHandle,
+                      config: RunConfig):
+    """What the run starts from: the initial prompt, or the model's params (model tuning)."""
+    if config.tune == "model":
+        return loaded.params
+    return engine.initial_prompt(loaded, task, config.init, config.prompt_length,
+                                 seed=config.seed, init_text=config.init_text,
+                                 init_scale=config.init_scale, init_prompt=config.init_prompt)
 
 
-def zero_shot(job: Job, split: str | None = None) -> dict[str, float]:
-    """Metrics of the task's hand-written template alone (no soft prompt)."""
-    return make_evaluator(job, split)(None)
+def evaluator(loaded: engine.LoadedModel, task: engine.TaskHandle, config: RunConfig,
+              split: str | None = None):
+    """`(prompt, params=None) -> metrics` on the config's evaluation split and limit."""
+    return loaded.evaluator(task, split or config.eval_split,
+                            batch_size=config.eval_batch_size, limit=config.eval_limit,
+                            seed=config.seed, prompt_length=prefix_length(config))
 
 
-def sidecar(job: Job, **extra) -> dict[str, Any]:
+def train_batches(task: engine.TaskHandle, config: RunConfig) -> Callable[[int], Any]:
+    """`start_step -> iterator` of training batches: the same order from step 0 on, replayed
+    from `start_step` after a resume."""
+    packer = task.packer(prefix_length(config))
+
+    def batches_from(start: int):
+        it = task.batches("train", config.batch_size, seed=config.seed, shuffle=True,
+                          repeat=True, packer=packer)
+        return itertools.islice(it, start, None)
+
+    return batches_from
+
+
+def sidecar(loaded: engine.LoadedModel, task: engine.TaskHandle, config: RunConfig,
+            **extra) -> dict[str, Any]:
     """Metadata saved beside an exported prompt."""
-    return {"backbone": job.model.family, "model": job.config.model, "task": job.config.task,
-            "init": job.config.init, "placement": job.placement, "style": job.style,
-            "template": job.task.template(job.style), **extra}
+    return {"backbone": loaded.model.family, "model": config.model, "task": config.task,
+            "init": config.init, "placement": task.placement, "style": task.style,
+            "template": task.template, **extra}
 
 
-def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None,
+def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = False,
+                 loaded: engine.LoadedModel | None = None,
                  evaluate: Callable[[train.TrainState], dict[str, float]] | None = None
                  ) -> dict[str, Any]:
     """Trains a soft prompt; writes checkpoints, metrics and the best and last prompts
@@ -225,51 +164,55 @@ def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None
     Args:
       config: the run.
       resume: continue from the latest checkpoint in `output_dir`.
-      job: an already loaded model (its config must be `config`).
+      overwrite: start over in an `output_dir` that holds a previous run (deleting its
+        checkpoints and metrics); without `resume` or `overwrite` such a folder is refused.
+      loaded: an already loaded model (`config.model`), shared with other runs.
       evaluate: `state -> metrics`, replacing the default evaluation on `config.eval_split`
         (e.g. to evaluate a subset often and the whole split rarely).
     """
     from prompt_jax.prompt_io import save_prompt
 
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    job = job or load_job(config)
-    tune_model = config.tune == "model"
-    optimizer = train.make_optimizer(config.optimizer)
-    if tune_model:
-        state = train.init_state(None, optimizer, config.seed, params=job.params)
+    loop.claim_output_dir(out, resume=resume, overwrite=overwrite)  # before anything is read
+    if loaded is None:
+        loaded, task = load(config)
     else:
-        state = train.init_state(initial_prompt(job), optimizer, config.seed)
-    state = train.place_state(state, job.mesh)
+        task = task_for(loaded, config)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    trainable = trainable_for(config)
+    optimizer = train.make_optimizer(config.optimizer)
+    state = train.place_state(
+        train.init_state(initial_trainable(loaded, task, config), optimizer, config.seed),
+        loaded.mesh)
     step = train.jit_train_step(
-        train.make_train_step(job.model, optimizer, loss=config.loss, placement=job.placement,
-                              candidates=job.candidates, dropout=config.dropout,
-                              tune_model=tune_model),
-        job.model, job.mesh, tune_model=tune_model)
+        train.make_train_step(loaded.model, optimizer, trainable=trainable, loss=config.loss,
+                              placement=task.placement, candidates=task.candidates,
+                              dropout=config.dropout),
+        loaded.model, loaded.mesh, trainable)
+    frozen = None if trainable.tunes_model else loaded.params
 
-    def batches_from(start: int):
-        it = task_batches(job, "train", config.batch_size, shuffle=True, repeat=True)
-        return itertools.islice(it, start, None)  # replay the same order after a resume
+    def export(state):
+        prompt = trainable.prompt(state.trainable)
+        return None if prompt is None else np.asarray(prompt)
 
     def save_best(prompt, metrics, at_step):
         save_prompt(prompt, out / "best_prompt.npy", format="prompt_jax", overwrite=True,
-                    metadata=sidecar(job, steps=at_step, score=metrics))
+                    metadata=sidecar(loaded, task, config, steps=at_step, score=metrics))
 
     if evaluate is None:
-        evaluator = make_evaluator(job)
+        evaluate_split = evaluator(loaded, task, config)
 
-        def evaluate(state):
-            return evaluator(state.prompt, state.params)
+        def evaluate(state):  # frozen=None: the evaluator's own params stand in for them
+            return evaluate_split(*trainable.apply(state.trainable, None))
 
     started = time.perf_counter()
     result = loop.run(
-        state, None if tune_model else job.params, step, batches_from,
+        state, frozen, step, train_batches(task, config),
         loop.LoopConfig(steps=config.steps, eval_every=config.eval_every,
                         checkpoint_every=config.checkpoint_every,
                         keep_checkpoints=config.keep_checkpoints, log_every=config.log_every),
         out, evaluate=evaluate, resume=resume, examples_per_batch=config.batch_size,
-        on_best=save_best,
+        export=export, on_best=save_best,
     )
     summary = {
         "task": config.task, "model": config.model, "tune": config.tune,
@@ -277,66 +220,46 @@ def train_prompt(config: RunConfig, resume: bool = False, job: Job | None = None
         "best": result.best_metrics, "train_seconds": result.train_seconds,
         "wall_seconds": time.perf_counter() - started,
         "train_examples_per_second": result.examples_per_second,
+        "trainable_params": sum(x.size for x in jax.tree.leaves(result.state.trainable)),
     }
-    if tune_model:
-        summary["trainable_params"] = sum(x.size for x in jax.tree.leaves(result.state.params))
+    final = export(result.state)
+    if final is None:
         summary["checkpoints"] = str(out / "checkpoints")
     else:
-        final = np.asarray(result.state.prompt)
         save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
-                    metadata=sidecar(job, steps=int(result.state.step),
+                    metadata=sidecar(loaded, task, config, steps=int(result.state.step),
                                      score=result.last_metrics))
-        summary.update(trainable_params=int(final.size), prompt=str(out / "prompt.npy"),
-                       best_prompt=str(out / "best_prompt.npy"))
+        summary.update(prompt=str(out / "prompt.npy"), best_prompt=str(out / "best_prompt.npy"))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def evaluate_prompt(config: RunConfig, prompt_path: str | None, split: str | None = None
-                    ) -> dict[str, float]:
+def _load_prompt(loaded: engine.LoadedModel, path: str) -> jax.Array:
+    from prompt_jax.prompt_io import load_prompt_for
+
+    return jnp.asarray(load_prompt_for(loaded.model, path).array)
+
+
+def evaluate_prompt(config: RunConfig, prompt_path: str | None, split: str | None = None,
+                    loaded: engine.LoadedModel | None = None) -> dict[str, float]:
     """Metrics of a saved prompt (any format `prompt_io` reads) on a split of the task; with
     no prompt, of the hand-written template alone (zero-shot)."""
-    from prompt_jax.prompt_io import load_prompt_for
-
-    job = load_job(config)
-    if prompt_path is None:
-        return zero_shot(job, split)
-    prompt = jnp.asarray(load_prompt_for(job.model, prompt_path).array)
-    return make_evaluator(job, split)(prompt)
-
-
-def encode_texts(job: Job, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    """One batch from raw inputs through the task's template; a pair task takes
-    "text_a<TAB>text_b"."""
-    from prompt_jax.tasks import compile_layout
-    from prompt_jax.tasks.encoding import encode_inputs_batch
-    from prompt_jax.tasks.vocabulary import pad_id
-
-    pairs = [t.split("\t", 1) if job.task.pair else [t] for t in texts]
-    if any(len(p) != 2 for p in pairs) and job.task.pair:
-        raise ValueError(f"task {job.task.name!r} takes pairs: give 'text_a<TAB>text_b'")
-    encoded = encode_inputs_batch(compile_layout(job.task, job.tokenizer, job.style),
-                                  job.tokenizer, [p[0] for p in pairs],
-                                  [p[-1] for p in pairs] if job.task.pair else [],
-                                  job.config.max_input_length)
-    width = -(-max(len(ids) for ids, _ in encoded) // 16) * 16
-    inputs = np.full((len(texts), width), pad_id(job.tokenizer), np.int32)
-    mask = np.zeros_like(inputs)
-    for row, (ids, _) in enumerate(encoded):
-        inputs[row, :len(ids)] = ids
-        mask[row, :len(ids)] = 1
-    return {"inputs": inputs, "input_mask": mask,
-            "target_position": np.array([pos for _, pos in encoded], np.int32)}
+    if loaded is None:
+        loaded, task = load(config)
+    else:
+        task = task_for(loaded, config)
+    prompt = None if prompt_path is None else _load_prompt(loaded, prompt_path)
+    return evaluator(loaded, task, config, split)(prompt)
 
 
-def infer(config: RunConfig, prompt_path: str, texts: Sequence[str]) -> list[str]:
+def infer(config: RunConfig, prompt_path: str, texts: Sequence[str],
+          loaded: engine.LoadedModel | None = None) -> list[str]:
     """The predicted label name for each raw input text."""
-    from prompt_jax.prompt_io import load_prompt_for
-
     if not texts:
         raise ValueError("no input text given")
-    job = load_job(config)
-    prompt = jnp.asarray(load_prompt_for(job.model, prompt_path).array)
-    step = jax.jit(scoring.make_eval_step(job.model, placement=job.placement))
-    scores = np.asarray(step(prompt, job.params, encode_texts(job, texts), *job.candidates))
-    return [job.task.labels[i] for i in scores.argmax(-1)]
+    if loaded is None:
+        loaded, task = load(config)
+    else:
+        task = task_for(loaded, config)
+    scores = loaded.scores(task, _load_prompt(loaded, prompt_path), texts)
+    return [task.labels[i] for i in scores.argmax(-1)]

@@ -12,7 +12,7 @@ os.environ["XLA_FLAGS"] = (
 
 import pytest  # noqa: E402
 
-from prompt_jax.models import fetch  # noqa: E402
+from prompt_jax.models import fetch, load_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +23,20 @@ def smollm2_gguf():
 @pytest.fixture(scope="session")
 def minilm_dir():
     return fetch("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, smollm2_gguf):
+    """A random 2-layer Llama with SmolLM2's real tokenizer and vocabulary."""
+    import torch
+    import transformers
+
+    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    load_tokenizer(smollm2_gguf).save_pretrained(directory)
+    return directory

