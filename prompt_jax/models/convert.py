@@ -16,19 +16,18 @@ import json
 import logging
 import math
 import os
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from prompt_jax.models.base import Backbone, Params, dtype_of
 from prompt_jax.models.llama import Llama, LlamaConfig
 from prompt_jax.models.roberta import Roberta, RobertaConfig
 from prompt_jax.models.t5 import T5, T5Config
+from prompt_jax.safetensors_file import open_safetensors
 from prompt_jax.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
 
 log = logging.getLogger(__name__)
@@ -54,57 +53,10 @@ class Tensor:
     read: Callable[[], np.ndarray]
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-
-
 def read_safetensors(path: Path) -> dict[str, Tensor]:
-    """Parses a .safetensors file (memory-mapped), validating header and offsets."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes)")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > min(size - 8, 100 * 2**20):
-            raise CheckpointError(
-                f"{path}: not a safetensors file or truncated: header claims {header_len} bytes, "
-                f"file has {size}"
-            )
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: corrupt safetensors header: {e}") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
-    data_start = 8 + header_len
-    mm = np.memmap(path, dtype=np.uint8, mode="r") if size > data_start else np.zeros(0, np.uint8)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: bad header entry for {name!r}: {e!r}") from None
-        if end - begin != math.prod(shape) * dtype.itemsize or begin > end:
-            raise CheckpointError(f"{path}: {name} declares shape {shape} {dtype} but "
-                                  f"{end - begin} bytes")
-        if data_start + end > size:
-            raise CheckpointError(
-                f"{path}: truncated: {name} needs bytes up to {data_start + end}, file has {size}"
-            )
-
-        def read(begin=begin, end=end, dtype=dtype, shape=shape):
-            return np.array(mm[data_start + begin: data_start + end].view(dtype).reshape(shape))
-
-        tensors[name] = Tensor(path, shape, read)
-    return tensors
+    """The tensors of a .safetensors file (read lazily; header validated by `safetensors`)."""
+    return {name: Tensor(path, shape, read)
+            for name, (shape, read) in open_safetensors(path, CheckpointError).items()}
 
 
 def read_torch_bin(path: Path) -> dict[str, Tensor]:
