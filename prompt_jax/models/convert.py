@@ -113,8 +113,20 @@ def read_hf_weights(directory: Path) -> dict[str, Tensor]:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class UndecodableField:
+    """A GGUF metadata value the `gguf` reader could not decode (e.g. a string that is not
+    UTF-8). Kept in the metadata so that reading the field raises, naming it."""
+
+    reason: str
+
+
 def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """GGUF metadata and tensors (dequantized to float32 on read)."""
+    """GGUF metadata and tensors (dequantized to float32 on read).
+
+    A field that cannot be decoded maps to `UndecodableField`: `gguf_field` raises on it, so a
+    field the model needs is never silently replaced by a default.
+    """
     import gguf
 
     try:
@@ -123,14 +135,14 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         raise CheckpointError(
             f"{path}: not a readable GGUF file: {type(e).__name__}: {e}"
         ) from None
-    meta = {}
+    meta: dict[str, Any] = {}
     for name, field in reader.fields.items():
         if name.startswith("tokenizer.ggml.") and name not in _GGUF_TOKEN_IDS:
             continue  # large vocab arrays: the tokenizer is read by transformers
         try:
             meta[name] = field.contents()
-        except Exception:  # noqa: BLE001 - a field we cannot decode is one we do not need
-            continue
+        except Exception as e:  # noqa: BLE001 - e.g. UnicodeDecodeError; raised when read
+            meta[name] = UndecodableField(f"{type(e).__name__}: {e}")
     tensors = {}
     for t in reader.tensors:
         shape = tuple(int(s) for s in reversed(t.shape.tolist()))
@@ -144,8 +156,39 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
 
 _GGUF_TOKEN_IDS = (
     "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-    "tokenizer.ggml.padding_token_id", "tokenizer.ggml.tokens",
+    "tokenizer.ggml.padding_token_id",
 )
+
+_GGUF_KINDS: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,)}
+
+
+def gguf_field(meta: dict[str, Any], key: str, kind: type, path: Path, *,
+               required: bool = True) -> Any:
+    """One GGUF metadata value, checked to be a `kind` (int, float or str).
+
+    Args:
+      meta: metadata from `read_gguf`.
+      key: the full field name, e.g. "llama.rope.freq_base".
+      kind: the Python type the value must have (an int is accepted for a float).
+      path: the file, for error messages.
+      required: raise when the field is absent (else return None).
+
+    Raises:
+      CheckpointError: naming the field and the file, when it is absent and required, cannot
+        be decoded, or holds a value of another type.
+    """
+    if key not in meta:
+        if required:
+            raise CheckpointError(f"{path}: GGUF metadata lacks {key}")
+        return None
+    value = meta[key]
+    if isinstance(value, UndecodableField):
+        raise CheckpointError(f"{path}: GGUF metadata field {key} cannot be decoded "
+                              f"({value.reason})")
+    if isinstance(value, bool) or not isinstance(value, _GGUF_KINDS[kind]):
+        raise CheckpointError(f"{path}: GGUF metadata field {key} holds {value!r} "
+                              f"({type(value).__name__}), expected {kind.__name__}")
+    return kind(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,35 +602,46 @@ def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def _gguf_llama_config(meta: dict, tensors: dict, path: Path, dtype: str, param_dtype: str):
-    arch = meta.get("general.architecture")
+    arch = gguf_field(meta, "general.architecture", str, path)
     if arch != "llama":
         raise CheckpointError(f"{path}: unknown architecture general.architecture={arch!r} "
                               "(supported in GGUF: 'llama')")
 
-    def get(key, default=None):
-        value = meta.get(f"llama.{key}", default)
-        if value is None:
-            raise CheckpointError(f"{path}: GGUF metadata lacks llama.{key}")
-        return value
+    def get(key, kind):
+        return gguf_field(meta, f"llama.{key}", kind, path)
 
-    heads = int(get("attention.head_count"))
-    hidden = int(get("embedding_length"))
-    vocab = meta.get("llama.vocab_size") or tensors["token_embd.weight"].shape[0]
+    def optional(key, kind, default):
+        value = gguf_field(meta, f"llama.{key}", kind, path, required=False)
+        return default if value is None else value
+
+    heads = get("attention.head_count", int)
+    hidden = get("embedding_length", int)
+
+    def token_id(name):
+        return gguf_field(meta, f"tokenizer.ggml.{name}", int, path, required=False)
+
     return LlamaConfig(
-        vocab_size=int(vocab),
+        # Required by the GGUF spec for llama: block_count, context_length, embedding_length,
+        # feed_forward_length, attention.head_count, attention.layer_norm_rms_epsilon.
+        # Optional, and defaulted only when absent (a present but undecodable or mistyped
+        # value raises): vocab_size (the rows of token_embd), attention.head_count_kv (spec:
+        # absent means no grouped-query attention), attention.key_length and rope.freq_base
+        # (not in the spec's llama list; llama.cpp defaults them to embedding_length /
+        # head_count and 10000), and the tokenizer's special-token ids.
+        vocab_size=optional("vocab_size", int, tensors["token_embd.weight"].shape[0]),
         hidden_size=hidden,
-        intermediate_size=int(get("feed_forward_length")),
-        num_hidden_layers=int(get("block_count")),
+        intermediate_size=get("feed_forward_length", int),
+        num_hidden_layers=get("block_count", int),
         num_attention_heads=heads,
-        num_key_value_heads=int(get("attention.head_count_kv", heads)),
-        head_dim=int(get("attention.key_length", hidden // heads)),
-        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
-        rope_theta=float(get("rope.freq_base", 10000.0)),
-        max_position_embeddings=int(get("context_length", 2048)),
+        num_key_value_heads=optional("attention.head_count_kv", int, heads),
+        head_dim=optional("attention.key_length", int, hidden // heads),
+        rms_norm_eps=get("attention.layer_norm_rms_epsilon", float),
+        rope_theta=optional("rope.freq_base", float, 10000.0),
+        max_position_embeddings=get("context_length", int),
         tie_word_embeddings="output.weight" not in tensors,
-        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
-        eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
-        pad_token_id=meta.get("tokenizer.ggml.padding_token_id"),
+        bos_token_id=token_id("bos_token_id"),
+        eos_token_id=token_id("eos_token_id"),
+        pad_token_id=token_id("padding_token_id"),
         dtype=dtype,
         param_dtype=param_dtype,
     )
