@@ -337,9 +337,18 @@ def roberta_table(cfg: RobertaConfig, prefix: str) -> tuple[list[Entry], list[st
             Entry(("mlm_dense", "kernel"), head["dense"] + ".weight", "linear1"),
             Entry(("mlm_dense", "bias"), head["dense"] + ".bias"),
             *norm(("mlm_norm",), head["norm"]),
-            Entry(("mlm_bias",), head["bias"], aliases=(head["decoder"] + ".bias",)),
         ]
-        ignored.append(head["decoder"] + ".weight")  # tied to the word embeddings
+        if cfg.tie_word_embeddings:
+            e.append(Entry(("mlm_bias",), head["bias"], aliases=(head["decoder"] + ".bias",)))
+            # Checked equal to the word embeddings by `_resolve_tying`.
+            ignored.append(head["decoder"] + ".weight")
+        else:
+            # transformers 5 ties the decoder bias to the head's `bias` only when the head is
+            # tied; an untied head computes `decoder(x)` with its own bias and never reads
+            # `bias` (transformers 4 checkpoints hold the two equal).
+            e += [Entry(("mlm_decoder", "kernel"), head["decoder"] + ".weight", "linear1"),
+                  Entry(("mlm_bias",), head["decoder"] + ".bias")]
+            ignored.append(head["bias"])
     return e, ignored
 
 
@@ -576,6 +585,9 @@ def _load_encoder(hf, tensors, kinds, param_dtype):
     if not has_head:
         log.info("no masked-LM head in the checkpoint: loading the encoder only")
     config = dataclasses.replace(config, mlm_head=has_head)
+    if has_head:
+        config = _resolve_tying(config, tensors, head["decoder"] + ".weight",
+                                prefixes[0] + "embeddings.word_embeddings.weight")
     return _build(Roberta, config, roberta_table, tensors, param_dtype, prefixes[0])
 
 
