@@ -17,6 +17,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from prompt_jax.safetensors_file import open_safetensors
 from prompt_jax.torch_pickle import load_torch_file
 
 PEFT_CONFIG = "adapter_config.json"
@@ -159,10 +160,8 @@ def read_npy(path: Path, key: str | None) -> tuple[np.ndarray, str, dict]:
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file, header and offsets validated."""
-    from prompt_jax.models import convert  # imports jax: only when needed
-
-    return {name: tensor.read() for name, tensor in convert.read_safetensors(path).items()}
+    """All tensors of a safetensors file (header and offsets validated by `safetensors`)."""
+    return {name: read() for name, (_, read) in open_safetensors(path, PromptFormatError).items()}
 
 
 def read_peft(folder: Path, key: str | None) -> tuple[np.ndarray, str, dict]:

@@ -116,10 +116,11 @@ def load_prompt(path_or_spec: str | os.PathLike) -> LoadedPrompt:
 
     Raises:
       FileNotFoundError: nothing at the path.
-      PromptFormatError: unknown or unreadable format, not 2-D, not floating point,
-        non-finite values, or no single tensor that is clearly the prompt.
+      PromptFormatError: unknown or unreadable format (a truncated or corrupt safetensors
+        file too), not 2-D, not floating point, non-finite values, or no single tensor that
+        is clearly the prompt.
       UnsafePickleError: a PyTorch pickle names a global outside the tensor allowlist.
-      TorchFileError, CheckpointError: a corrupt PyTorch or safetensors file.
+      TorchFileError: a corrupt PyTorch file.
     """
     path, key = split_spec(path_or_spec)
     source = f"{path}::{key}" if key is not None else str(path)

@@ -195,3 +195,73 @@ def test_bfloat16_params_and_compute(tmp_path):
     assert err < 0.1 * np.abs(np.asarray(full))[keep].max()
     agree = (np.asarray(low).argmax(-1) == np.asarray(full).argmax(-1))[keep].mean()
     assert agree >= 0.8
+
+
+def _mlm_logits_both(kind, ref, pre):
+    """Our and the reference's masked-LM logits on the same batch (BERT: with segment ids)."""
+    ids = np.where(MASK > 0, IDS, pre.model.config.pad_token_id)
+    tt = np.array([[0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 0, 0, 0]], np.int64)
+    kwargs = {"token_type_ids": tt} if kind == "bert" else {}
+    with torch.no_grad():
+        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(MASK),
+                     **{k: torch.tensor(v) for k, v in kwargs.items()}).logits.numpy()
+    embeds = pre.model.embed(pre.params, jnp.asarray(ids))
+    ours = pre.model.forward(pre.params, embeds, jnp.asarray(MASK),
+                             **{k: jnp.asarray(v) for k, v in kwargs.items()})
+    return np.asarray(ours), theirs
+
+
+def _as_torch_bin(directory, ref, target, config_edit=None):
+    """The transformers-4 layout: `torch.save(state_dict)` (the decoder matrix included, tied
+    or not) as pytorch_model.bin, next to the config.json."""
+    import json
+
+    target.mkdir()
+    config = json.loads((directory / "config.json").read_text())
+    if config_edit is not None:
+        config_edit(config)
+    (target / "config.json").write_text(json.dumps(config))
+    torch.save(ref.state_dict(), target / "pytorch_model.bin")
+    return target
+
+
+_DECODER = {"bert": ("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"),
+            "roberta": ("lm_head.decoder.weight", "roberta.embeddings.word_embeddings.weight")}
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "bin", "bin-config-says-tied"])
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_untied_mlm_head_uses_its_stored_decoder_matrix(kind, layout, tmp_path):
+    directory = save_tiny(kind, tmp_path / kind, tie_word_embeddings=False)
+    ref = load_reference(kind, directory)
+    state = ref.state_dict()
+    decoder, embeddings = (state[k].numpy() for k in _DECODER[kind])
+    assert np.abs(decoder - embeddings).max() > 0.5  # a head that differs from the embeddings
+    if layout == "bin":
+        directory = _as_torch_bin(directory, ref, tmp_path / "bin")
+    elif layout == "bin-config-says-tied":
+        # A config without the field means tied; transformers then keeps the stored, different
+        # matrix untied (and warns). So do we.
+        directory = _as_torch_bin(directory, ref, tmp_path / "bin",
+                                  lambda c: c.pop("tie_word_embeddings"))
+    pre = load_pretrained(directory)
+    assert not pre.model.config.tie_word_embeddings
+    np.testing.assert_array_equal(np.asarray(pre.params["mlm_decoder"]["kernel"]), decoder.T)
+    ours, theirs = _mlm_logits_both(kind, ref, pre)
+    _close(ours, theirs, MASK)
+    if layout == "bin-config-says-tied":  # transformers reads this folder the same way
+        _close(_mlm_logits_both(kind, load_reference(kind, directory), pre)[1], theirs)
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "bin"])
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_tied_mlm_head_still_loads_tied(kind, layout, tmp_path):
+    directory = save_tiny(kind, tmp_path / kind)
+    ref = load_reference(kind, directory)
+    if layout == "bin":  # holds the decoder matrix too, equal to the embeddings
+        directory = _as_torch_bin(directory, ref, tmp_path / "bin")
+    pre = load_pretrained(directory)
+    assert pre.model.config.tie_word_embeddings
+    assert "mlm_decoder" not in pre.params
+    ours, theirs = _mlm_logits_both(kind, ref, pre)
+    _close(ours, theirs, MASK)

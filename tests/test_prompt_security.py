@@ -11,6 +11,7 @@ import pickle
 import re
 import struct
 import subprocess
+import sys
 import zipfile
 
 import ml_dtypes
@@ -125,6 +126,35 @@ def test_numpy_object_array_is_refused_without_unpickling(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Bombs and absurd declared sizes
 # ---------------------------------------------------------------------------------------------
+
+
+def test_truncated_or_lying_safetensors_prompt_is_a_format_error(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "p.safetensors"
+    save_file({"soft_prompt": np.ones((4, 8), np.float32)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-16])
+    with pytest.raises(PromptFormatError, match=r"p\.safetensors: not a readable safetensors "
+                                                rf"file, truncated or corrupt \({len(data) - 16} "
+                                                r"bytes\)"):
+        load_prompt(path)
+    path.write_bytes(struct.pack("<Q", 2**26) + b'{"soft_prompt": {}}')
+    with pytest.raises(PromptFormatError, match=r"p\.safetensors: not a readable safetensors"):
+        load_prompt(path)
+
+
+def test_reading_a_safetensors_prompt_does_not_import_the_model_loader(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"soft_prompt": np.ones((4, 8), np.float32)}, tmp_path / "p.safetensors")
+    code = ("import sys; from prompt_jax.prompt_io import load_prompt; "
+            f"print(load_prompt({str(tmp_path / 'p.safetensors')!r}).array.shape); "
+            "print(sorted(m for m in sys.modules "
+            "if m == 'jax' or m.startswith('prompt_jax.models')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.split("\n")[:2] == ["(4, 8)", "[]"], out.stdout + out.stderr
 
 
 def test_compression_bomb_is_refused(tmp_path):

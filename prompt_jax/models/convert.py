@@ -16,19 +16,18 @@ import json
 import logging
 import math
 import os
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from prompt_jax.models.base import Backbone, Params, dtype_of
 from prompt_jax.models.llama import Llama, LlamaConfig
 from prompt_jax.models.roberta import Roberta, RobertaConfig
 from prompt_jax.models.t5 import T5, T5Config
+from prompt_jax.safetensors_file import open_safetensors
 from prompt_jax.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
 
 log = logging.getLogger(__name__)
@@ -54,57 +53,10 @@ class Tensor:
     read: Callable[[], np.ndarray]
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-
-
 def read_safetensors(path: Path) -> dict[str, Tensor]:
-    """Parses a .safetensors file (memory-mapped), validating header and offsets."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes)")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > min(size - 8, 100 * 2**20):
-            raise CheckpointError(
-                f"{path}: not a safetensors file or truncated: header claims {header_len} bytes, "
-                f"file has {size}"
-            )
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: corrupt safetensors header: {e}") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
-    data_start = 8 + header_len
-    mm = np.memmap(path, dtype=np.uint8, mode="r") if size > data_start else np.zeros(0, np.uint8)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: bad header entry for {name!r}: {e!r}") from None
-        if end - begin != math.prod(shape) * dtype.itemsize or begin > end:
-            raise CheckpointError(f"{path}: {name} declares shape {shape} {dtype} but "
-                                  f"{end - begin} bytes")
-        if data_start + end > size:
-            raise CheckpointError(
-                f"{path}: truncated: {name} needs bytes up to {data_start + end}, file has {size}"
-            )
-
-        def read(begin=begin, end=end, dtype=dtype, shape=shape):
-            return np.array(mm[data_start + begin: data_start + end].view(dtype).reshape(shape))
-
-        tensors[name] = Tensor(path, shape, read)
-    return tensors
+    """The tensors of a .safetensors file (read lazily; header validated by `safetensors`)."""
+    return {name: Tensor(path, shape, read)
+            for name, (shape, read) in open_safetensors(path, CheckpointError).items()}
 
 
 def read_torch_bin(path: Path) -> dict[str, Tensor]:
@@ -161,8 +113,20 @@ def read_hf_weights(directory: Path) -> dict[str, Tensor]:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class UndecodableField:
+    """A GGUF metadata value the `gguf` reader could not decode (e.g. a string that is not
+    UTF-8). Kept in the metadata so that reading the field raises, naming it."""
+
+    reason: str
+
+
 def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """GGUF metadata and tensors (dequantized to float32 on read)."""
+    """GGUF metadata and tensors (dequantized to float32 on read).
+
+    A field that cannot be decoded maps to `UndecodableField`: `gguf_field` raises on it, so a
+    field the model needs is never silently replaced by a default.
+    """
     import gguf
 
     try:
@@ -171,14 +135,14 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         raise CheckpointError(
             f"{path}: not a readable GGUF file: {type(e).__name__}: {e}"
         ) from None
-    meta = {}
+    meta: dict[str, Any] = {}
     for name, field in reader.fields.items():
         if name.startswith("tokenizer.ggml.") and name not in _GGUF_TOKEN_IDS:
             continue  # large vocab arrays: the tokenizer is read by transformers
         try:
             meta[name] = field.contents()
-        except Exception:  # noqa: BLE001 - a field we cannot decode is one we do not need
-            continue
+        except Exception as e:  # noqa: BLE001 - e.g. UnicodeDecodeError; raised when read
+            meta[name] = UndecodableField(f"{type(e).__name__}: {e}")
     tensors = {}
     for t in reader.tensors:
         shape = tuple(int(s) for s in reversed(t.shape.tolist()))
@@ -192,8 +156,39 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
 
 _GGUF_TOKEN_IDS = (
     "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-    "tokenizer.ggml.padding_token_id", "tokenizer.ggml.tokens",
+    "tokenizer.ggml.padding_token_id",
 )
+
+_GGUF_KINDS: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,)}
+
+
+def gguf_field(meta: dict[str, Any], key: str, kind: type, path: Path, *,
+               required: bool = True) -> Any:
+    """One GGUF metadata value, checked to be a `kind` (int, float or str).
+
+    Args:
+      meta: metadata from `read_gguf`.
+      key: the full field name, e.g. "llama.rope.freq_base".
+      kind: the Python type the value must have (an int is accepted for a float).
+      path: the file, for error messages.
+      required: raise when the field is absent (else return None).
+
+    Raises:
+      CheckpointError: naming the field and the file, when it is absent and required, cannot
+        be decoded, or holds a value of another type.
+    """
+    if key not in meta:
+        if required:
+            raise CheckpointError(f"{path}: GGUF metadata lacks {key}")
+        return None
+    value = meta[key]
+    if isinstance(value, UndecodableField):
+        raise CheckpointError(f"{path}: GGUF metadata field {key} cannot be decoded "
+                              f"({value.reason})")
+    if isinstance(value, bool) or not isinstance(value, _GGUF_KINDS[kind]):
+        raise CheckpointError(f"{path}: GGUF metadata field {key} holds {value!r} "
+                              f"({type(value).__name__}), expected {kind.__name__}")
+    return kind(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,9 +337,18 @@ def roberta_table(cfg: RobertaConfig, prefix: str) -> tuple[list[Entry], list[st
             Entry(("mlm_dense", "kernel"), head["dense"] + ".weight", "linear1"),
             Entry(("mlm_dense", "bias"), head["dense"] + ".bias"),
             *norm(("mlm_norm",), head["norm"]),
-            Entry(("mlm_bias",), head["bias"], aliases=(head["decoder"] + ".bias",)),
         ]
-        ignored.append(head["decoder"] + ".weight")  # tied to the word embeddings
+        if cfg.tie_word_embeddings:
+            e.append(Entry(("mlm_bias",), head["bias"], aliases=(head["decoder"] + ".bias",)))
+            # Checked equal to the word embeddings by `_resolve_tying`.
+            ignored.append(head["decoder"] + ".weight")
+        else:
+            # transformers 5 ties the decoder bias to the head's `bias` only when the head is
+            # tied; an untied head computes `decoder(x)` with its own bias and never reads
+            # `bias` (transformers 4 checkpoints hold the two equal).
+            e += [Entry(("mlm_decoder", "kernel"), head["decoder"] + ".weight", "linear1"),
+                  Entry(("mlm_bias",), head["decoder"] + ".bias")]
+            ignored.append(head["bias"])
     return e, ignored
 
 
@@ -581,6 +585,9 @@ def _load_encoder(hf, tensors, kinds, param_dtype):
     if not has_head:
         log.info("no masked-LM head in the checkpoint: loading the encoder only")
     config = dataclasses.replace(config, mlm_head=has_head)
+    if has_head:
+        config = _resolve_tying(config, tensors, head["decoder"] + ".weight",
+                                prefixes[0] + "embeddings.word_embeddings.weight")
     return _build(Roberta, config, roberta_table, tensors, param_dtype, prefixes[0])
 
 
@@ -607,35 +614,46 @@ def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def _gguf_llama_config(meta: dict, tensors: dict, path: Path, dtype: str, param_dtype: str):
-    arch = meta.get("general.architecture")
+    arch = gguf_field(meta, "general.architecture", str, path)
     if arch != "llama":
         raise CheckpointError(f"{path}: unknown architecture general.architecture={arch!r} "
                               "(supported in GGUF: 'llama')")
 
-    def get(key, default=None):
-        value = meta.get(f"llama.{key}", default)
-        if value is None:
-            raise CheckpointError(f"{path}: GGUF metadata lacks llama.{key}")
-        return value
+    def get(key, kind):
+        return gguf_field(meta, f"llama.{key}", kind, path)
 
-    heads = int(get("attention.head_count"))
-    hidden = int(get("embedding_length"))
-    vocab = meta.get("llama.vocab_size") or tensors["token_embd.weight"].shape[0]
+    def optional(key, kind, default):
+        value = gguf_field(meta, f"llama.{key}", kind, path, required=False)
+        return default if value is None else value
+
+    heads = get("attention.head_count", int)
+    hidden = get("embedding_length", int)
+
+    def token_id(name):
+        return gguf_field(meta, f"tokenizer.ggml.{name}", int, path, required=False)
+
     return LlamaConfig(
-        vocab_size=int(vocab),
+        # Required by the GGUF spec for llama: block_count, context_length, embedding_length,
+        # feed_forward_length, attention.head_count, attention.layer_norm_rms_epsilon.
+        # Optional, and defaulted only when absent (a present but undecodable or mistyped
+        # value raises): vocab_size (the rows of token_embd), attention.head_count_kv (spec:
+        # absent means no grouped-query attention), attention.key_length and rope.freq_base
+        # (not in the spec's llama list; llama.cpp defaults them to embedding_length /
+        # head_count and 10000), and the tokenizer's special-token ids.
+        vocab_size=optional("vocab_size", int, tensors["token_embd.weight"].shape[0]),
         hidden_size=hidden,
-        intermediate_size=int(get("feed_forward_length")),
-        num_hidden_layers=int(get("block_count")),
+        intermediate_size=get("feed_forward_length", int),
+        num_hidden_layers=get("block_count", int),
         num_attention_heads=heads,
-        num_key_value_heads=int(get("attention.head_count_kv", heads)),
-        head_dim=int(get("attention.key_length", hidden // heads)),
-        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
-        rope_theta=float(get("rope.freq_base", 10000.0)),
-        max_position_embeddings=int(get("context_length", 2048)),
+        num_key_value_heads=optional("attention.head_count_kv", int, heads),
+        head_dim=optional("attention.key_length", int, hidden // heads),
+        rms_norm_eps=get("attention.layer_norm_rms_epsilon", float),
+        rope_theta=optional("rope.freq_base", float, 10000.0),
+        max_position_embeddings=get("context_length", int),
         tie_word_embeddings="output.weight" not in tensors,
-        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
-        eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
-        pad_token_id=meta.get("tokenizer.ggml.padding_token_id"),
+        bos_token_id=token_id("bos_token_id"),
+        eos_token_id=token_id("eos_token_id"),
+        pad_token_id=token_id("padding_token_id"),
         dtype=dtype,
         param_dtype=param_dtype,
     )

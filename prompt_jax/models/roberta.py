@@ -44,6 +44,8 @@ class RobertaConfig:
     layer_norm_eps: float = 1e-5
     pad_token_id: int = 1
     mlm_head: bool = True  # False for encoder-only checkpoints (e.g. sentence embedders)
+    # The MLM decoder matrix is the word embeddings; False: the head has its own matrix.
+    tie_word_embeddings: bool = True
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
@@ -82,6 +84,8 @@ class RobertaConfig:
             type_vocab_size=hf.get("type_vocab_size", 2),
             layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
             pad_token_id=hf.get("pad_token_id", 1 if variant == "roberta" else 0),
+            # transformers 5: BertConfig / RobertaConfig default to True (absent means tied).
+            tie_word_embeddings=hf.get("tie_word_embeddings", True),
         )
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -146,6 +150,11 @@ class RobertaModule(nn.Module):
                 "mlm_bias", layers.with_axes(nn.initializers.zeros, ("vocab",)),
                 (cfg.vocab_size,), dtype_of(cfg.param_dtype),
             )
+            if not cfg.tie_word_embeddings:
+                self.mlm_decoder = layers.Linear(
+                    (cfg.vocab_size,), ("embed",), ("vocab",), dtype=dtype_of(cfg.dtype),
+                    param_dtype=dtype_of(cfg.param_dtype),
+                )
 
     def embed(self, ids):
         return self.word_embeddings(ids)
@@ -163,8 +172,12 @@ class RobertaModule(nn.Module):
 
     def mlm_logits(self, hidden):
         """Masked-LM logits [..., V] from hidden states [..., H]."""
-        h = layers.activation(self.config.head_act)(self.mlm_dense(hidden))
-        return self.word_embeddings.attend(self.mlm_norm(h)) + self.mlm_bias.astype(h.dtype)
+        h = self.mlm_norm(layers.activation(self.config.head_act)(self.mlm_dense(hidden)))
+        if self.config.tie_word_embeddings:
+            logits = self.word_embeddings.attend(h)
+        else:
+            logits = self.mlm_decoder(h)
+        return logits + self.mlm_bias.astype(logits.dtype)
 
     def __call__(self, ids, mask, token_type_ids, position_ids, deterministic=True):
         """Logits (or hidden states without a head) from token ids; creates every parameter."""
