@@ -47,7 +47,8 @@ class RunExistsError(ValueError):
     """The output folder already holds a run, and neither resume nor overwrite was asked."""
 
 
-RUN_FILES = ("metrics.jsonl", "tb", "checkpoints")  # what `run` writes, and overwrite deletes
+# What `run` writes, and overwrite deletes.
+RUN_FILES = ("metrics.jsonl", "tb", "checkpoints", "checkpoints.damaged")
 
 
 def holds_run(output_dir: str | Path) -> bool:
@@ -168,8 +169,9 @@ def run(
     export = export or (lambda state: None)
     checkpoints = TrainCheckpoints(output_dir / "checkpoints", keep=config.keep_checkpoints)
     if resume and checkpoints.latest_step() is not None:
-        state = checkpoints.restore(state)
-        log.info("resumed from step %d", int(state.step))
+        # The newest intact step: a damaged newer one is skipped with a warning.
+        state, restored = checkpoints.restore_latest(state)
+        log.info("resumed from step %d in %s", restored, checkpoints.directory)
     start = int(state.step)
     writer = MetricsWriter(output_dir, start)
     history: list[dict[str, Any]] = []
