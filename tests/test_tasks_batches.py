@@ -210,7 +210,7 @@ def test_the_registered_seqio_task():
     assert task.postprocess_fn(" yes", is_target=False) == 1
     assert task.postprocess_fn("perhaps") == -1
     (metric,) = task.metric_fns
-    assert metric([1, 0, 1], [1, 1, 1]) == pytest.approx({"accuracy": 200 / 3, "f1": 80.0})
+    assert metric([1, 0, 1], [1, 1, 1]) == pytest.approx({"accuracy": 2 / 3, "f1": 0.8})
     vocab = task.output_features["inputs"].vocabulary
     assert vocab.decode(tok("hi there")["input_ids"]) == "hi there"
     assert vocab.encode_tf(tf.constant("hi there")).numpy().tolist() == tok("hi there")[

@@ -287,7 +287,14 @@ def test_cli_lists_tasks_with_labels_sizes_and_offline_availability(capsys, tmp_
     assert "dropped in validation: {'malformed': 1}" in out and "missing/1/-" in out
 
 
-def test_importing_the_tasks_package_does_not_import_tensorflow():
+def test_importing_the_tasks_package_imports_no_tensorflow_and_no_model_side():
+    """The data side stands alone: no TensorFlow until a pipeline runs, and never flax, jax or
+    the model side (prompt_jax.models, prompt_jax.scoring)."""
     code = ("import sys, prompt_jax.tasks as t; t.read_split('cb', 'validation'); "
-            "t.get_task('sst2'); assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+            "t.get_task('sst2'); from prompt_jax.tasks import encoding, metrics, report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'flax', 'jax', 'jaxlib') or m.startswith(('prompt_jax.models', "
+            "'prompt_jax.scoring'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "[]", out

@@ -121,7 +121,7 @@ def seqio_task(task: str | TaskSpec, tokenizer, style: str, *, source: str | Non
                 for k in ("inputs", "targets")}
 
     def metric(targets, predictions):
-        return compute(spec, targets, predictions)
+        return compute(spec, predictions, targets)  # seqio passes (targets, predictions)
 
     def postprocess(text, example=None, is_target=False):
         return text if spec.is_generation else label_from_text(spec, style, text)
