@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import time
 
 import numpy as np
@@ -28,7 +27,7 @@ from tests.task_tokenizers import BACKBONES, bert_tokenizer, smollm2_tokenizer
 # Every task with data in ../shared/data and the train / validation splits it has there.
 LOCAL = {"sst2": ("train", "validation"), "imdb": ("train", "validation"),
          "laptop": ("train", "validation"), "restaurant": ("train", "validation"),
-         "tweeteval": ("validation",), "mnli": ("validation",), "qnli": ("validation",),
+         "mnli": ("validation",), "qnli": ("validation",),
          "snli": ("validation",), "mrpc": ("train", "validation"),
          "rotten_tomatoes": ("train", "validation"), "rte": ("train", "validation"),
          "cb": ("train", "validation"), "trec": ("train", "validation"), "ag_news": ("test",)}
@@ -61,8 +60,8 @@ def test_every_local_task_yields_fixed_shape_batches(task, split):
 
 def test_absent_splits_and_impossible_lengths_fail_before_running():
     tok = smollm2_tokenizer()
-    with pytest.raises(FileNotFoundError, match="tweeteval/sentiment/train_text.txt"):
-        next(batches("tweeteval", "train", tok, "causal", 8, max_length=64))
+    with pytest.raises(FileNotFoundError, match="mnli/train.jsonl.*PROMPT_JAX_SOURCE=tfds"):
+        next(batches("mnli", "train", tok, "causal", 8, max_length=64))
     with pytest.raises(KeyError, match="no local 'test' split"):
         next(batches("sst2", "test", tok, "causal", 8, max_length=64))
     with pytest.raises(ValueError, match="max_length 8 leaves no room .* 'mnli'"):
@@ -177,26 +176,6 @@ def test_mixture_examples_carry_their_task_id():
             np.testing.assert_array_equal(b["targets"][row][b["target_mask"][row] == 1], gold)
 
 
-def test_generation_task_batches(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROMPT_JAX_DATA", str(tmp_path))
-    (tmp_path / "samsum").mkdir()
-    rows = [{"id": str(i), "dialogue": f"A: hello {i}\nB: hi", "summary": f"They greet {i}."}
-            for i in range(3)]
-    (tmp_path / "samsum/val.json").write_text(json.dumps(rows))
-    for family in ("t5", "llama"):
-        style, make = BACKBONES[family]
-        tok = make()
-        (b,) = batches("samsum", "validation", tok, style, 4, max_length=64, shuffle=False)
-        assert b["label"].tolist()[:3] == [-1, -1, -1] and b["targets"].shape[1] == 16
-        target = tok.decode(b["targets"][1][b["target_mask"][1] == 1].tolist())
-        if style == "t5":
-            assert target.split() == ["They", "greet", "1.</s>"]
-        else:
-            assert target == " They greet 1." + tok.eos_token
-    with pytest.raises(ValueError, match="generation task"):
-        batches("samsum", "validation", bert_tokenizer(), "mlm", 4, max_length=64)
-
-
 def test_the_registered_seqio_task():
     import tensorflow as tf
 
@@ -233,8 +212,8 @@ def test_tfds_source_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
     with pytest.raises(TfdsUnavailableError, match="tfds-host.invalid is unreachable"):
         batches("mnli", "validation", tok, "causal", 8, max_length=64)
     assert time.perf_counter() - start < 15
-    with pytest.raises(ValueError, match="'tweeteval' has no TFDS builder"):
-        seqio_task("tweeteval", tok, "causal")
+    with pytest.raises(ValueError, match="'laptop' has no TFDS builder"):
+        seqio_task("laptop", tok, "causal")
     monkeypatch.setenv("PROMPT_JAX_SOURCE", "hub")
     with pytest.raises(ValueError, match="unknown data source 'hub'"):
         seqio_task("sst2", tok, "causal")
@@ -276,11 +255,3 @@ def test_tfds_adapter_maps_builder_shaped_examples():
     got = list(ds.as_numpy_iterator())
     assert [g["label"] for g in got] == [e.label for e in examples[1:6]]
     assert [g["text_b"].decode() for g in got] == [e.text_b for e in examples[1:6]]
-    squad_like = tf.data.Dataset.from_tensor_slices({
-        "question": ["Where is Paris?"], "context": ["Paris is in France."],
-        "answers": {"text": tf.ragged.constant([["France", "in France"]]).to_tensor(),
-                    "answer_start": tf.constant([[12, 9]], tf.int32)},
-        "id": ["1"], "title": ["t"]})
-    (got,) = sources.tfds_adapter(squad_like, name="squad").as_numpy_iterator()
-    assert (got["text_a"], got["text_b"], got["target"], got["label"]) == (
-        b"Where is Paris?", b"Paris is in France.", b"France", -1)

@@ -254,9 +254,12 @@ def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None 
         examples, report = _read_cached(spec.name, paths, stamp)
     except FileNotFoundError as e:
         carved = " (validation is carved from train)" if spec.local.files(split) == CARVED else ""
+        tfds = (f"; the task is also on TFDS as {spec.tfds.name!r}: set PROMPT_JAX_SOURCE=tfds "
+                f"to read it from there (downloads it once; needs the network)"
+                if spec.tfds else "")
         raise FileNotFoundError(
             f"task {spec.name!r} split {split!r}{carved}: {e}; expected the "
-            f"{spec.description} release in {spec.local.fmt!r} format") from None
+            f"{spec.description} release in {spec.local.fmt!r} format{tfds}") from None
     carved = dict(spec.local.splits).get("validation") == CARVED
     if carved and split in ("train", "validation"):
         carve = carve_indices(len(examples))
