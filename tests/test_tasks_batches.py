@@ -22,6 +22,7 @@ from prompt_jax.tasks import (
     sources,
     with_template,
 )
+from prompt_jax.tasks.registry import sample_rows
 from tests.task_tokenizers import BACKBONES, bert_tokenizer, smollm2_tokenizer
 
 # Every task with data in ../shared/data and the train / validation splits it has there.
@@ -54,8 +55,9 @@ def test_every_local_task_yields_fixed_shape_batches(task, split):
     assert got[1]["weight"].tolist() == [1.0] * 8 + [0.0] * 8
     assert got[1]["index"][8:].tolist() == [-1] * 8
     examples, _ = read_split(task, split)
-    np.testing.assert_array_equal(_rows(got, "label"), [e.label for e in examples[:24]])
-    np.testing.assert_array_equal(_rows(got, "index"), np.arange(24))
+    rows = sample_rows(len(examples), 24)  # a seeded sample of the split, in file order
+    np.testing.assert_array_equal(_rows(got, "index"), rows)
+    np.testing.assert_array_equal(_rows(got, "label"), [examples[i].label for i in rows])
 
 
 def test_absent_splits_and_impossible_lengths_fail_before_running():
@@ -138,10 +140,38 @@ def test_same_seed_same_order_over_two_epochs_other_seed_another():
     first, again, other = _order(0), _order(0), _order(1)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+    sample = sample_rows(len(read_split("cb", "train")[0]), 64).tolist()
     for order in (first, other):
-        assert sorted(order[:64]) == list(range(64)) == sorted(order[64:])  # whole epochs
+        assert sorted(order[:64]) == sample == sorted(order[64:])  # whole epochs
     assert not np.array_equal(first[:64], first[64:])  # each epoch is reshuffled
-    assert not np.array_equal(first[:64], np.arange(64))
+    assert not np.array_equal(first[:64], sample)
+
+
+def test_limit_is_a_seeded_random_sample_of_a_file_sorted_by_label():
+    """IMDB's test file is sorted by label (12,500 negative reviews, then 12,500 positive): a
+    limit takes a seeded random sample of the whole split, in file order, so both classes."""
+    tok = smollm2_tokenizer()
+    examples, _ = read_split("imdb", "test")
+    assert {e.label for e in examples[:500]} == {0}  # the file's start is one class
+
+    def sample(**kwargs):
+        got = list(batches("imdb", "test", tok, "causal", 32, max_length=48, shuffle=False,
+                           limit=60, **kwargs))
+        return _rows(got, "index"), _rows(got, "label")
+
+    index, labels = sample()
+    assert len(index) == 60 and len(set(index.tolist())) == 60
+    assert np.all(np.diff(index) > 0) and index.max() > 12500  # file order, spread over it
+    assert 15 <= int(labels.sum()) <= 45  # both classes, near half and half
+    np.testing.assert_array_equal(labels, [examples[i].label for i in index])
+    again, _ = sample()
+    np.testing.assert_array_equal(again, index)  # same seed, same rows
+    other, _ = sample(limit_seed=1)
+    assert len(other) == 60 and not np.array_equal(other, index)
+    np.testing.assert_array_equal(sample_rows(25000, 60), index)
+    assert sample_rows(10, 10) is None and sample_rows(10, None) is None
+    with pytest.raises(ValueError, match="limit must be positive"):
+        sample_rows(10, 0)
 
 
 def test_lengths_are_bucketed_and_truncation_keeps_the_template_end():

@@ -24,6 +24,9 @@ CARVE_MAX = 2000
 CARVE_SEED = 20220101
 CARVED = "carved from train"
 
+# The default seed of the sample a `limit` (an eval_limit) takes of a split.
+LIMIT_SEED = 0
+
 
 class TfdsUnavailableError(RuntimeError):
     """A TFDS dataset is not prepared locally and cannot be downloaded (offline)."""
@@ -232,6 +235,27 @@ def carve_indices(n: int) -> np.ndarray:
     is a random sample too, not the start of a file sorted by label."""
     size = min(round(n * CARVE_FRACTION), CARVE_MAX)
     return np.random.default_rng(CARVE_SEED).permutation(n)[:size]
+
+
+def sample_rows(n: int, limit: int | None, seed: int = LIMIT_SEED) -> np.ndarray | None:
+    """The rows (of n) that `limit` keeps: a seeded random sample, not the file's first rows.
+
+    Files are often sorted by label (the first 500 reviews of a sentiment file can all be
+    negative), so a limit takes the first `limit` rows of a permutation of all n drawn from
+    `seed`, returned in file order (ascending). The same (n, limit, seed) always gives the
+    same rows.
+
+    Returns:
+      Ascending row indices, or None when there is no limit or it covers every row.
+
+    Raises:
+      ValueError: limit is not positive.
+    """
+    if limit is None or limit >= n:
+        return None
+    if limit <= 0:
+        raise ValueError(f"limit must be positive (None for every row), got {limit}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
 
 
 def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None = None
