@@ -27,6 +27,7 @@ from prompt_jax.tasks.registry import (
     task_by_id,
     with_template,
 )
+from prompt_jax.tasks.user_file import define_file_task
 
 _LAZY = {"batches": "pipeline", "mixture_batches": "pipeline", "seqio_task": "pipeline",
          "seqio_mixture": "pipeline", "to_batches": "pipeline", "vocabulary": "vocabulary",
@@ -35,7 +36,8 @@ _LAZY = {"batches": "pipeline", "mixture_batches": "pipeline", "seqio_task": "pi
 
 __all__ = [
     "FAMILY_STYLE", "STYLES", "Example", "ReadReport", "TaskSpec", "TfdsUnavailableError",
-    "candidates", "compile_layout", "compute_metrics", "data_root", "evaluate_classification",
+    "candidates", "compile_layout", "compute_metrics", "data_root", "define_file_task",
+    "evaluate_classification",
     "get_task", "list_tasks", "local_paths", "read_split", "render", "style_for_family",
     "task_by_id", "verbalizer_ids", "with_template",
 ]  # the _LAZY names are public too, but left out so that `import *` does not load TensorFlow

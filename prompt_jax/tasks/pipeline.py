@@ -127,8 +127,11 @@ def seqio_task(task: str | TaskSpec, tokenizer, style: str, *, source: str | Non
     vocab = vocabulary(tokenizer)
     preprocessors = []
     if source == "local":
-        root = str(data_root(data).resolve())
-        where = f"local_{hashlib.sha1(root.encode()).hexdigest()[:8]}"
+        if spec.local.fmt == "file":  # absolute paths of one's own files: no data root
+            root, where = None, "file"
+        else:
+            root = str(data_root(data).resolve())
+            where = f"local_{hashlib.sha1(root.encode()).hexdigest()[:8]}"
         splits = [s for s, _ in spec.local.splits]
         data_source = seqio.FunctionDataSource(
             functools.partial(local_dataset_fn, name=spec.name, root=root), splits=splits)
@@ -141,6 +144,9 @@ def seqio_task(task: str | TaskSpec, tokenizer, style: str, *, source: str | Non
     name = f"{spec.seqio_name(style)}:{where}:{vocab.name}"
     if spec.templates != get_task(spec.name).templates:  # a template of the user's own
         name += ":t" + hashlib.sha1(repr(spec.templates).encode()).hexdigest()[:8]
+    if spec.local.fmt == "file":  # a file task: its name may be defined again, differently
+        defined = (spec.local, spec.labels, spec.verbalizers, spec.templates)
+        name += ":f" + hashlib.sha1(repr(defined).encode()).hexdigest()[:8]
     if name in seqio.TaskRegistry.names():
         return seqio.TaskRegistry.get(name)
     preprocessors += [functools.partial(_add_task_id, task_id=spec.task_id),

@@ -153,11 +153,21 @@ class TaskSpec:
 _REGISTRY: dict[str, TaskSpec] = {}
 
 
-def register(spec: TaskSpec) -> TaskSpec:
-    """Adds a spec (its task_id becomes its registry position)."""
-    if spec.name in _REGISTRY:
+def register(spec: TaskSpec, replace: bool = False) -> TaskSpec:
+    """Adds a spec (its task_id becomes its registry position).
+
+    Args:
+      spec: the task.
+      replace: replace a registered task of the same name (keeping its task_id) rather than
+        fail.
+
+    Raises:
+      ValueError: the name is taken and `replace` is False.
+    """
+    if spec.name in _REGISTRY and not replace:
         raise ValueError(f"task {spec.name!r} is already registered")
-    spec = dataclasses.replace(spec, task_id=len(_REGISTRY))
+    task_id = _REGISTRY[spec.name].task_id if spec.name in _REGISTRY else len(_REGISTRY)
+    spec = dataclasses.replace(spec, task_id=task_id)
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -225,6 +235,8 @@ def local_paths(task: str | TaskSpec, split: str, root: str | os.PathLike | None
     files = spec.local.files(split)
     if files == CARVED:
         files = spec.local.files("train")
+    if all(Path(f).is_absolute() for f in files):  # a file task's own files
+        return tuple(Path(f) for f in files)
     base = data_root(root)
     return tuple(base / f for f in files)
 
@@ -275,7 +287,9 @@ def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None 
     paths = local_paths(spec, split, root)
     stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in paths)
     try:
-        examples, report = _read_cached(spec.name, paths, stamp)
+        examples, report = _read_cached(spec.local.fmt, paths, stamp,
+                                        spec.label_aliases if spec.labels else None,
+                                        spec.local.options)
     except FileNotFoundError as e:
         carved = " (validation is carved from train)" if spec.local.files(split) == CARVED else ""
         tfds = (f"; the task is also on TFDS as {spec.tfds.name!r}: set PROMPT_JAX_SOURCE=tfds "
@@ -299,10 +313,10 @@ def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None 
 
 
 @functools.lru_cache(maxsize=64)
-def _read_cached(name: str, paths: tuple[Path, ...], stamp: tuple
+def _read_cached(fmt: str, paths: tuple[Path, ...], stamp: tuple,
+                 aliases: tuple[tuple[str, int], ...] | None, options: tuple
                  ) -> tuple[tuple[Example, ...], ReadReport]:
-    """Reads once per (task, files, modification times)."""
-    spec = get_task(name)
-    aliases = spec.aliases if spec.labels else None
-    examples, report = read_file(spec.local.fmt, paths, aliases, dict(spec.local.options))
+    """Reads once per (format, files, modification times, labels, reader options)."""
+    examples, report = read_file(fmt, paths, None if aliases is None else dict(aliases),
+                                 dict(options))
     return tuple(examples), report
