@@ -134,6 +134,7 @@ def run_zero_shot(task: str) -> dict:
 
 def run_training(task: str, row: str) -> dict:
     from prompt_jax import run, scoring
+    from prompt_jax.tasks.metrics import classification_metrics
 
     config = config_for(task, row, Path("runs/results") / task / row)
     out = Path(config.output_dir)
@@ -156,7 +157,7 @@ def run_training(task: str, row: str) -> dict:
             full_batches[:CURVE_BATCHES], task_handle.candidates)
         metrics = {"accuracy": float(np.mean(predictions[:curve_size] == labels[:curve_size]))}
         if full:
-            metrics.update({f"full_{k}": v for k, v in scoring.classification_metrics(
+            metrics.update({f"full_{k}": v for k, v in classification_metrics(
                 predictions, labels, num_classes).items()})
         return metrics
 

@@ -4,7 +4,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+# Our lines only: TensorFlow (which runs the data pipelines) logs its build and device probing
+# on import unless told not to. Set before anything imports it; a user's own value wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Lines TensorFlow's C++ side writes to stderr on import, before its log level applies.
+TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog", "oneDNN custom operations",
+                   "TF_ENABLE_ONEDNN_OPTS", "Could not find cuda drivers", "cuInit",
+                   "Unable to register cu", "cpu_feature_guard", "rebuild TensorFlow",
+                   "This TensorFlow binary is optimized", "computation_placer")
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its import-time log lines (oneDNN, CUDA probing) hidden.
+
+    Whatever else it writes to stderr while importing is passed on, and errors raise as usual.
+    TensorFlow only runs data pipelines here, so it is kept off the GPU (which stays JAX's).
+    """
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines()
+            for line in lines:
+                if line.strip() and not any(noise in line for noise in TF_IMPORT_NOISE):
+                    print(line, file=sys.stderr)
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # devices already initialized by an earlier import
+        pass
 
 
 def _fetch(args) -> None:
@@ -79,8 +121,44 @@ _RUN_FLAGS = (  # plain flags for the common things; everything else through gin
     ("--batch_size", int, "training batch size"),
     ("--learning_rate", float, "learning rate"),
     ("--output_dir", str, "where checkpoints, metrics and prompts go"),
-    ("--eval_limit", int, "evaluate on the first N examples only (0 = all)"),
+    ("--eval_limit", int, "evaluate on a random sample of N examples of the split (seeded: "
+                          "the same N rows every run; 0 = all)"),
 )
+
+
+def _add_task_file_flags(p) -> None:
+    g = p.add_argument_group("a task from your own file (JSONL, CSV or TSV), no code needed")
+    g.add_argument("--task_file", help="train file; the task is registered under --task "
+                                       "(default: the file's stem)")
+    g.add_argument("--task_eval_file", help="validation file (default: 10%% carved from "
+                                            "--task_file)")
+    g.add_argument("--task_test_file", help="test file (for --split test)")
+    g.add_argument("--text_field", action="append",
+                   help="text field / column (repeat for a pair task; default: text)")
+    g.add_argument("--label_field", default="label", help="label field / column (default: "
+                                                          "label)")
+    g.add_argument("--labels", help="label values in class order, e.g. neg,pos (default: the "
+                                    "train file's distinct values, sorted)")
+    g.add_argument("--verbalizers", help="the word(s) scored for each label, e.g. "
+                                         "terrible,great (default: the labels)")
+
+
+def define_task_from_flags(args) -> None:
+    """Registers the `--task_file` task (if any) under `--task` or the file's stem, before the
+    run config is resolved; `--template` becomes its template (naming its text fields)."""
+    files = (args.task_file, args.task_eval_file, args.task_test_file)
+    if not any(files):
+        return
+    from pathlib import Path
+
+    from prompt_jax.tasks import define_file_task
+
+    if args.task is None:
+        args.task = Path(next(f for f in files if f)).stem
+    define_file_task(args.task, args.task_file, args.task_eval_file, args.task_test_file,
+                     text_fields=args.text_field or ("text",), label_field=args.label_field,
+                     labels=args.labels, verbalizers=args.verbalizers, template=args.template)
+    args.template = None  # now the task's own template
 
 
 def _add_run_flags(p) -> None:
@@ -90,11 +168,13 @@ def _add_run_flags(p) -> None:
                    help="gin binding, e.g. RunConfig.steps=100 (repeatable)")
     for flag, kind, text in _RUN_FLAGS:
         p.add_argument(flag, type=kind, help=text)
+    _add_task_file_flags(p)
 
 
 def _run_config(args):
     from prompt_jax import gin_config
 
+    define_task_from_flags(args)
     overrides = {flag[2:]: getattr(args, flag[2:]) for flag, _, _ in _RUN_FLAGS}
     return gin_config.resolve(args.gin_file, args.gin_param, overrides)
 
@@ -201,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("demo", help="prompt-tune the real SmolLM2-135M on SST-2 (~7 min, 2 cores)")
     p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
     p.add_argument("--steps", type=int, help="training steps (default 320)")
-    p.add_argument("--eval_limit", type=int, help="evaluate on the first N examples (0 = all)")
+    p.add_argument("--eval_limit", type=int, help="evaluate on a seeded random sample of N "
+                                                  "examples (0 = all)")
     p.add_argument("--output_dir", help="where the prompt goes (default runs/demo)")
     p.set_defaults(func=_demo)
 
@@ -213,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_tasks)
 
     args = parser.parse_args(argv)
+    if args.command in ("train", "eval", "infer", "demo"):  # they run seqio pipelines
+        import_tensorflow_quietly()
     try:
         args.func(args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError) as e:

@@ -3,13 +3,14 @@ per length bucket."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from prompt_jax import packing, partitioning, prompts
+from prompt_jax.tasks.metrics import classification_metrics  # noqa: F401  (run.py's alias)
 
 
 def candidate_scores(model, params, prompt, batch, candidates, placement, *,
@@ -75,52 +76,3 @@ def classify(eval_step: Callable, prompt, params, batches: Iterable[dict], candi
         if progress is not None:
             progress(int(real.sum()))
     return np.concatenate(predictions), np.concatenate(labels)
-
-
-def classification_metrics(predictions: np.ndarray, labels: np.ndarray,
-                           num_classes: int) -> dict[str, float]:
-    """Accuracy and macro-F1 (classes absent from both predictions and labels are skipped)."""
-    return {"accuracy": accuracy(predictions, labels),
-            "macro_f1": macro_f1(predictions, labels, num_classes)}
-
-
-def pad_candidates(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenized verbalizers -> ([C, K] ids, [C, K] mask), right-padded with 0.
-
-    Raises:
-      ValueError: a verbalizer is empty, or two verbalizers tokenize identically (they could
-        never be told apart).
-    """
-    if any(len(t) == 0 for t in token_ids):
-        raise ValueError(f"a verbalizer tokenizes to no tokens: {list(token_ids)}")
-    if len({tuple(t) for t in token_ids}) != len(token_ids):
-        raise ValueError(f"verbalizers are not distinct after tokenization: {list(token_ids)}")
-    k = max(len(t) for t in token_ids)
-    ids = np.zeros((len(token_ids), k), np.int32)
-    mask = np.zeros((len(token_ids), k), np.int32)
-    for i, t in enumerate(token_ids):
-        ids[i, : len(t)] = t
-        mask[i, : len(t)] = 1
-    return ids, mask
-
-
-def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of predictions equal to labels."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if predictions.shape != labels.shape or predictions.size == 0:
-        raise ValueError(f"shapes {predictions.shape} and {labels.shape} (non-empty, equal)")
-    return float((predictions == labels).mean())
-
-
-def macro_f1(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    """Unweighted mean of per-class F1 over the classes that occur in labels or predictions."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    scores = []
-    for c in range(num_classes):
-        tp = np.sum((predictions == c) & (labels == c))
-        fp = np.sum((predictions == c) & (labels != c))
-        fn = np.sum((predictions != c) & (labels == c))
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0

@@ -24,7 +24,7 @@ def corpus() -> tuple[str, ...]:
     for name in list_tasks():
         spec = get_task(name)
         lines += [t for _, t in spec.templates] + list(spec.verbalizers + spec.t5_verbalizers)
-        for split in ("train", "validation"):
+        for split in ("train", "validation", "test"):
             try:
                 examples, _ = read_split(name, split)
             except (FileNotFoundError, KeyError):

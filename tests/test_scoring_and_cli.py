@@ -12,7 +12,8 @@ import pytest
 
 from prompt_jax import cli, demo
 from prompt_jax.models.fetch import _unpack_verified
-from prompt_jax.scoring import accuracy, macro_f1, pad_candidates
+from prompt_jax.tasks.encoding import pad_candidates
+from prompt_jax.tasks.metrics import accuracy, macro_f1
 from tests.hf_models import save_tiny
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import time
 
 import numpy as np
@@ -23,12 +22,13 @@ from prompt_jax.tasks import (
     sources,
     with_template,
 )
+from prompt_jax.tasks.registry import sample_rows
 from tests.task_tokenizers import BACKBONES, bert_tokenizer, smollm2_tokenizer
 
 # Every task with data in ../shared/data and the train / validation splits it has there.
 LOCAL = {"sst2": ("train", "validation"), "imdb": ("train", "validation"),
          "laptop": ("train", "validation"), "restaurant": ("train", "validation"),
-         "tweeteval": ("validation",), "mnli": ("validation",), "qnli": ("validation",),
+         "mnli": ("validation",), "qnli": ("validation",),
          "snli": ("validation",), "mrpc": ("train", "validation"),
          "rotten_tomatoes": ("train", "validation"), "rte": ("train", "validation"),
          "cb": ("train", "validation"), "trec": ("train", "validation"), "ag_news": ("test",)}
@@ -55,14 +55,15 @@ def test_every_local_task_yields_fixed_shape_batches(task, split):
     assert got[1]["weight"].tolist() == [1.0] * 8 + [0.0] * 8
     assert got[1]["index"][8:].tolist() == [-1] * 8
     examples, _ = read_split(task, split)
-    np.testing.assert_array_equal(_rows(got, "label"), [e.label for e in examples[:24]])
-    np.testing.assert_array_equal(_rows(got, "index"), np.arange(24))
+    rows = sample_rows(len(examples), 24)  # a seeded sample of the split, in file order
+    np.testing.assert_array_equal(_rows(got, "index"), rows)
+    np.testing.assert_array_equal(_rows(got, "label"), [examples[i].label for i in rows])
 
 
 def test_absent_splits_and_impossible_lengths_fail_before_running():
     tok = smollm2_tokenizer()
-    with pytest.raises(FileNotFoundError, match="tweeteval/sentiment/train_text.txt"):
-        next(batches("tweeteval", "train", tok, "causal", 8, max_length=64))
+    with pytest.raises(FileNotFoundError, match="mnli/train.jsonl.*PROMPT_JAX_SOURCE=tfds"):
+        next(batches("mnli", "train", tok, "causal", 8, max_length=64))
     with pytest.raises(KeyError, match="no local 'test' split"):
         next(batches("sst2", "test", tok, "causal", 8, max_length=64))
     with pytest.raises(ValueError, match="max_length 8 leaves no room .* 'mnli'"):
@@ -139,10 +140,38 @@ def test_same_seed_same_order_over_two_epochs_other_seed_another():
     first, again, other = _order(0), _order(0), _order(1)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+    sample = sample_rows(len(read_split("cb", "train")[0]), 64).tolist()
     for order in (first, other):
-        assert sorted(order[:64]) == list(range(64)) == sorted(order[64:])  # whole epochs
+        assert sorted(order[:64]) == sample == sorted(order[64:])  # whole epochs
     assert not np.array_equal(first[:64], first[64:])  # each epoch is reshuffled
-    assert not np.array_equal(first[:64], np.arange(64))
+    assert not np.array_equal(first[:64], sample)
+
+
+def test_limit_is_a_seeded_random_sample_of_a_file_sorted_by_label():
+    """IMDB's test file is sorted by label (12,500 negative reviews, then 12,500 positive): a
+    limit takes a seeded random sample of the whole split, in file order, so both classes."""
+    tok = smollm2_tokenizer()
+    examples, _ = read_split("imdb", "test")
+    assert {e.label for e in examples[:500]} == {0}  # the file's start is one class
+
+    def sample(**kwargs):
+        got = list(batches("imdb", "test", tok, "causal", 32, max_length=48, shuffle=False,
+                           limit=60, **kwargs))
+        return _rows(got, "index"), _rows(got, "label")
+
+    index, labels = sample()
+    assert len(index) == 60 and len(set(index.tolist())) == 60
+    assert np.all(np.diff(index) > 0) and index.max() > 12500  # file order, spread over it
+    assert 15 <= int(labels.sum()) <= 45  # both classes, near half and half
+    np.testing.assert_array_equal(labels, [examples[i].label for i in index])
+    again, _ = sample()
+    np.testing.assert_array_equal(again, index)  # same seed, same rows
+    other, _ = sample(limit_seed=1)
+    assert len(other) == 60 and not np.array_equal(other, index)
+    np.testing.assert_array_equal(sample_rows(25000, 60), index)
+    assert sample_rows(10, 10) is None and sample_rows(10, None) is None
+    with pytest.raises(ValueError, match="limit must be positive"):
+        sample_rows(10, 0)
 
 
 def test_lengths_are_bucketed_and_truncation_keeps_the_template_end():
@@ -177,26 +206,6 @@ def test_mixture_examples_carry_their_task_id():
             np.testing.assert_array_equal(b["targets"][row][b["target_mask"][row] == 1], gold)
 
 
-def test_generation_task_batches(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROMPT_JAX_DATA", str(tmp_path))
-    (tmp_path / "samsum").mkdir()
-    rows = [{"id": str(i), "dialogue": f"A: hello {i}\nB: hi", "summary": f"They greet {i}."}
-            for i in range(3)]
-    (tmp_path / "samsum/val.json").write_text(json.dumps(rows))
-    for family in ("t5", "llama"):
-        style, make = BACKBONES[family]
-        tok = make()
-        (b,) = batches("samsum", "validation", tok, style, 4, max_length=64, shuffle=False)
-        assert b["label"].tolist()[:3] == [-1, -1, -1] and b["targets"].shape[1] == 16
-        target = tok.decode(b["targets"][1][b["target_mask"][1] == 1].tolist())
-        if style == "t5":
-            assert target.split() == ["They", "greet", "1.</s>"]
-        else:
-            assert target == " They greet 1." + tok.eos_token
-    with pytest.raises(ValueError, match="generation task"):
-        batches("samsum", "validation", bert_tokenizer(), "mlm", 4, max_length=64)
-
-
 def test_the_registered_seqio_task():
     import tensorflow as tf
 
@@ -210,7 +219,7 @@ def test_the_registered_seqio_task():
     assert task.postprocess_fn(" yes", is_target=False) == 1
     assert task.postprocess_fn("perhaps") == -1
     (metric,) = task.metric_fns
-    assert metric([1, 0, 1], [1, 1, 1]) == pytest.approx({"accuracy": 200 / 3, "f1": 80.0})
+    assert metric([1, 0, 1], [1, 1, 1]) == pytest.approx({"accuracy": 2 / 3, "f1": 0.8})
     vocab = task.output_features["inputs"].vocabulary
     assert vocab.decode(tok("hi there")["input_ids"]) == "hi there"
     assert vocab.encode_tf(tf.constant("hi there")).numpy().tolist() == tok("hi there")[
@@ -233,8 +242,8 @@ def test_tfds_source_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
     with pytest.raises(TfdsUnavailableError, match="tfds-host.invalid is unreachable"):
         batches("mnli", "validation", tok, "causal", 8, max_length=64)
     assert time.perf_counter() - start < 15
-    with pytest.raises(ValueError, match="'tweeteval' has no TFDS builder"):
-        seqio_task("tweeteval", tok, "causal")
+    with pytest.raises(ValueError, match="'laptop' has no TFDS builder"):
+        seqio_task("laptop", tok, "causal")
     monkeypatch.setenv("PROMPT_JAX_SOURCE", "hub")
     with pytest.raises(ValueError, match="unknown data source 'hub'"):
         seqio_task("sst2", tok, "causal")
@@ -276,11 +285,3 @@ def test_tfds_adapter_maps_builder_shaped_examples():
     got = list(ds.as_numpy_iterator())
     assert [g["label"] for g in got] == [e.label for e in examples[1:6]]
     assert [g["text_b"].decode() for g in got] == [e.text_b for e in examples[1:6]]
-    squad_like = tf.data.Dataset.from_tensor_slices({
-        "question": ["Where is Paris?"], "context": ["Paris is in France."],
-        "answers": {"text": tf.ragged.constant([["France", "in France"]]).to_tensor(),
-                    "answer_start": tf.constant([[12, 9]], tf.int32)},
-        "id": ["1"], "title": ["t"]})
-    (got,) = sources.tfds_adapter(squad_like, name="squad").as_numpy_iterator()
-    assert (got["text_a"], got["text_b"], got["target"], got["label"]) == (
-        b"Where is Paris?", b"Paris is in France.", b"France", -1)

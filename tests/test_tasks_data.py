@@ -26,9 +26,14 @@ from prompt_jax.tasks.registry import CARVE_MAX, CARVED, carve_indices
 
 DATA = data_root()
 
-PAPER_TASKS = {"imdb", "sst2", "laptop", "restaurant", "movie_rationales", "tweeteval", "mnli",
-               "qnli", "snli", "deontology", "justice", "qqp", "mrpc", "squad", "nq_open",
-               "multi_news", "samsum"}
+# The classification tasks of Prompt-Transferability that can be trained here (locally, or
+# from TFDS); its generation tasks, TweetEval (no train file) and ETHICS (no data) are not
+# registered.
+PAPER_TASKS = {"imdb", "sst2", "laptop", "restaurant", "movie_rationales", "mnli", "qnli",
+               "snli", "qqp", "mrpc"}
+UNREGISTERED = {"tweeteval", "deontology", "justice", "squad", "nq_open", "multi_news", "samsum"}
+# Tasks without local train files: they train from TFDS only.
+TFDS_TRAIN = {"movie_rationales", "mnli", "qnli", "snli", "qqp", "ag_news"}
 EXTRA_TASKS = {"rotten_tomatoes", "rte", "cb", "ag_news", "trec"}
 
 # Label counts of every file split in ../shared/data, counted independently below and checked
@@ -37,8 +42,6 @@ FILE_SPLITS = {
     ("sst2", "validation"): {"negative": 428, "positive": 444},
     ("sst2", "train"): {"negative": 29780, "positive": 37569},
     ("imdb", "test"): {"negative": 12500, "positive": 12500},
-    ("tweeteval", "validation"): {"negative": 312, "neutral": 869, "positive": 819},
-    ("tweeteval", "test"): {"negative": 3972, "neutral": 5937, "positive": 2375},
     ("laptop", "test"): {"negative": 128, "neutral": 169, "positive": 341},
     ("restaurant", "test"): {"negative": 196, "neutral": 196, "positive": 728},
     ("mnli", "validation"): {"entailment": 3479, "neutral": 3123, "contradiction": 3213},
@@ -57,15 +60,10 @@ FILE_SPLITS = {
 CARVED_TASKS = {"imdb": 25000, "laptop": 2328, "restaurant": 3608, "mrpc": 4076,
                 "rotten_tomatoes": 8530, "trec": 5452}
 # Splits the registry knows but shared/ lacks: the error must name this file.
-ABSENT = {("tweeteval", "train"): "tweeteval/sentiment/train_text.txt",
-          ("mnli", "train"): "mnli/train.jsonl", ("qnli", "train"): "glue_qnli/train.tsv",
+ABSENT = {("mnli", "train"): "mnli/train.jsonl", ("qnli", "train"): "glue_qnli/train.tsv",
           ("snli", "train"): "snli/train.jsonl", ("ag_news", "train"): "ag_news/train.csv",
           ("ag_news", "validation"): "ag_news/train.csv",
-          ("qqp", "validation"): "glue_qqp/dev.tsv", ("squad", "train"): "squad/train-v1.1.json",
-          ("nq_open", "validation"): "nq_open/NQ-open.dev.jsonl",
-          ("multi_news", "train"): "multi_news/train.src", ("samsum", "test"): "samsum/test.json",
-          ("deontology", "train"): "ethics/deontology/deontology_train.csv",
-          ("justice", "test"): "ethics/justice/justice_test.csv",
+          ("qqp", "validation"): "glue_qqp/dev.tsv",
           ("movie_rationales", "validation"): "movies/val.jsonl"}
 
 
@@ -78,6 +76,7 @@ def label_counts(task, split):
 
 def test_registry_has_the_paper_tasks_and_the_extras():
     assert set(list_tasks()) == PAPER_TASKS | EXTRA_TASKS
+    assert not UNREGISTERED & set(list_tasks())
     assert [get_task(n).task_id for n in list_tasks()] == list(range(len(list_tasks())))
     with pytest.raises(KeyError, match="unknown task 'sst5'.*sst2.*trec"):
         get_task("sst5")
@@ -89,10 +88,23 @@ def test_registry_has_the_paper_tasks_and_the_extras():
         assert len(set(spec.verbalizers)) == len(spec.verbalizers), name
         assert spec.seqio_names == tuple(f"prompt_jax_{name}_{s}" for s in spec.styles)
     assert get_task("mrpc").metric_names == ("accuracy", "f1")
-    assert get_task("squad").metric_names == ("exact_match", "f1")
-    assert get_task("samsum").metric_names == ("rouge1", "rouge2", "rougeL")
-    with pytest.raises(ValueError, match="generation task"):
-        get_task("squad").check_style("mlm")
+    assert all(get_task(n).labels for n in list_tasks())  # classification only
+
+
+@pytest.mark.parametrize("task", sorted(PAPER_TASKS | EXTRA_TASKS))
+def test_every_task_reads_train_and_validation_locally_or_says_it_is_tfds_only(task):
+    """No registered task fails at load with a confusing error: train and validation examples
+    come from ../shared/data, or the task has a TFDS builder and the error says to use it."""
+    spec = get_task(task)
+    for split in ("train", "validation"):
+        try:
+            examples, _ = read_split(task, split)
+        except FileNotFoundError as e:
+            assert task in TFDS_TRAIN and spec.tfds is not None, (task, split, str(e))
+            assert f"on TFDS as '{spec.tfds.name}': set PROMPT_JAX_SOURCE=tfds" in str(e)
+            continue
+        assert task not in TFDS_TRAIN or split == "validation", (task, split)
+        assert len(examples) > 0 and len({e.label for e in examples}) == len(spec.labels)
 
 
 @pytest.mark.parametrize(("task", "split"), sorted(FILE_SPLITS))
@@ -216,44 +228,10 @@ def test_malformed_input_is_counted_per_split_never_mapped(tmp_path, monkeypatch
         ("the screen is great", "screen", 2)]
     assert report.problem_counts == {"malformed": 2}
 
-    _write(tmp_path / "tweeteval/sentiment/val_text.txt", b"one\ntwo\n")
-    _write(tmp_path / "tweeteval/sentiment/val_labels.txt", b"0\n")
-    with pytest.raises(ValueError, match="2 lines but .*val_labels.txt has 1"):
-        read_split("tweeteval", "validation")
 
 
-def test_generation_formats_of_the_public_releases(tmp_path, monkeypatch):
+def test_the_eraser_release_format(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMPT_JAX_DATA", str(tmp_path))
-    squad = {"data": [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
-        {"id": "1", "question": "Where is Paris?",
-         "answers": [{"text": "France", "answer_start": 12},
-                     {"text": "in France", "answer_start": 9}]}]}]}]}
-    _write(tmp_path / "squad/dev-v1.1.json", json.dumps(squad).encode())
-    (example,), report = read_split("squad", "validation")
-    assert (example.text_a, example.text_b, example.label) == (
-        "Where is Paris?", "Paris is in France.", -1)
-    assert example.references == ("France", "in France") and report.kept == 1
-    _write(tmp_path / "nq_open/NQ-open.dev.jsonl",
-           b'{"question": "who wrote hamlet", "answer": ["Shakespeare", "W. Shakespeare"]}\n'
-           b'{"question": "empty", "answer": []}\n')
-    examples, report = read_split("nq_open", "validation")
-    assert [e.references for e in examples] == [("Shakespeare", "W. Shakespeare")]
-    assert report.problem_counts == {"empty_text": 1}
-    _write(tmp_path / "samsum/val.json",
-           json.dumps([{"id": "1", "dialogue": "A: hi\nB: hello", "summary": "They greet."}])
-           .encode())
-    (example,), _ = read_split("samsum", "validation")
-    assert example.text_a == "A: hi\nB: hello" and example.target == "They greet."
-    _write(tmp_path / "multi_news/val.src",
-           b"first story story_separator_special_tag second story\n")
-    _write(tmp_path / "multi_news/val.tgt", b"\xe2\x80\x93 a summary\n")
-    (example,), _ = read_split("multi_news", "validation")
-    assert example.text_a == "first story \n second story" and example.target == "– a summary"
-    _write(tmp_path / "ethics/deontology/deontology_test.csv",
-           b'label,scenario,excuse\n1,"I am a nurse, so","I should help, of course."\n')
-    (example,), _ = read_split("deontology", "test")
-    assert (example.text_a, example.text_b, example.label) == (
-        "I am a nurse, so", "I should help, of course.", 1)
     _write(tmp_path / "movies/val.jsonl",
            b'{"annotation_id": "negR_000.txt", "classification": "NEG", "evidences": []}\n')
     _write(tmp_path / "movies/docs/negR_000.txt", b"a dull film .\n")
@@ -270,8 +248,9 @@ def test_cli_lists_tasks_with_labels_sizes_and_offline_availability(capsys, tmp_
     table = {line.split()[0]: line.split() for line in out.splitlines()[3:] if line.strip()}
     assert set(list_tasks()) <= set(table)
     assert table["sst2"][2:5] == ["67349/872/-", "yes", "glue/sst2"]
-    assert table["tweeteval"][2:5] == ["missing/2000/12284", "eval", "only"]
-    assert table["squad"][2:4] == ["missing/missing/-", "no"]
+    assert table["mnli"][2:5] == ["missing/9815/-", "eval", "only"]
+    assert table["qqp"][2:4] == ["missing/missing/-", "no"]
+    assert "PROMPT_JAX_SOURCE=tfds" in out
     assert "entailment->yes, neutral->maybe, contradiction->no" in out
     main(["tasks", "--json"])
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
@@ -287,7 +266,14 @@ def test_cli_lists_tasks_with_labels_sizes_and_offline_availability(capsys, tmp_
     assert "dropped in validation: {'malformed': 1}" in out and "missing/1/-" in out
 
 
-def test_importing_the_tasks_package_does_not_import_tensorflow():
+def test_importing_the_tasks_package_imports_no_tensorflow_and_no_model_side():
+    """The data side stands alone: no TensorFlow until a pipeline runs, and never flax, jax or
+    the model side (prompt_jax.models, prompt_jax.scoring)."""
     code = ("import sys, prompt_jax.tasks as t; t.read_split('cb', 'validation'); "
-            "t.get_task('sst2'); assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+            "t.get_task('sst2'); from prompt_jax.tasks import encoding, metrics, report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'flax', 'jax', 'jaxlib') or m.startswith(('prompt_jax.models', "
+            "'prompt_jax.scoring'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "[]", out

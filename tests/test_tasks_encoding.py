@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from prompt_jax.tasks import candidates, compile_layout, get_task, list_tasks, read_split, render
-from prompt_jax.tasks.encoding import encode_inputs, encode_target
-from prompt_jax.tasks.metrics import compute, lcs_length, rouge, rouge_l, rouge_n, squad
+from prompt_jax.tasks.encoding import encode_inputs
+from prompt_jax.tasks.metrics import compute, evaluate_classification
 from tests.task_tokenizers import BACKBONES
 
 CLASSIFICATION = [n for n in list_tasks() if not get_task(n).is_generation]
@@ -46,8 +46,6 @@ def test_styles_and_their_verbalizers():
     assert get_task("mrpc").verbalizers_for("t5") == ("not_equivalent", "equivalent")
     with pytest.raises(ValueError, match="unknown style 'gpt'"):
         get_task("sst2").verbalizers_for("gpt")
-    with pytest.raises(ValueError, match="generation task: it has no verbalizers"):
-        candidates("squad", BACKBONES["llama"][1](), "causal")
 
 
 def _normal(tok, text: str) -> str:
@@ -99,56 +97,27 @@ def test_truncation_cuts_texts_and_keeps_the_template_end(backbone):
         assert cut[position] == tok.mask_token_id
     with pytest.raises(ValueError, match="shorter than the .* template of 'rte'"):
         encode_inputs(layout, tok, "a", "b", max_length=layout.fixed_length - 1)
-    if style != "mlm":
-        target = encode_target(compile_layout("squad", tok, style), tok, "an answer " * 50, 8)
-        assert len(target) <= 8
-        if style == "t5":
-            assert target[-1] == tok.eos_token_id
 
 
-def test_classification_metrics():
-    assert compute("sst2", [1, 0, 1, 1], [1, 1, 1, 0]) == {"accuracy": 50.0}
-    # F1 of the positive class: precision 2/3, recall 2/3.
-    result = compute("mrpc", [1, 1, 1, 0, 0], [1, 1, 0, 1, 0])
-    assert result["accuracy"] == 60.0 and result["f1"] == pytest.approx(200 / 3)
+def test_classification_metrics_are_fractions_predictions_first():
+    assert compute("sst2", [1, 1, 1, 0], [1, 0, 1, 1]) == {"accuracy": 0.5}
+    # F1 of the positive class: predictions [1, 1, 0, 1, 0] vs labels [1, 1, 1, 0, 0]:
+    # tp 2, fp 1, fn 1 -> precision 2/3, recall 2/3.
+    result = compute("mrpc", [1, 1, 0, 1, 0], [1, 1, 1, 0, 0])
+    assert result["accuracy"] == pytest.approx(0.6) and result["f1"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="as many predictions"):
         compute("sst2", [1, 0], [1])
 
 
-def test_qa_metrics_take_the_best_reference():
-    result = squad([["the Eiffel Tower", "Eiffel"], ["1889"]], ["Eiffel tower!", "in 1889"])
-    assert result["exact_match"] == 50.0
-    # second: prediction "in 1889" vs "1889": precision 1/2, recall 1 -> F1 2/3.
-    assert result["f1"] == pytest.approx(100 * (1 + 2 / 3) / 2)
-    assert compute("nq_open", [("Paris",)], ["paris"]) == {"exact_match": 100.0, "f1": 100.0}
-
-
-def test_rouge_by_hand():
-    ref, pred = "the cat sat on the mat", "the cat lay on the mat"
-    # unigrams: 5 of 6 shared; bigrams: "the cat", "on the", "the mat" = 3 of 5.
-    assert rouge_n(ref, pred, 1) == pytest.approx(5 / 6)
-    assert rouge_n(ref, pred, 2) == pytest.approx(3 / 5)
-    assert lcs_length("a b c d e".split(), "a c e f".split()) == 3
-    assert rouge_l(ref, pred) == pytest.approx(5 / 6)
-    # precision 3/3, recall 3/6 -> F 2/3; punctuation and case do not count.
-    assert rouge_l("The cat, sat on the MAT.", "cat sat mat") == pytest.approx(2 / 3)
-    assert rouge_n("a", "", 1) == 0.0
-    scores = rouge([ref, ref], [pred, ref])
-    assert scores["rouge1"] == pytest.approx(100 * (5 / 6 + 1) / 2)
-    assert set(compute("samsum", [ref], [pred])) == {"rouge1", "rouge2", "rougeL"}
-
-
-def test_every_template_compiles_for_every_backbone(backbone):
-    family, style, tok = backbone
-    for name in list_tasks():
-        spec = get_task(name)
-        if style not in spec.styles:
-            with pytest.raises(ValueError, match="generation task"):
-                compile_layout(name, tok, style)
-            continue
-        layout = compile_layout(name, tok, style)
-        text = render(layout, "first text", "second text" if spec.pair else "")
-        assert "{" not in text and "first text" in text
-        assert ("second text" in text) == spec.pair, name
-        ids, _ = encode_inputs(layout, tok, "first text", "second text" if spec.pair else "")
-        assert len(ids) > layout.fixed_length
+def test_evaluate_classification_reports_task_metrics_and_single_class_labels(caplog):
+    result = evaluate_classification("mrpc", [1, 1, 0, 1, 0], [1, 1, 1, 0, 0])
+    assert set(result) == {"accuracy", "macro_f1", "f1"}
+    # class 0: tp 1, fp 1, fn 1 -> 0.5; class 1: tp 2, fp 1, fn 1 -> 2/3
+    assert result["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert evaluate_classification("sst2", [0, 1], [0, 1]) == {"accuracy": 1.0, "macro_f1": 1.0}
+    # one class among the predictions only is not one class among the labels
+    assert "single_class_labels" not in evaluate_classification("sst2", [0, 0, 0], [0, 1, 0])
+    with caplog.at_level("WARNING"):
+        result = evaluate_classification("sst2", [0, 1, 0, 0], [0, 0, 0, 0])
+    assert result["single_class_labels"] == "negative" and result["accuracy"] == 0.75
+    assert "all 4 evaluated examples of task 'sst2' have the label 'negative'" in caplog.text

@@ -12,6 +12,7 @@ import importlib
 from prompt_jax.tasks import catalog as _catalog  # noqa: F401  (registers the tasks)
 from prompt_jax.tasks.encoding import candidates, compile_layout, render, verbalizer_ids
 from prompt_jax.tasks.metrics import compute as compute_metrics
+from prompt_jax.tasks.metrics import evaluate_classification
 from prompt_jax.tasks.readers import Example, ReadReport, data_root
 from prompt_jax.tasks.registry import (
     FAMILY_STYLE,
@@ -26,6 +27,7 @@ from prompt_jax.tasks.registry import (
     task_by_id,
     with_template,
 )
+from prompt_jax.tasks.user_file import define_file_task
 
 _LAZY = {"batches": "pipeline", "mixture_batches": "pipeline", "seqio_task": "pipeline",
          "seqio_mixture": "pipeline", "to_batches": "pipeline", "vocabulary": "vocabulary",
@@ -34,9 +36,10 @@ _LAZY = {"batches": "pipeline", "mixture_batches": "pipeline", "seqio_task": "pi
 
 __all__ = [
     "FAMILY_STYLE", "STYLES", "Example", "ReadReport", "TaskSpec", "TfdsUnavailableError",
-    "candidates", "compile_layout", "compute_metrics", "data_root", "get_task", "list_tasks",
-    "local_paths", "read_split", "render", "style_for_family", "task_by_id", "verbalizer_ids",
-    "with_template",
+    "candidates", "compile_layout", "compute_metrics", "data_root", "define_file_task",
+    "evaluate_classification",
+    "get_task", "list_tasks", "local_paths", "read_split", "render", "style_for_family",
+    "task_by_id", "verbalizer_ids", "with_template",
 ]  # the _LAZY names are public too, but left out so that `import *` does not load TensorFlow
 
 

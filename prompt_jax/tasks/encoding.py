@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from prompt_jax.scoring import pad_candidates
 from prompt_jax.tasks.registry import TaskSpec, get_task
 
 
@@ -203,6 +202,26 @@ def verbalizer_ids(task: str | TaskSpec, tokenizer, style: str) -> list[list[int
     if style == "causal":
         return [encode_text(tokenizer, " " + w) for w in words]
     return [encode_text(tokenizer, w) for w in words]
+
+
+def pad_candidates(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenized verbalizers -> ([C, K] ids, [C, K] mask), right-padded with 0.
+
+    Raises:
+      ValueError: a verbalizer is empty, or two verbalizers tokenize identically (they could
+        never be told apart).
+    """
+    if any(len(t) == 0 for t in token_ids):
+        raise ValueError(f"a verbalizer tokenizes to no tokens: {list(token_ids)}")
+    if len({tuple(t) for t in token_ids}) != len(token_ids):
+        raise ValueError(f"verbalizers are not distinct after tokenization: {list(token_ids)}")
+    k = max(len(t) for t in token_ids)
+    ids = np.zeros((len(token_ids), k), np.int32)
+    mask = np.zeros((len(token_ids), k), np.int32)
+    for i, t in enumerate(token_ids):
+        ids[i, : len(t)] = t
+        mask[i, : len(t)] = 1
+    return ids, mask
 
 
 def candidates(task: str | TaskSpec, tokenizer, style: str) -> tuple[np.ndarray, np.ndarray]:

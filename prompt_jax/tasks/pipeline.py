@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 
@@ -23,7 +24,7 @@ import tensorflow as tf
 from prompt_jax.tasks import encoding
 from prompt_jax.tasks.metrics import compute, label_from_text
 from prompt_jax.tasks.readers import data_root
-from prompt_jax.tasks.registry import TaskSpec, get_task, read_split
+from prompt_jax.tasks.registry import LIMIT_SEED, TaskSpec, get_task, read_split, sample_rows
 from prompt_jax.tasks.sources import (
     ensure_tfds_available,
     local_dataset_fn,
@@ -33,6 +34,33 @@ from prompt_jax.tasks.sources import (
 from prompt_jax.tasks.vocabulary import pad_id, vocabulary
 
 BUCKET = 16
+
+log = logging.getLogger(__name__)
+
+
+def _keep_rows(ds: tf.data.Dataset, *, keep: np.ndarray) -> tf.data.Dataset:
+    """Only the examples whose `index` (row of the split) is marked in the boolean `keep`."""
+    table = tf.constant(keep)
+    return ds.filter(lambda ex: tf.gather(table, ex["index"]))
+
+
+def _sampled(task: seqio.Task, rows: np.ndarray, n: int, tag: str) -> seqio.Task:
+    """The task restricted to `rows` (of n) of a split, selected before tokenization so that
+    only the sample is tokenized. Not registered: built for one `batches` call."""
+    keep = np.zeros(n, bool)
+    keep[rows] = True
+    steps = list(task.preprocessors)
+    steps.insert(len(steps) - 1, functools.partial(_keep_rows, keep=keep))  # before _tokenize
+    return seqio.Task(f"{task.name}:{tag}", source=task.source,
+                      output_features=task.output_features, preprocessors=steps,
+                      postprocess_fn=task.postprocessor, metric_fns=task.metric_fns)
+
+
+def _split_size(task: seqio.Task, spec: TaskSpec, split: str, source: str | None,
+                data: str | os.PathLike | None) -> int | None:
+    if resolve_source(source) == "local":
+        return len(read_split(spec, split, data)[0])
+    return task.source.num_input_examples(split)
 
 
 def _add_task_id(ds: tf.data.Dataset, *, task_id: int) -> tf.data.Dataset:
@@ -99,8 +127,11 @@ def seqio_task(task: str | TaskSpec, tokenizer, style: str, *, source: str | Non
     vocab = vocabulary(tokenizer)
     preprocessors = []
     if source == "local":
-        root = str(data_root(data).resolve())
-        where = f"local_{hashlib.sha1(root.encode()).hexdigest()[:8]}"
+        if spec.local.fmt == "file":  # absolute paths of one's own files: no data root
+            root, where = None, "file"
+        else:
+            root = str(data_root(data).resolve())
+            where = f"local_{hashlib.sha1(root.encode()).hexdigest()[:8]}"
         splits = [s for s, _ in spec.local.splits]
         data_source = seqio.FunctionDataSource(
             functools.partial(local_dataset_fn, name=spec.name, root=root), splits=splits)
@@ -113,6 +144,9 @@ def seqio_task(task: str | TaskSpec, tokenizer, style: str, *, source: str | Non
     name = f"{spec.seqio_name(style)}:{where}:{vocab.name}"
     if spec.templates != get_task(spec.name).templates:  # a template of the user's own
         name += ":t" + hashlib.sha1(repr(spec.templates).encode()).hexdigest()[:8]
+    if spec.local.fmt == "file":  # a file task: its name may be defined again, differently
+        defined = (spec.local, spec.labels, spec.verbalizers, spec.templates)
+        name += ":f" + hashlib.sha1(repr(defined).encode()).hexdigest()[:8]
     if name in seqio.TaskRegistry.names():
         return seqio.TaskRegistry.get(name)
     preprocessors += [functools.partial(_add_task_id, task_id=spec.task_id),
@@ -121,7 +155,7 @@ def seqio_task(task: str | TaskSpec, tokenizer, style: str, *, source: str | Non
                 for k in ("inputs", "targets")}
 
     def metric(targets, predictions):
-        return compute(spec, targets, predictions)
+        return compute(spec, predictions, targets)  # seqio passes (targets, predictions)
 
     def postprocess(text, example=None, is_target=False):
         return text if spec.is_generation else label_from_text(spec, style, text)
@@ -203,15 +237,21 @@ def _target_length(specs: Sequence[TaskSpec], tokenizer, style: str) -> int | No
 
 def batches(task: str | TaskSpec, split: str, tokenizer, style: str, batch_size: int, *,
             max_length: int, seed: int = 0, shuffle: bool = True, repeat: bool = False,
-            limit: int | None = None, max_target_length: int | None = None,
-            source: str | None = None, data: str | os.PathLike | None = None,
-            bucket: int = BUCKET) -> Iterator[dict[str, np.ndarray]]:
+            limit: int | None = None, limit_seed: int = LIMIT_SEED,
+            max_target_length: int | None = None, source: str | None = None,
+            data: str | os.PathLike | None = None, bucket: int = BUCKET
+            ) -> Iterator[dict[str, np.ndarray]]:
     """Fixed-shape numpy batches of one task's split, through its seqio Task.
 
     The split is tokenized once and cached; with `shuffle`, each epoch is a full permutation
     drawn from `seed` (same seed -> same order, epoch after epoch; TFDS splits larger than
-    2**18 rows are shuffled through a buffer of that size). `limit` keeps the first `limit`
-    examples of the split (file order) before shuffling.
+    2**18 rows are shuffled through a buffer of that size).
+
+    `limit` (e.g. an eval_limit) keeps a seeded random sample of `limit` rows of the split, not
+    its first rows (files are often sorted by label): the rows `registry.sample_rows(n, limit,
+    limit_seed)` picks, kept in file order, selected before tokenization. The sample depends
+    only on `limit_seed` (not on `seed`), so runs with different training seeds evaluate the
+    same rows.
 
     Returns:
       An iterator of dicts: inputs, input_mask [B, T]; targets, target_mask [B, K]; label,
@@ -225,6 +265,15 @@ def batches(task: str | TaskSpec, split: str, tokenizer, style: str, batch_size:
     _check_lengths([spec], tokenizer, style, max_length)
     seqio_t = seqio_task(spec, tokenizer, style, source=source, data=data)
     lengths = {"inputs": max_length, "targets": max_target_length or max_length}
+    if limit is not None:
+        n = _split_size(seqio_t, spec, split, source, data)
+        if n is None:  # a TFDS split whose size its builder does not say
+            log.warning("the size of %s split %r is unknown: limit %d takes its first rows",
+                        seqio_t.name, split, limit)
+        else:
+            rows = sample_rows(n, limit, limit_seed)
+            if rows is not None:
+                seqio_t = _sampled(seqio_t, rows, n, f"{split}_sample{limit}_seed{limit_seed}")
     ds = seqio_t.get_dataset(lengths, split=split, shuffle=False, num_epochs=1,
                              trim_output_features=False)
     if limit is not None:

@@ -237,58 +237,6 @@ def read_absa(path: Path, notes: Counter) -> RawRows:
         yield _record(sentence.replace("$T$", aspect.strip()), aspect, polarity.strip())
 
 
-def read_parallel(text_path: Path, label_path: Path, notes: Counter) -> RawRows:
-    """Two files with one text and one label per line (TweetEval)."""
-    texts, labels = list(_lines(text_path, notes)), list(_lines(label_path, notes))
-    if len(texts) != len(labels):
-        raise ValueError(f"{text_path} has {len(texts)} lines but {label_path} has "
-                         f"{len(labels)}; they must pair up line by line")
-    for (_, text), (_, label) in zip(texts, labels, strict=True):
-        if isinstance(text, Problem) or isinstance(label, Problem):
-            yield text if isinstance(text, Problem) else label
-            continue
-        yield _record(text, "", label.strip())
-
-
-def read_squad(path: Path, notes: Counter) -> RawRows:
-    """The SQuAD v1.1 release JSON: text_a = question, text_b = context, references = answers."""
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        yield Problem("bad_utf8", f"{path}:1")
-        return
-    for article in data["data"]:
-        for para in article["paragraphs"]:
-            for qa in para["qas"]:
-                yield _record(qa["question"], para["context"], None,
-                              tuple(a["text"] for a in qa["answers"]))
-
-
-def read_samsum(path: Path, notes: Counter) -> RawRows:
-    """The SAMSum release JSON: a list of {"id", "dialogue", "summary"}."""
-    try:
-        rows = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        yield Problem("bad_utf8", f"{path}:1")
-        return
-    for i, row in enumerate(rows):
-        if not isinstance(row.get("dialogue"), str) or not isinstance(row.get("summary"), str):
-            yield Problem("malformed", f"{path}:item {i}")
-            continue
-        yield _record(row["dialogue"], "", None, (row["summary"],))
-
-
-def read_src_tgt(src_path: Path, tgt_path: Path, notes: Counter) -> RawRows:
-    """The Multi-News release: `<split>.src` (documents joined by `story_separator_special_tag`)
-    and `<split>.tgt` (summaries), one example per line."""
-    yield from (
-        (row if isinstance(row, Problem) else
-         _record(row["text_a"].replace("story_separator_special_tag", "\n"), "", None,
-                 (row["label"],)))
-        for row in read_parallel(src_path, tgt_path, notes)
-    )
-
-
 def read_eraser(path: Path, notes: Counter) -> RawRows:
     """ERASER movie rationales: `<split>.jsonl` rows name a document in `docs/`."""
     docs = path.parent / "docs"
@@ -304,8 +252,7 @@ def read_eraser(path: Path, notes: Counter) -> RawRows:
 
 READERS: dict[str, Callable[..., RawRows]] = {
     "tsv": read_tsv, "msr": read_msr, "jsonl": read_jsonl, "csv": read_csv,
-    "prefixed": read_prefixed, "absa": read_absa, "parallel": read_parallel,
-    "squad": read_squad, "samsum": read_samsum, "src_tgt": read_src_tgt, "eraser": read_eraser,
+    "prefixed": read_prefixed, "absa": read_absa, "eraser": read_eraser,
 }
 
 
@@ -315,7 +262,7 @@ def read_file(fmt: str, paths: tuple[Path, ...], label_aliases: Mapping[str, int
 
     Args:
       fmt: a key of READERS.
-      paths: the file(s) the reader takes (two for the parallel formats).
+      paths: the file(s) the reader takes.
       label_aliases: label string as written -> class index; None for generation tasks.
       options: keyword arguments of the reader (column names).
 

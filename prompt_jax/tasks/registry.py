@@ -24,6 +24,9 @@ CARVE_MAX = 2000
 CARVE_SEED = 20220101
 CARVED = "carved from train"
 
+# The default seed of the sample a `limit` (an eval_limit) takes of a split.
+LIMIT_SEED = 0
+
 
 class TfdsUnavailableError(RuntimeError):
     """A TFDS dataset is not prepared locally and cannot be downloaded (offline)."""
@@ -150,11 +153,21 @@ class TaskSpec:
 _REGISTRY: dict[str, TaskSpec] = {}
 
 
-def register(spec: TaskSpec) -> TaskSpec:
-    """Adds a spec (its task_id becomes its registry position)."""
-    if spec.name in _REGISTRY:
+def register(spec: TaskSpec, replace: bool = False) -> TaskSpec:
+    """Adds a spec (its task_id becomes its registry position).
+
+    Args:
+      spec: the task.
+      replace: replace a registered task of the same name (keeping its task_id) rather than
+        fail.
+
+    Raises:
+      ValueError: the name is taken and `replace` is False.
+    """
+    if spec.name in _REGISTRY and not replace:
         raise ValueError(f"task {spec.name!r} is already registered")
-    spec = dataclasses.replace(spec, task_id=len(_REGISTRY))
+    task_id = _REGISTRY[spec.name].task_id if spec.name in _REGISTRY else len(_REGISTRY)
+    spec = dataclasses.replace(spec, task_id=task_id)
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -222,6 +235,8 @@ def local_paths(task: str | TaskSpec, split: str, root: str | os.PathLike | None
     files = spec.local.files(split)
     if files == CARVED:
         files = spec.local.files("train")
+    if all(Path(f).is_absolute() for f in files):  # a file task's own files
+        return tuple(Path(f) for f in files)
     base = data_root(root)
     return tuple(base / f for f in files)
 
@@ -232,6 +247,27 @@ def carve_indices(n: int) -> np.ndarray:
     is a random sample too, not the start of a file sorted by label."""
     size = min(round(n * CARVE_FRACTION), CARVE_MAX)
     return np.random.default_rng(CARVE_SEED).permutation(n)[:size]
+
+
+def sample_rows(n: int, limit: int | None, seed: int = LIMIT_SEED) -> np.ndarray | None:
+    """The rows (of n) that `limit` keeps: a seeded random sample, not the file's first rows.
+
+    Files are often sorted by label (the first 500 reviews of a sentiment file can all be
+    negative), so a limit takes the first `limit` rows of a permutation of all n drawn from
+    `seed`, returned in file order (ascending). The same (n, limit, seed) always gives the
+    same rows.
+
+    Returns:
+      Ascending row indices, or None when there is no limit or it covers every row.
+
+    Raises:
+      ValueError: limit is not positive.
+    """
+    if limit is None or limit >= n:
+        return None
+    if limit <= 0:
+        raise ValueError(f"limit must be positive (None for every row), got {limit}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
 
 
 def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None = None
@@ -251,12 +287,17 @@ def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None 
     paths = local_paths(spec, split, root)
     stamp = tuple(p.stat().st_mtime_ns if p.exists() else None for p in paths)
     try:
-        examples, report = _read_cached(spec.name, paths, stamp)
+        examples, report = _read_cached(spec.local.fmt, paths, stamp,
+                                        spec.label_aliases if spec.labels else None,
+                                        spec.local.options)
     except FileNotFoundError as e:
         carved = " (validation is carved from train)" if spec.local.files(split) == CARVED else ""
+        tfds = (f"; the task is also on TFDS as {spec.tfds.name!r}: set PROMPT_JAX_SOURCE=tfds "
+                f"to read it from there (downloads it once; needs the network)"
+                if spec.tfds else "")
         raise FileNotFoundError(
             f"task {spec.name!r} split {split!r}{carved}: {e}; expected the "
-            f"{spec.description} release in {spec.local.fmt!r} format") from None
+            f"{spec.description} release in {spec.local.fmt!r} format{tfds}") from None
     carved = dict(spec.local.splits).get("validation") == CARVED
     if carved and split in ("train", "validation"):
         carve = carve_indices(len(examples))
@@ -272,10 +313,10 @@ def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None 
 
 
 @functools.lru_cache(maxsize=64)
-def _read_cached(name: str, paths: tuple[Path, ...], stamp: tuple
+def _read_cached(fmt: str, paths: tuple[Path, ...], stamp: tuple,
+                 aliases: tuple[tuple[str, int], ...] | None, options: tuple
                  ) -> tuple[tuple[Example, ...], ReadReport]:
-    """Reads once per (task, files, modification times)."""
-    spec = get_task(name)
-    aliases = spec.aliases if spec.labels else None
-    examples, report = read_file(spec.local.fmt, paths, aliases, dict(spec.local.options))
+    """Reads once per (format, files, modification times, labels, reader options)."""
+    examples, report = read_file(fmt, paths, None if aliases is None else dict(aliases),
+                                 dict(options))
     return tuple(examples), report

@@ -68,7 +68,9 @@ def format_table(rows: list[dict], root: str) -> str:
         for split, counts in r["dropped"].items():
             lines.append(f"{'':<17} dropped in {split}: {counts}")
     lines += ["", "-: no such split; missing: file absent (paths with --json); offline: yes = "
-                  "train and validation readable, eval only = only validation/test"]
+                  "train and validation readable, eval only = only validation/test",
+              "a task that is not offline = yes trains from TFDS: set PROMPT_JAX_SOURCE=tfds "
+              "(downloads the tfds dataset once; needs the network)"]
     return "\n".join(lines)
 
 

@@ -71,7 +71,7 @@ def data_root_hint() -> str:
 
 
 def local_dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
-                      name: str, root: str) -> tf.data.Dataset:
+                      name: str, root: str | None) -> tf.data.Dataset:
     examples, _ = read_split(name, split, root)
     return tf.data.Dataset.from_tensor_slices({
         "text_a": tf.constant([e.text_a for e in examples], tf.string),
