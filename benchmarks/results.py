@@ -141,7 +141,7 @@ def run_training(task: str, row: str) -> dict:
     loaded, task_handle = run.load(config)
     trainable = run.trainable_for(config)
     full_batches = list(task_handle.batches(
-        config.eval_split, config.eval_batch_size, seed=config.seed, limit=config.eval_limit,
+        config.eval_split, config.eval_batch_size, limit=config.eval_limit,
         packer=task_handle.packer(run.prefix_length(config))))
     eval_step = loaded.eval_step(task_handle.placement)
     num_classes = len(task_handle.labels)

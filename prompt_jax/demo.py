@@ -48,7 +48,7 @@ def main(config: run.RunConfig = DEMO) -> dict:
           f"of batch {config.batch_size} on the {config.task} train split")
     summary = run.train_prompt(config, overwrite=True, loaded=loaded)
     tuned = summary["final"]
-    n_eval = "all" if not config.eval_limit else f"first {config.eval_limit}"
+    n_eval = "all" if not config.eval_limit else f"a seeded sample of {config.eval_limit}"
     print(f"\n{config.model} (frozen, {n_frozen / 1e6:.1f}M parameters), {config.task} "
           f"{config.eval_split} ({n_eval} examples), rank classification between the "
           "verbalizers\n")

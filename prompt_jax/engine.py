@@ -89,15 +89,17 @@ class TaskHandle:
                               pad_id=pad_id(self.tokenizer))
 
     def batches(self, split: str, batch_size: int, *, seed: int = 0, shuffle: bool = False,
-                repeat: bool = False, limit: int = 0,
+                repeat: bool = False, limit: int = 0, limit_seed: int = 0,
                 packer: packing.Packer | None = None) -> Iterator[dict]:
-        """Fixed-shape batches of a split (see `prompt_jax.tasks.batches`), packed by
-        `packer` where that pays."""
+        """Fixed-shape batches of a split (see `prompt_jax.tasks.batches`: `seed` orders a
+        shuffled split, `limit` keeps a random sample of that many rows drawn with
+        `limit_seed`), packed by `packer` where that pays."""
         from prompt_jax import tasks
 
         batches = tasks.batches(self.spec, split, self.tokenizer, self.style, batch_size,
                                 max_length=self.max_input_length, seed=seed, shuffle=shuffle,
-                                repeat=repeat, limit=limit or None, data=self.data or None)
+                                repeat=repeat, limit=limit or None, limit_seed=limit_seed,
+                                data=self.data or None)
         return packing.pack_batches(batches, packer) if packer else batches
 
     def encode_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -200,19 +202,23 @@ class LoadedModel:
                   ) -> Callable[[jax.Array | None, Params | None], dict[str, float]]:
         """`evaluate(prompt, params=None) -> metrics` over a split of `task` (batches made once,
         fixed shapes). `prompt=None` scores the hand-written template alone (zero-shot);
-        `params` replaces the frozen params (a tuned model).
+        `params` replaces the frozen params (a tuned model). The metrics are
+        `tasks.metrics.evaluate_classification`'s (accuracy, macro-F1, the task's own, a
+        note when the labels are all one class) and the number of `examples` scored.
 
         Args:
           task: from `self.task`.
           split: the split to score.
           batch_size: evaluation batch size (a multiple of the mesh's data axis).
           limit: score a seeded random sample of this many examples (0 = all).
-          seed: the sample's seed.
+          seed: the sample's seed (the same rows whatever a run's training seed).
           prompt_length: the length of the prompts it will mostly score, for deciding where
             packing pays (any prompt, or none, gives the same scores).
         """
+        from prompt_jax.tasks.metrics import evaluate_classification
+
         partitioning.check_batch_size(batch_size, self.mesh)
-        batches = list(task.batches(split, batch_size, seed=seed, limit=limit,
+        batches = list(task.batches(split, batch_size, limit=limit, limit_seed=seed,
                                     packer=task.packer(prompt_length)))
         step = self.eval_step(task.placement)
 
@@ -221,7 +227,7 @@ class LoadedModel:
                 params, self.model, self.mesh)
             predictions, labels = scoring.classify(step, prompt, params, batches,
                                                    task.candidates)
-            metrics = scoring.classification_metrics(predictions, labels, len(task.labels))
+            metrics = evaluate_classification(task.spec, predictions, labels)
             return {**metrics, "examples": int(len(labels))}
 
         return evaluate

@@ -120,7 +120,8 @@ class MetricsWriter:
         self._jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
         self._jsonl.flush()
         for name, value in metrics.items():
-            self._tb.add_scalar(f"{split}/{name}", value, step)
+            if isinstance(value, int | float):  # notes (strings) go to the JSON lines only
+                self._tb.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:
         self._jsonl.close()

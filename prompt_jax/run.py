@@ -126,7 +126,7 @@ def evaluator(loaded: engine.LoadedModel, task: engine.TaskHandle, config: RunCo
     """`(prompt, params=None) -> metrics` on the config's evaluation split and limit."""
     return loaded.evaluator(task, split or config.eval_split,
                             batch_size=config.eval_batch_size, limit=config.eval_limit,
-                            seed=config.seed, prompt_length=prefix_length(config))
+                            prompt_length=prefix_length(config))
 
 
 def train_batches(task: engine.TaskHandle, config: RunConfig) -> Callable[[int], Any]:

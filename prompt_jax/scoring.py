@@ -10,7 +10,6 @@ import numpy as np
 from jax.sharding import Mesh
 
 from prompt_jax import packing, partitioning, prompts
-from prompt_jax.tasks.metrics import classification_metrics  # noqa: F401  (run.py's alias)
 
 
 def candidate_scores(model, params, prompt, batch, candidates, placement, *,
