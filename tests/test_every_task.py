@@ -1,0 +1,90 @@
+"""Every registered task trains and evaluates, on tiny data, through the engine.
+
+The data root is ../shared/data, except that the tasks whose train files only come from TFDS
+(there is no local copy) get a few rows in their release format: for MNLI, SNLI, QNLI and AG
+News the first rows of their local evaluation file, for QQP and the ERASER movie rationales
+rows written here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from prompt_jax import engine, prompts, tasks, train
+
+SHARED = tasks.data_root()
+HEADS = {  # folder -> (file copied from, file written, header lines kept)
+    "mnli": ("dev.jsonl", "train.jsonl", 0),
+    "snli": ("dev.jsonl", "train.jsonl", 0),
+    "glue_qnli": ("validation.tsv", "train.tsv", 1),
+    "ag_news": ("test.csv", "train.csv", 1),
+}
+QQP = ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+       + "".join(f"{i}\t{2 * i}\t{2 * i + 1}\tHow do I learn {w}?\tWhat is the best way to learn "
+                 f"{w}?\t{i % 2}\n" for i, w in enumerate(["jax", "flax", "optax", "orbax"] * 6)))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    for entry in SHARED.iterdir():
+        if entry.name not in HEADS:
+            os.symlink(entry, root / entry.name)
+    for folder, (source, target, header) in HEADS.items():
+        (root / folder).mkdir()
+        for f in (SHARED / folder).iterdir():
+            os.symlink(f, root / folder / f.name)
+        lines = (SHARED / folder / source).read_text(encoding="utf-8").splitlines(True)
+        (root / folder / target).write_text("".join(lines[:header + 100]), encoding="utf-8")
+    (root / "glue_qqp").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (root / "glue_qqp" / name).write_text(QQP, encoding="utf-8")
+    movies = root / "movies"
+    (movies / "docs").mkdir(parents=True)
+    rows = []
+    for i in range(24):
+        label = ("NEG", "POS")[i % 2]
+        (movies / "docs" / f"r{i:03d}.txt").write_text(
+            ("a dull , tedious film .", "a warm , witty film .")[i % 2] + "\n")
+        rows.append(json.dumps({"annotation_id": f"r{i:03d}.txt", "classification": label,
+                                "evidences": []}) + "\n")
+    for split in ("train", "val", "test"):
+        (movies / f"{split}.jsonl").write_text("".join(rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_llama):
+    return engine.load_model(str(tiny_llama), mesh_data=1)
+
+
+@pytest.mark.parametrize("name", tasks.list_tasks())
+def test_every_registered_task_trains_and_evaluates(name, loaded, tiny_data):
+    task = loaded.task(name, max_input_length=48, data=str(tiny_data))
+    optimizer = train.make_optimizer(train.OptimizerConfig())
+    step = train.jit_train_step(
+        train.make_train_step(loaded.model, optimizer, placement=task.placement,
+                              candidates=task.candidates), loaded.model, loaded.mesh)
+    prompt = prompts.random_uniform(jax.random.key(0), 4, loaded.model.d_model)
+    state = train.place_state(train.init_state(prompt, optimizer), loaded.mesh)
+    batches = task.batches("train", 8, shuffle=True, repeat=True, limit=16,
+                           packer=task.packer(4))
+    losses = []
+    for _ in range(3):
+        state, metrics = step(state, loaded.params, next(batches))
+        losses.append(float(metrics["loss"]))
+    assert np.all(np.isfinite(losses)), losses
+    trained = np.asarray(state.trainable)
+    assert not np.allclose(trained, np.asarray(prompt)), "the prompt never moved"
+    split = "validation"
+    evaluate = loaded.evaluator(task, split, batch_size=8, limit=8, prompt_length=4)
+    result = evaluate(trained)
+    assert result["examples"] == 8 and 0.0 <= result["accuracy"] <= 1.0, result
+    for metric in tasks.get_task(name).metric_names:
+        assert 0.0 <= result[metric] <= 1.0, (metric, result)
