@@ -99,7 +99,7 @@ def test_padding_is_never_attended(name):
     @jax.jit
     def run(ids):
         embeds, m, _ = prompts.insert_prompt(prompt, model.embed(params, ids), mask,
-                                             prompts.default_placement(model.family))
+                                             model.default_placement)
         return model.forward(params, embeds, m, **kw)
 
     a, b = run(ids), run(ids.at[0, 3:].set(9))

@@ -22,6 +22,7 @@ from prompt_jax.models.base import (
     FlaxBackbone,
     Params,
     broadcast_candidates,
+    candidate_totals,
     dtype_of,
 )
 
@@ -175,6 +176,9 @@ class RobertaModule(nn.Module):
 class Roberta(FlaxBackbone):
     """RoBERTa or BERT behind the `Backbone` interface."""
 
+    prompt_style = "mlm"
+    default_placement = "after_bos"  # [CLS] stays first: `<cls> <prompt> <mask> text`
+
     def __init__(self, config: RobertaConfig):
         self.config = config
         self.family = config.variant
@@ -251,8 +255,7 @@ class Roberta(FlaxBackbone):
         logits = self._apply(params, at_mask, method=RobertaModule.mlm_logits)  # [B, V]
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         picked = jnp.take_along_axis(logp[:, None, :], ids.reshape(b, -1)[:, None, :], axis=2)
-        picked = picked.reshape(ids.shape) * cmask  # [B, C, K]
-        return picked.sum(-1) / jnp.maximum(cmask.sum(-1), 1)
+        return candidate_totals(picked.reshape(ids.shape), cmask, mean=True)  # [B, C]
 
     def activations(self, params, embeds, mask) -> dict:
         """FFN activations {"encoder": [L, B, T, F]}."""
