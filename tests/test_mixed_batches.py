@@ -15,7 +15,8 @@ from prompt_jax.tasks import FAMILY_STYLE
 from tests.test_interface import TINY
 from tests.test_train_step import _expressive
 
-# Width 32, 2 layers; position tables long enough for a 100-vector prompt.
+# Width 32, 2 layers; position tables long enough for a 100-vector prompt. BERT's fits the
+# longest row (110 tokens: 100 prompt vectors and 10 input tokens) but not the batch width (112).
 MODELS = {
     "t5": lambda: T5(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2,
                               num_decoder_layers=2, num_heads=4)),
@@ -24,7 +25,7 @@ MODELS = {
                                              max_position_embeddings=160)),
     "bert": lambda: Roberta(RobertaConfig(variant="bert", vocab_size=64, hidden_size=32,
                                           num_hidden_layers=2, num_attention_heads=4,
-                                          intermediate_size=64, max_position_embeddings=160,
+                                          intermediate_size=64, max_position_embeddings=111,
                                           type_vocab_size=2, pad_token_id=0)),
     "llama": lambda: Llama(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
                                        num_hidden_layers=2, num_attention_heads=4,

@@ -201,11 +201,14 @@ class Roberta(FlaxBackbone):
         return ids, ids + 1, ids, ids + 2
 
     def position_ids(self, mask: jax.Array) -> jax.Array:
-        """RoBERTa: padding-aware positions from pad_token_id + 1; BERT: 0..T-1."""
+        """RoBERTa: padding-aware positions from pad_token_id + 1; BERT: 0..T-1 for real
+        tokens and 0 for padding. Padding's position never reaches a real token, but it must
+        stay inside the position table: a mixed-task batch is as wide as its longest prompt
+        plus its longest input, wider than any one row needs."""
+        m = mask.astype(jnp.int32)
         if self.config.variant == "roberta":
-            m = mask.astype(jnp.int32)
             return jnp.cumsum(m, axis=1) * m + self.config.pad_token_id
-        return jnp.broadcast_to(jnp.arange(mask.shape[1])[None], mask.shape)
+        return jnp.arange(mask.shape[1])[None] * m
 
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         return self._apply(params, ids, method=RobertaModule.embed)  # [B, T, H]
