@@ -1,13 +1,16 @@
 """Soft prompts: initializers and placement. Pure functions over arrays.
 
-A prompt is a [P, H] array (or [B, P, H], one per row, for mixed-task batches). Initializers
-take an `embed` function (ids [N] -> [N, H]) so they work for every backbone.
+A prompt is a [P, H] array (or [B, P, H], one per row). A mixed-task batch carries a
+`PromptSet` (N prompts of different lengths, padded to one P) and `batch["prompt_index"]` [B],
+the prompt each row uses. Initializers take an `embed` function (ids [N] -> [N, H]) so they
+work for every backbone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,6 +93,35 @@ def from_array(array, d_model: int, length: int | None = None, source: str = "ar
     return jnp.asarray(array, jnp.float32)
 
 
+@flax.struct.dataclass
+class PromptSet:
+    """N prompts padded to a common length P; each row of a batch picks one by index
+    (`batch["prompt_index"]` [B] int32). A pytree: jitted steps take it as an argument."""
+
+    vectors: jax.Array  # [N, P, H], prompt n's padded slots (from lengths[n] on) are zero
+    lengths: jax.Array  # [N] int32, real vectors of each prompt (the rest is padding)
+
+    @classmethod
+    def stack(cls, prompts: Sequence) -> PromptSet:
+        """N prompts of shapes [P_n, H] (one H) -> a PromptSet of P = max P_n."""
+        arrays = [jnp.asarray(p, jnp.float32) for p in prompts]
+        if not arrays:
+            raise ValueError("a PromptSet needs at least one prompt")
+        if any(a.ndim != 2 or a.shape[1] != arrays[0].shape[1] or a.shape[0] < 1
+               for a in arrays):
+            raise ValueError(f"prompts must be [P_n, H] with one H and P_n >= 1; got shapes "
+                             f"{[tuple(a.shape) for a in arrays]}")
+        p = max(a.shape[0] for a in arrays)
+        vectors = jnp.stack([jnp.pad(a, ((0, p - a.shape[0]), (0, 0))) for a in arrays])
+        lengths = jnp.asarray([a.shape[0] for a in arrays], jnp.int32)
+        return cls(vectors, lengths)
+
+    def rows(self, prompt_index: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Each row's prompt: ([B, P, H] vectors, [B] lengths) for `prompt_index` [B]."""
+        return (jnp.take(self.vectors, prompt_index, axis=0),
+                jnp.take(self.lengths, prompt_index, axis=0))
+
+
 def insertion_points(mask: jax.Array, placement: str) -> jax.Array:
     """Index [B] at which the prompt goes: 0 (prefix), 1 (after BOS / CLS), or right after the
     last real token (suffix)."""
@@ -104,18 +136,26 @@ def insertion_points(mask: jax.Array, placement: str) -> jax.Array:
 
 
 def insert_prompt(prompt: jax.Array, embeds: jax.Array, mask: jax.Array,
-                  placement: str = "prefix") -> tuple[jax.Array, jax.Array, jax.Array]:
+                  placement: str = "prefix",
+                  lengths: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Inserts the soft prompt into embedded inputs.
+
+    Row b becomes [text before the insertion point, its prompt's first lengths[b] vectors,
+    the rest of its text (padding included), P - lengths[b] masked slots]: a row's tokens stay
+    contiguous whatever the other rows' prompt lengths, so families whose positions count
+    every slot (BERT's absolute ids, T5's relative buckets) see what the row would alone.
 
     Args:
       prompt: [P, H], or [B, P, H] for a different prompt per row.
       embeds: [B, T, H] embedded input tokens.
       mask: [B, T] 1 for real tokens (padding may follow them).
       placement: "prefix", "after_bos" or "suffix".
+      lengths: [B] real vectors of each row's prompt (default: all P); a row's prompt vectors
+        from lengths[b] on are padding and are dropped.
 
     Returns:
-      (embeds [B, P + T, H], mask [B, P + T], insertion index [B]). Prompt positions are always
-      visible (mask 1); padding stays masked.
+      (embeds [B, P + T, H], mask [B, P + T], insertion index [B]). Real prompt vectors are
+      always visible (mask 1); padding stays masked.
     """
     b, t, h = embeds.shape
     if prompt.ndim == 2:
@@ -124,37 +164,55 @@ def insert_prompt(prompt: jax.Array, embeds: jax.Array, mask: jax.Array,
         raise ValueError(f"prompt of shape {prompt.shape} does not fit inputs of shape "
                          f"{embeds.shape} ([B, P, H] with H = {h})")
     p = prompt.shape[1]
+    n = jnp.full((b, 1), p, jnp.int32) if lengths is None else lengths[:, None]  # [B, 1]
     start = insertion_points(mask, placement)[:, None]  # [B, 1]
     j = jnp.arange(t + p)[None]  # [1, P + T]
-    in_prompt = (j >= start) & (j < start + p)  # [B, P + T]
-    text_idx = jnp.clip(jnp.where(j < start, j, j - p), 0, t - 1)
+    in_prompt = (j >= start) & (j < start + n)  # [B, P + T]
+    text_j = jnp.where(j < start, j, j - n)  # [B, P + T] text index of each slot
+    in_text = ~in_prompt & (text_j < t)  # the rest: P - n trailing masked slots
+    text_idx = jnp.clip(text_j, 0, t - 1)
     prompt_idx = jnp.clip(j - start, 0, p - 1)
-    from_text = jnp.take_along_axis(embeds, text_idx[..., None], axis=1)
+    from_text = jnp.take_along_axis(embeds, text_idx[..., None], axis=1)  # [B, P + T, H]
     from_prompt = jnp.take_along_axis(prompt.astype(embeds.dtype), prompt_idx[..., None], axis=1)
-    new_embeds = jnp.where(in_prompt[..., None], from_prompt, from_text)
-    new_mask = jnp.where(in_prompt, 1, jnp.take_along_axis(mask, text_idx, axis=1))
+    new_embeds = jnp.where(in_prompt[..., None], from_prompt,
+                           jnp.where(in_text[..., None], from_text, 0))
+    text_mask = jnp.take_along_axis(mask, text_idx, axis=1)  # [B, P + T]
+    new_mask = jnp.where(in_prompt, 1, jnp.where(in_text, text_mask, 0))
     return new_embeds, new_mask.astype(mask.dtype), start[:, 0]
 
 
-def shift_positions(positions: jax.Array, start: jax.Array, length: int) -> jax.Array:
-    """Where input positions [B] land after inserting `length` prompt vectors at `start` [B]."""
+def shift_positions(positions: jax.Array, start: jax.Array,
+                    length: int | jax.Array) -> jax.Array:
+    """Where input positions [B] land after inserting `length` (an int, or [B] one per row)
+    prompt vectors at `start` [B]."""
     return jnp.where(positions >= start, positions + length, positions)
 
 
 def default_placement(family: str) -> str:
-    """Masked LMs keep [CLS] first (`<cls> <prompt> <mask> text`); other families take a
-    prefix."""
-    return "after_bos" if family in ("roberta", "bert") else "prefix"
+    """The family's default placement. Prefer `model.default_placement` (the backbone
+    declares it); this name stays for callers that have only the family's name."""
+    from prompt_jax.models import T5, Llama, Roberta
+
+    by_family = {"roberta": Roberta, "bert": Roberta, "t5": T5, "llama": Llama}
+    if family not in by_family:
+        raise ValueError(f"unknown model family {family!r}; known: {sorted(by_family)}")
+    return by_family[family].default_placement
 
 
-def prompted_inputs(model, params, prompt: jax.Array, batch: dict,
+def prompted_inputs(model, params, prompt: jax.Array | PromptSet, batch: dict,
                     placement: str) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Embeds a batch and inserts the prompt.
+    """Embeds a batch and inserts the prompt: one [P, H] for every row, [B, P, H], or a
+    `PromptSet` whose prompt `batch["prompt_index"][b]` goes into row b.
 
     Returns:
-      (embeds [B, P+T, H], mask [B, P+T], target positions [B] shifted past the prompt).
+      (embeds [B, P+T, H], mask [B, P+T], target positions [B] shifted past each row's prompt).
     """
     embeds = model.embed(params, batch["inputs"])  # [B, T, H]
-    embeds, mask, start = insert_prompt(prompt, embeds, batch["input_mask"], placement)
-    positions = shift_positions(batch["target_position"], start, prompt.shape[-2])
+    if isinstance(prompt, PromptSet):
+        vectors, lengths = prompt.rows(batch["prompt_index"])  # [B, P, H], [B]
+        shift = lengths
+    else:
+        vectors, lengths, shift = prompt, None, prompt.shape[-2]
+    embeds, mask, start = insert_prompt(vectors, embeds, batch["input_mask"], placement, lengths)
+    positions = shift_positions(batch["target_position"], start, shift)
     return embeds, mask, positions

@@ -14,16 +14,34 @@ from prompt_jax import packing, partitioning, prompts
 
 def candidate_scores(model, params, prompt, batch, candidates, placement, *,
                      deterministic=True, rngs=None) -> jax.Array:
-    """Log-likelihood [B, C] of each candidate ([C, K] or [B, C, K] ids, with mask) after the
-    prompted input (`prompt=None`: the input alone).
+    """Log-likelihood [B, C] of each candidate after the prompted input.
 
-    A single [P, H] prefix prompt on a backbone that `shares_prefix` (decoder-only models) is
-    computed once per batch rather than once per row: same result, fewer FLOPs. A packed
-    batch (`prompt_jax.packing`) also skips the rows' padding.
+    Args:
+      model: a `Backbone`.
+      params: its frozen params.
+      prompt: None (the input alone), one [P, H] prompt for every row, [B, P, H], or a
+        `prompts.PromptSet` with `batch["prompt_index"]` [B] (a mixed-task batch: row b takes
+        prompt prompt_index[b], of its own length).
+      batch: inputs, input_mask [B, T]; target_position [B] (masked LMs); prompt_index [B]
+        with a PromptSet.
+      candidates: (ids, mask), [C, K] shared by every row or [B, C, K] per row. A row with
+        fewer candidates than C pads with all-zero mask rows, which score -inf; shorter
+        candidates pad with zero mask.
+      placement: "prefix", "after_bos" or "suffix".
+
+    A single [P, H] prefix prompt, or a PromptSet of prefix prompts, on a backbone that
+    `shares_prefix` (decoder-only models) is computed once per batch (once per prompt of the
+    set) rather than once per row: same result, fewer FLOPs. A packed batch
+    (`prompt_jax.packing`) also skips the rows' padding. Each row gets the scores it would get
+    in a batch of its own.
     """
     ids, cmask = candidates
     kwargs = {"deterministic": deterministic, "rngs": rngs}
     if packing.is_packed(batch):  # several examples per row (see prompt_jax.packing)
+        if isinstance(prompt, prompts.PromptSet):
+            raise ValueError("a packed batch takes one [P, H] prefix prompt, not a PromptSet: "
+                             "packed rows share one prefix's keys and values; score a "
+                             "mixed-task batch unpacked")
         if prompt is not None and (prompt.ndim != 2 or placement != "prefix"):
             raise ValueError(f"a packed batch takes one [P, H] prefix prompt, not a "
                              f"{placement} prompt of shape {prompt.shape}")
@@ -32,14 +50,20 @@ def candidate_scores(model, params, prompt, batch, candidates, placement, *,
         return model.score_packed(params, model.embed(params, batch["inputs"]),
                                   batch["segment_ids"], batch["positions"], batch["last"],
                                   ids, cmask, **kwargs)
-    if prompt is None or (placement == "prefix" and prompt.ndim == 2
-                          and getattr(model, "shares_prefix", False)):
-        if prompt is not None:
-            kwargs["prefix"] = prompt.astype(model.config.dtype)
-        return model.score(params, model.embed(params, batch["inputs"]), batch["input_mask"],
-                           ids, cmask, target_positions=batch["target_position"], **kwargs)
-    embeds, mask, positions = prompts.prompted_inputs(model, params, prompt, batch, placement)
-    return model.score(params, embeds, mask, ids, cmask, target_positions=positions, **kwargs)
+    is_set = isinstance(prompt, prompts.PromptSet)
+    shared = placement == "prefix" and model.shares_prefix
+    if prompt is None:
+        pass
+    elif shared and is_set:  # each prompt's keys and values once, gathered per row
+        kwargs.update(prefix=prompt.vectors.astype(model.config.dtype),
+                      prefix_lengths=prompt.lengths, prefix_index=batch["prompt_index"])
+    elif shared and prompt.ndim == 2:  # one prompt's keys and values for every row
+        kwargs["prefix"] = prompt.astype(model.config.dtype)
+    else:
+        embeds, mask, positions = prompts.prompted_inputs(model, params, prompt, batch, placement)
+        return model.score(params, embeds, mask, ids, cmask, target_positions=positions, **kwargs)
+    return model.score(params, model.embed(params, batch["inputs"]), batch["input_mask"],
+                       ids, cmask, target_positions=batch["target_position"], **kwargs)
 
 
 def make_eval_step(model, *, placement: str) -> Callable:

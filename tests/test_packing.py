@@ -108,6 +108,11 @@ def test_packed_batches_score_single_token_candidates_only():
     with pytest.raises(ValueError, match="one \\[P, H\\] prefix prompt"):
         scoring.candidate_scores(model, params, jnp.zeros((B, P, model.d_model)), packed, CANDS,
                                  "prefix")
+    prompt_set = prompts.PromptSet.stack([jnp.zeros((P, model.d_model))])
+    with pytest.raises(ValueError, match="not a PromptSet: packed rows share one prefix"):
+        scoring.candidate_scores(model, params, prompt_set,
+                                 {**packed, "prompt_index": np.zeros(B, np.int32)}, CANDS,
+                                 "prefix")
 
 
 def test_packer_packs_padded_batches_and_leaves_dense_ones():

@@ -86,6 +86,37 @@ def test_per_row_prompts_for_mixed_task_batches():
     np.testing.assert_array_equal(out[:, :2, 0], [[1, 1], [2, 2]])
 
 
+def test_per_row_prompt_lengths_keep_each_row_contiguous():
+    """Row b takes its prompt's first lengths[b] vectors; the rest of the prompt width becomes
+    masked slots at the end of the row, after the text and its padding."""
+    embeds = jnp.arange(1, 9, dtype=jnp.float32).reshape(2, 4, 1)  # rows 1..4 and 5..8
+    mask = jnp.array([[1, 1, 1, 0], [1, 1, 0, 0]])
+    rows = -jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])[..., None]  # [B, P=3, H=1]
+    lengths = jnp.array([1, 3])
+    cases = {
+        "prefix": ([[-1, 1, 2, 3, 4, 0, 0], [-4, -5, -6, 5, 6, 7, 8]],
+                   [[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0]]),
+        "after_bos": ([[1, -1, 2, 3, 4, 0, 0], [5, -4, -5, -6, 6, 7, 8]],
+                      [[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0]]),
+        "suffix": ([[1, 2, 3, -1, 4, 0, 0], [5, 6, -4, -5, -6, 7, 8]],
+                   [[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0]]),
+    }
+    for placement, (want, want_mask) in cases.items():
+        out, out_mask, _ = prompts.insert_prompt(rows, embeds, mask, placement, lengths)
+        np.testing.assert_array_equal(np.asarray(out)[..., 0], want, err_msg=placement)
+        np.testing.assert_array_equal(out_mask, want_mask, err_msg=placement)
+    batch = {"inputs": jnp.array([[3, 4, 0], [5, 6, 7]]), "input_mask": jnp.ones((2, 3)),
+             "target_position": jnp.array([1, 2]), "prompt_index": jnp.array([1, 0])}
+    prompt_set = prompts.PromptSet.stack([jnp.ones((2, 16)), jnp.ones((5, 16))])
+    _, _, positions = prompts.prompted_inputs(TINY["bert"](), _bert_params(), prompt_set, batch,
+                                              "after_bos")
+    np.testing.assert_array_equal(positions, [1 + 5, 2 + 2])  # each row shifts by its own P
+
+
+def _bert_params():
+    return jax.jit(TINY["bert"]().init_params)(jax.random.key(0))
+
+
 @pytest.mark.parametrize("name", ["llama", "roberta", "t5"])
 def test_padding_is_never_attended(name):
     """Changing what sits in padded positions changes nothing at real positions."""
@@ -99,7 +130,7 @@ def test_padding_is_never_attended(name):
     @jax.jit
     def run(ids):
         embeds, m, _ = prompts.insert_prompt(prompt, model.embed(params, ids), mask,
-                                             prompts.default_placement(model.family))
+                                             model.default_placement)
         return model.forward(params, embeds, m, **kw)
 
     a, b = run(ids), run(ids.at[0, 3:].set(9))

@@ -51,7 +51,7 @@ def _setup(name, loss="target_ce"):
     params = _expressive(jax.jit(model.init_params)(jax.random.key(0)))
     opt = train.make_optimizer(train.OptimizerConfig())
     batch, cands = _batch(family=model.family)
-    placement = prompts.default_placement(model.family)
+    placement = model.default_placement
     step = train.make_train_step(model, opt, loss=loss, placement=placement, candidates=cands)
     prompt = prompts.random_uniform(jax.random.key(1), P, model.d_model)
     return model, params, opt, batch, step, train.init_state(prompt, opt)
@@ -124,7 +124,7 @@ def test_prompt_training_halves_the_loss_for_every_family(name, loss):
     batch["target_mask"] = np.broadcast_to(batch["target_mask"], (B, K)).copy()
     opt = train.make_optimizer(train.OptimizerConfig())
     step = jax.jit(train.make_train_step(model, opt, loss=loss, candidates=cands,
-                                         placement=prompts.default_placement(model.family)),
+                                         placement=model.default_placement),
                    donate_argnums=(0,))
     state = train.init_state(prompts.random_uniform(jax.random.key(1), 8, model.d_model), opt)
     state, first = step(state, params, batch)

@@ -21,10 +21,17 @@ Params = Any  # nested dict of arrays, as produced by flax `init` (unboxed)
 
 @runtime_checkable
 class Backbone(Protocol):
-    """A frozen pretrained model seen from prompt tuning."""
+    """A frozen pretrained model seen from prompt tuning: everything callers outside
+    `prompt_jax.models` may use. A family that lacks an optional capability (`shares_prefix`,
+    `packs`, `generate`, ...) says so through the flag or raises NotImplementedError naming
+    itself (see `FlaxBackbone`), so callers never probe with getattr."""
 
     family: str  # "t5" | "roberta" | "bert" | "llama"
     config: Any
+    prompt_style: str  # task template style: "t5" | "mlm" | "causal" (tasks.FAMILY_STYLE)
+    default_placement: str  # where a soft prompt goes: "prefix" | "after_bos"
+    shares_prefix: bool  # `score` / `hidden_states` accept `prefix=` (computed once per batch)
+    packs: bool  # `score_packed`: several examples per row (see prompt_jax.packing)
 
     @property
     def d_model(self) -> int: ...
@@ -37,6 +44,9 @@ class Backbone(Protocol):
 
     def init_params(self, rng: jax.Array) -> Params:
         """Random parameters (tests and shape inference only: real weights come from convert)."""
+
+    def abstract_params(self) -> tuple[Params, Params]:
+        """(ShapeDtypeStruct tree, logical PartitionSpec tree) of the params, no FLOPs."""
 
     def param_axes(self) -> Params:
         """Same tree as the params, each leaf a PartitionSpec of logical axis names."""
@@ -56,26 +66,59 @@ class Backbone(Protocol):
         candidate_mask: jax.Array,
         **kwargs,
     ) -> jax.Array:
-        """Log-likelihood [B, C] of each candidate continuation ([C, K] or [B, C, K]).
+        """Log-likelihood [B, C] of each candidate continuation ([C, K] or [B, C, K]); a
+        candidate whose mask is all zero (a padded slot) scores -inf.
 
         Keyword arguments every family accepts: `target_positions` ([B] index of the predicted
         position, masked LMs only), `deterministic` (False turns dropout on) and `rngs`.
+        Backbones that `shares_prefix` also take `prefix` ([P, H], or [N, P, H] with
+        `prefix_lengths` [N] and `prefix_index` [B]).
         """
 
     def activations(self, params: Params, embeds: jax.Array, mask: jax.Array) -> dict:
         """FFN activations {stack name: [L, B, T, F]} (input of each FFN output projection)."""
 
+    def encode(self, params: Params, embeds: jax.Array, mask: jax.Array, **kwargs) -> jax.Array:
+        """Encoder output [B, T, H] (encoder and encoder-decoder families)."""
+
+    def hidden_states(self, params: Params, embeds: jax.Array, mask: jax.Array,
+                      **kwargs) -> jax.Array:
+        """Final-normed hidden states [B, T, H] (decoder-only families)."""
+
+    def prefix_kv(self, params: Params, prefix: jax.Array, prefix_lengths: jax.Array | None = None,
+                  **kwargs) -> tuple[jax.Array, jax.Array]:
+        """Every layer's keys and values of a prefix [P, H] ([L, 1, P, K, D] each) or of N
+        prefixes [N, P, H] ([L, N, P, K, D]), when `shares_prefix`."""
+
+    def score_packed(self, params: Params, embeds: jax.Array, segment_ids: jax.Array,
+                     positions: jax.Array, last: jax.Array, candidate_ids: jax.Array,
+                     candidate_mask: jax.Array, **kwargs) -> jax.Array:
+        """`score` [B, C] of B examples packed into rows (see `prompt_jax.packing`), when
+        `packs`."""
+
+    def pack_keys_per_token(self) -> float:
+        """Attention keys per query costing as much as one token's matmuls, when `packs`."""
+
+    def generate(self, params: Params, embeds: jax.Array, mask: jax.Array,
+                 max_new_tokens: int) -> jax.Array:
+        """Greedy continuation [B, max_new_tokens] (generative families)."""
+
 
 class FlaxBackbone:
     """Plumbing every family shares: the Linen module is static, params are passed in.
 
-    A family sets `family`, `config`, `module` and `_dummy()` (inputs that reach every
-    parameter at init), and implements the `Backbone` methods on top of `_apply`.
+    A family sets `family`, `config`, `module`, `prompt_style` and `_dummy()` (inputs that
+    reach every parameter at init), and implements the `Backbone` methods on top of `_apply`.
+    Optional capabilities default to off: flags False, methods raising NotImplementedError.
     """
 
     family: str
     config: Any
     module: nn.Module
+    prompt_style: str
+    default_placement: str = "prefix"
+    shares_prefix: bool = False
+    packs: bool = False
 
     def _dummy(self) -> tuple:
         raise NotImplementedError
@@ -93,6 +136,28 @@ class FlaxBackbone:
 
     def _apply(self, params, *args, method, rngs=None, **kwargs):
         return self.module.apply({"params": params}, *args, method=method, rngs=rngs, **kwargs)
+
+    def _lacks(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"the {self.family} backbone has no {what}")
+
+    def encode(self, params, embeds, mask, **kwargs) -> jax.Array:
+        raise self._lacks("encoder (encode)")
+
+    def hidden_states(self, params, embeds, mask, **kwargs) -> jax.Array:
+        raise self._lacks("decoder-only hidden_states")
+
+    def prefix_kv(self, params, prefix, prefix_lengths=None, **kwargs):
+        raise self._lacks("shared-prefix keys and values (prefix_kv; shares_prefix is False)")
+
+    def score_packed(self, params, embeds, segment_ids, positions, last, candidate_ids,
+                     candidate_mask, **kwargs) -> jax.Array:
+        raise self._lacks("packed scoring (score_packed; packs is False)")
+
+    def pack_keys_per_token(self) -> float:
+        raise self._lacks("packed scoring (pack_keys_per_token; packs is False)")
+
+    def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
+        raise self._lacks("generation (generate)")
 
 
 def init_variables(module: nn.Module, rng: jax.Array, *args, **kwargs) -> Params:
@@ -123,6 +188,23 @@ def broadcast_candidates(
             f"{candidate_ids.shape} and mask {candidate_mask.shape}"
         )
     return candidate_ids, candidate_mask
+
+
+def candidate_totals(logp: jax.Array, candidate_mask: jax.Array, *,
+                     mean: bool = False) -> jax.Array:
+    """Per-token log-probs [B, C, K] of candidates -> their scores [B, C]: the sum over the
+    candidate's real tokens (or their mean, `mean=True`). A candidate whose mask is all zero is
+    a padded slot (a row's task has fewer candidates than the batch's widest) and scores -inf,
+    so it never wins and drops out of a softmax over the candidates.
+
+    Every family's `score` ends here, so a padded slot scores -inf on every backbone.
+    """
+    cmask = candidate_mask.astype(jnp.float32)  # [B, C, K]
+    real = cmask.sum(-1)  # [B, C] real tokens per candidate
+    total = (logp.astype(jnp.float32) * cmask).sum(-1)  # [B, C]
+    if mean:
+        total = total / jnp.maximum(real, 1.0)
+    return jnp.where(real > 0, total, -jnp.inf)
 
 
 def token_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ from prompt_jax.models.base import (
     FlaxBackbone,
     Params,
     broadcast_candidates,
+    candidate_totals,
     dtype_of,
     token_log_probs,
 )
@@ -118,7 +119,7 @@ class LlamaAttention(nn.Module):
         q = layers.apply_rope(q, positions, inv_freq)  # [B, T, N, D]
         k = layers.apply_rope(k, positions, inv_freq)  # [B, T, K, D]
         keys, values = k, v
-        if prefix_kv is not None:  # [1, P, K, D] each, shared by every row
+        if prefix_kv is not None:  # [1 or B, P, K, D] each
             b = x.shape[0]
             pk, pv = (jnp.broadcast_to(t, (b, *t.shape[1:])).astype(k.dtype) for t in prefix_kv)
             keys, values = jnp.concatenate([pk, k], 1), jnp.concatenate([pv, v], 1)
@@ -187,13 +188,14 @@ class LlamaModule(nn.Module):
 
     @nn.compact
     def hidden(self, embeds, mask, positions, deterministic=True, prefix_kv=None,
-               segment_ids=None):
+               segment_ids=None, prefix_mask=None):
         """Final-normed hidden states [B, T, H] and every layer's (k, v) [L, B, T, K, D].
 
-        `prefix_kv` ([L, 1, P, K, D] each): keys and values of a prefix shared by all rows
-        (see `Llama.prefix_kv`), visible to every position. `segment_ids` [B, T]: packed rows
-        (see `prompt_jax.packing`), each token attending only within its own segment; `mask`
-        is then ignored.
+        `prefix_kv` ([L, 1, P, K, D] each, shared by all rows, or [L, B, P, K, D], one prefix
+        per row): keys and values of a prefix (see `Llama.prefix_kv`), visible to every
+        position except where `prefix_mask` ([B, P], default all 1) is 0. `segment_ids`
+        [B, T]: packed rows (see `prompt_jax.packing`), each token attending only within its
+        own segment; `mask` is then ignored.
         """
         cfg = self.config
         if segment_ids is None:
@@ -201,8 +203,14 @@ class LlamaModule(nn.Module):
         else:
             bias = layers.segment_attention_bias(segment_ids)  # [B, 1, T, T]
         if prefix_kv is not None:
-            shared = jnp.zeros((*bias.shape[:3], prefix_kv[0].shape[2]), bias.dtype)
-            bias = jnp.concatenate([shared, bias], axis=-1)  # [B, 1, T, P + T]
+            p = prefix_kv[0].shape[2]
+            if prefix_mask is None:
+                prefix_bias = jnp.zeros((*bias.shape[:3], p), bias.dtype)
+            else:  # a row's padded prefix slots are hidden from all its positions
+                prefix_bias = jnp.broadcast_to(
+                    jnp.where(prefix_mask[:, None, None, :] > 0, 0.0, layers.MASK_VALUE),
+                    (*bias.shape[:3], p)).astype(bias.dtype)
+            bias = jnp.concatenate([prefix_bias, bias], axis=-1)  # [B, 1, T, P + T]
         blocks = layers.scan_layers(LlamaBlock, cfg.num_hidden_layers, cfg.remat,
                                     (nn.broadcast, nn.broadcast, 0))
         x, kv = blocks(cfg, deterministic, name="layers")(embeds, bias, positions, prefix_kv)
@@ -222,6 +230,10 @@ class Llama(FlaxBackbone):
     """A Llama-family decoder behind the `Backbone` interface."""
 
     family = "llama"
+    prompt_style = "causal"
+    default_placement = "prefix"
+    shares_prefix = True  # `score` / `hidden_states` accept `prefix=`: a prompt computed once
+    packs = True  # `score_packed`: several examples per row (see prompt_jax.packing)
 
     def __init__(self, config: LlamaConfig):
         self.config = config
@@ -246,32 +258,64 @@ class Llama(FlaxBackbone):
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         return self._apply(params, ids, method=LlamaModule.embed)  # [B, T, H]
 
-    def prefix_kv(self, params, prefix: jax.Array, *, deterministic=True, rngs=None):
-        """Every layer's keys and values ([L, 1, P, K, D] each) of a prefix [P, H] (e.g. a soft
-        prompt) at positions 0..P-1, computed once and shared by all rows of a batch."""
-        p = prefix.shape[0]
-        ones = jnp.ones((1, p), jnp.int32)
-        _, kv = self._apply(params, prefix[None], ones, jnp.arange(p)[None], deterministic,
+    def prefix_kv(self, params, prefix: jax.Array, prefix_lengths: jax.Array | None = None, *,
+                  deterministic=True, rngs=None):
+        """Every layer's keys and values of a prefix (e.g. a soft prompt) at positions
+        0..P-1, computed once and shared by all rows that continue it.
+
+        Args:
+          prefix: [P, H] one prefix, or [N, P, H] N prefixes padded at the end to P.
+          prefix_lengths: [N] real vectors of each of N prefixes (default: all P). The padded
+            slots' keys and values are meaningless; `hidden_states` masks them out.
+
+        Returns:
+          (keys, values), each [L, 1, P, K, D] for one prefix, [L, N, P, K, D] for N.
+        """
+        if prefix.ndim == 2:
+            prefix = prefix[None]  # [1, P, H]
+        n, p = prefix.shape[:2]
+        if prefix_lengths is None:
+            mask = jnp.ones((n, p), jnp.int32)
+        else:
+            mask = (jnp.arange(p)[None] < prefix_lengths[:, None]).astype(jnp.int32)  # [N, P]
+        positions = jnp.broadcast_to(jnp.arange(p)[None], (n, p))  # padding sits at the end
+        _, kv = self._apply(params, prefix, mask, positions, deterministic,
                             method=LlamaModule.hidden, rngs=rngs)
         return kv
 
     def hidden_states(self, params, embeds, mask, *, positions=None, prefix=None,
-                      segment_ids=None, deterministic=True, rngs=None) -> jax.Array:
+                      prefix_lengths=None, prefix_index=None, segment_ids=None,
+                      deterministic=True, rngs=None) -> jax.Array:
         """Final-normed hidden states [B, T, H].
 
         With `prefix` [P, H], the rows continue a prefix shared by all of them: its keys and
         values are computed once (not once per row) and the rows' positions start at P. The
         result equals running `concat(prefix, row)` for each row, for the row's positions.
-        With `segment_ids` (packed rows), each segment is such a row of its own.
+        With `prefix` [N, P, H], `prefix_lengths` [N] and `prefix_index` [B], row b continues
+        prefix `prefix_index[b]` (its first `prefix_lengths[prefix_index[b]]` vectors): each
+        prefix's keys and values are computed once, gathered per row, and row b's positions
+        start at its own prefix's length. With `segment_ids` (packed rows), each segment is such
+        a row of its own (one shared [P, H] prefix only).
         """
         if positions is None:
             positions = layers.positions_from_mask(mask)
-        kv = None
-        if prefix is not None:
+        kv, prefix_mask = None, None
+        if prefix is not None and prefix.ndim == 2:
             kv = self.prefix_kv(params, prefix, deterministic=deterministic, rngs=rngs)
             positions = positions + prefix.shape[0]
+        elif prefix is not None:
+            if prefix_lengths is None or prefix_index is None or segment_ids is not None:
+                raise ValueError("N prefixes [N, P, H] need prefix_lengths [N] and prefix_index "
+                                 "[B], and cannot continue packed rows")
+            kv = self.prefix_kv(params, prefix, prefix_lengths, deterministic=deterministic,
+                                rngs=rngs)  # [L, N, P, K, D] each
+            kv = tuple(jnp.take(t, prefix_index, axis=1) for t in kv)  # [L, B, P, K, D]
+            row_lengths = jnp.take(prefix_lengths, prefix_index)  # [B]
+            prefix_mask = jnp.arange(prefix.shape[1])[None] < row_lengths[:, None]  # [B, P]
+            positions = positions + row_lengths[:, None]
         hidden, _ = self._apply(params, embeds, mask, positions, deterministic, kv,
-                                segment_ids=segment_ids, method=LlamaModule.hidden, rngs=rngs)
+                                segment_ids=segment_ids, prefix_mask=prefix_mask,
+                                method=LlamaModule.hidden, rngs=rngs)
         return hidden
 
     def forward(self, params, embeds, mask, *, positions=None, prefix=None, deterministic=True,
@@ -284,22 +328,27 @@ class Llama(FlaxBackbone):
         return self._apply(params, hidden, method=LlamaModule.head).astype(jnp.float32)
 
     def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None,
-              prefix=None, deterministic=True, rngs=None):
-        """Sum of log p(candidate tokens | context) [B, C].
+              prefix=None, prefix_lengths=None, prefix_index=None, deterministic=True,
+              rngs=None):
+        """Sum of log p(candidate tokens | context) [B, C]; a padded slot (all-zero mask)
+        scores -inf.
 
         Single-token candidates (K = 1) need one pass over the context; longer ones are each
         appended after the last real context token. Either way only the logits that predict
-        candidate tokens are computed. `prefix` [P, H] (a soft prompt) precedes every row and
-        is computed once per batch. `target_positions` is unused (masked LMs only).
+        candidate tokens are computed. `prefix` (a soft prompt; [P, H], or [N, P, H] with
+        `prefix_lengths` and `prefix_index`, see `hidden_states`) precedes every row and is
+        computed once per batch. `target_positions` is unused (masked LMs only).
         """
         del target_positions
         b, t, h = embeds.shape
         ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
         c, k = ids.shape[1:]
         last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
+        prefix_kwargs = dict(prefix=prefix, prefix_lengths=prefix_lengths,
+                             deterministic=deterministic, rngs=rngs)
         if k == 1:
-            hidden = self.hidden_states(params, embeds, mask, prefix=prefix,
-                                        deterministic=deterministic, rngs=rngs)  # [B, T, H]
+            hidden = self.hidden_states(params, embeds, mask, prefix_index=prefix_index,
+                                        **prefix_kwargs)  # [B, T, H]
             at_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [B, 1, H]
             return self._next_token_scores(params, at_last, ids, cmask)
         cand_embeds = self.embed(params, ids)  # [B, C, K, H]
@@ -309,8 +358,9 @@ class Llama(FlaxBackbone):
         seq_mask = jnp.concatenate(
             [jnp.broadcast_to(mask[:, None], (b, c, t)), cmask.astype(mask.dtype)], axis=2
         ).reshape(b * c, t + k)
-        hidden = self.hidden_states(params, seq, seq_mask, prefix=prefix,
-                                    deterministic=deterministic, rngs=rngs)  # [B*C, T+K, H]
+        row_index = None if prefix_index is None else jnp.repeat(prefix_index, c)  # [B*C]
+        hidden = self.hidden_states(params, seq, seq_mask, prefix_index=row_index,
+                                    **prefix_kwargs)  # [B*C, T+K, H]
         # Hidden state that predicts candidate token j: the last real context token for j = 0,
         # candidate token j - 1 otherwise.
         idx = jnp.concatenate(
@@ -320,15 +370,16 @@ class Llama(FlaxBackbone):
         idx = jnp.repeat(idx, c, axis=0)  # [B*C, K]
         picked = jnp.take_along_axis(hidden, idx[..., None], axis=1)  # [B*C, K, H]
         logits = self._apply(params, picked, method=LlamaModule.head)  # [B*C, K, V]
-        logp = token_log_probs(logits, ids.reshape(b * c, k)) * cmask.reshape(b * c, k)
-        return logp.sum(-1).reshape(b, c)
+        logp = token_log_probs(logits, ids.reshape(b * c, k))  # [B*C, K]
+        return candidate_totals(logp.reshape(b, c, k), cmask)
 
     def _next_token_scores(self, params, at_last, ids, cmask):
-        """log p(single-token candidate) [B, C] from the hidden state before it [B, 1, H]."""
+        """log p(single-token candidate) [B, C] from the hidden state before it [B, 1, H]
+        (cmask [B, C, 1]; padded slots -inf)."""
         b, c = ids.shape[:2]
         logits = self._apply(params, at_last, method=LlamaModule.head)  # [B, 1, V]
         logp = token_log_probs(jnp.broadcast_to(logits, (b, c, self.vocab_size)), ids[..., 0])
-        return logp * cmask[..., 0]
+        return candidate_totals(logp[..., None], cmask)  # [B, C]
 
     def score_packed(self, params, embeds, segment_ids, positions, last, candidate_ids,
                      candidate_mask, *, prefix=None, deterministic=True, rngs=None):
@@ -340,7 +391,8 @@ class Llama(FlaxBackbone):
           positions: [R, S] each token's position within its example.
           last: [B] flat index (row * S + column) of each example's last input token.
           candidate_ids, candidate_mask: [C, 1] or [B, C, 1]: single-token candidates only.
-          prefix: [P, H] a prompt that every example continues (computed once).
+          prefix: [P, H] a prompt that every example continues (computed once). One prompt
+            per example (N prompts, as in a mixed-task batch) is not supported here.
         """
         b = last.shape[0]
         ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
@@ -371,9 +423,6 @@ class Llama(FlaxBackbone):
             method=LlamaModule.hidden, mutable=["intermediates"],
         )
         return {"decoder": state["intermediates"]["layers"]["mlp"]["ffn"][0]}
-
-    shares_prefix = True  # `score` / `forward` accept `prefix=`: a prompt computed once
-    packs = True  # `score_packed`: several examples per row (see prompt_jax.packing)
 
     def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
         """Greedy continuation [B, max_new_tokens] of each row, padded after EOS."""

@@ -22,6 +22,7 @@ from prompt_jax.models.base import (
     FlaxBackbone,
     Params,
     broadcast_candidates,
+    candidate_totals,
     dtype_of,
 )
 
@@ -188,6 +189,9 @@ class RobertaModule(nn.Module):
 class Roberta(FlaxBackbone):
     """RoBERTa or BERT behind the `Backbone` interface."""
 
+    prompt_style = "mlm"
+    default_placement = "after_bos"  # [CLS] stays first: `<cls> <prompt> <mask> text`
+
     def __init__(self, config: RobertaConfig):
         self.config = config
         self.family = config.variant
@@ -210,11 +214,14 @@ class Roberta(FlaxBackbone):
         return ids, ids + 1, ids, ids + 2
 
     def position_ids(self, mask: jax.Array) -> jax.Array:
-        """RoBERTa: padding-aware positions from pad_token_id + 1; BERT: 0..T-1."""
+        """RoBERTa: padding-aware positions from pad_token_id + 1; BERT: 0..T-1 for real
+        tokens and 0 for padding. Padding's position never reaches a real token, but it must
+        stay inside the position table: a mixed-task batch is as wide as its longest prompt
+        plus its longest input, wider than any one row needs."""
+        m = mask.astype(jnp.int32)
         if self.config.variant == "roberta":
-            m = mask.astype(jnp.int32)
             return jnp.cumsum(m, axis=1) * m + self.config.pad_token_id
-        return jnp.broadcast_to(jnp.arange(mask.shape[1])[None], mask.shape)
+        return jnp.arange(mask.shape[1])[None] * m
 
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         return self._apply(params, ids, method=RobertaModule.embed)  # [B, T, H]
@@ -264,8 +271,7 @@ class Roberta(FlaxBackbone):
         logits = self._apply(params, at_mask, method=RobertaModule.mlm_logits)  # [B, V]
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         picked = jnp.take_along_axis(logp[:, None, :], ids.reshape(b, -1)[:, None, :], axis=2)
-        picked = picked.reshape(ids.shape) * cmask  # [B, C, K]
-        return picked.sum(-1) / jnp.maximum(cmask.sum(-1), 1)
+        return candidate_totals(picked.reshape(ids.shape), cmask, mean=True)  # [B, C]
 
     def activations(self, params, embeds, mask) -> dict:
         """FFN activations {"encoder": [L, B, T, F]}."""

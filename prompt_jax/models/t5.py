@@ -21,6 +21,7 @@ from prompt_jax.models.base import (
     FlaxBackbone,
     Params,
     broadcast_candidates,
+    candidate_totals,
     dtype_of,
     token_log_probs,
 )
@@ -266,6 +267,8 @@ class T5(FlaxBackbone):
     """T5 behind the `Backbone` interface."""
 
     family = "t5"
+    prompt_style = "t5"
+    default_placement = "prefix"
 
     def __init__(self, config: T5Config):
         self.config = config
@@ -311,8 +314,8 @@ class T5(FlaxBackbone):
         """Sum of log p(candidate tokens) under the decoder, [B, C].
 
         The encoder runs once per example; only the candidates' own logits are computed.
-        Candidates should end with EOS when the task's targets do. `target_positions` is
-        unused (masked LMs only).
+        Candidates should end with EOS when the task's targets do; a padded slot (all-zero
+        mask) scores -inf. `target_positions` is unused (masked LMs only).
         """
         del target_positions
         b = embeds.shape[0]
@@ -327,8 +330,8 @@ class T5(FlaxBackbone):
             flat_mask, deterministic, method=T5Module.decode, rngs=rngs,
         )
         logits = self._apply(params, hidden, method=T5Module.head)  # [B*C, K, V]
-        logp = token_log_probs(logits, flat_ids) * flat_mask
-        return logp.sum(-1).reshape(b, c)
+        logp = token_log_probs(logits, flat_ids)  # [B*C, K]
+        return candidate_totals(logp.reshape(b, c, k), cmask)
 
     def activations(self, params, embeds, mask) -> dict:
         """Encoder FFN activations {"encoder": [L, B, T, F]}."""
