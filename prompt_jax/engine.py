@@ -151,9 +151,7 @@ class LoadedModel:
 
     @property
     def style(self) -> str:
-        from prompt_jax import tasks
-
-        return tasks.style_for_family(self.model.family)
+        return self.model.prompt_style
 
     @property
     def num_params(self) -> int:
@@ -177,11 +175,11 @@ class LoadedModel:
         spec = tasks.get_task(task)  # fails fast (KeyError naming the known tasks)
         if template:
             spec = tasks.with_template(spec, self.style, template)
-        placement = placement or prompts.default_placement(self.model.family)
+        placement = placement or self.model.default_placement
         if placement not in prompts.PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}; use {prompts.PLACEMENTS}")
         ids, mask = tasks.candidates(spec, self.tokenizer, self.style)
-        packs = pack and getattr(self.model, "packs", False)
+        packs = pack and self.model.packs
         return TaskHandle(
             spec=spec, style=self.style, placement=placement,
             candidates=(jnp.asarray(ids), jnp.asarray(mask)), tokenizer=self.tokenizer,

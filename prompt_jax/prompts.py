@@ -188,17 +188,6 @@ def shift_positions(positions: jax.Array, start: jax.Array,
     return jnp.where(positions >= start, positions + length, positions)
 
 
-def default_placement(family: str) -> str:
-    """The family's default placement. Prefer `model.default_placement` (the backbone
-    declares it); this name stays for callers that have only the family's name."""
-    from prompt_jax.models import T5, Llama, Roberta
-
-    by_family = {"roberta": Roberta, "bert": Roberta, "t5": T5, "llama": Llama}
-    if family not in by_family:
-        raise ValueError(f"unknown model family {family!r}; known: {sorted(by_family)}")
-    return by_family[family].default_placement
-
-
 def prompted_inputs(model, params, prompt: jax.Array | PromptSet, batch: dict,
                     placement: str) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Embeds a batch and inserts the prompt: one [P, H] for every row, [B, P, H], or a

@@ -168,6 +168,8 @@ def loss_fn(prompt, params, batch, *, model, loss, placement, candidates=None,
                                            batch["label"][:, None], axis=-1)[:, 0]
     else:
         raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}")
+    # Filler rows (weight 0) count for nothing, even when their target is empty (-inf score).
+    per_example = jnp.where(weight > 0, per_example, 0.0)
     total = jnp.maximum(weight.sum(), 1.0)
     value = (per_example * weight).sum() / total
     return value, {"loss": value}

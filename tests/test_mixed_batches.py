@@ -228,7 +228,6 @@ def test_backbone_declares_style_placement_and_capabilities(name):
     assert model.prompt_style == FAMILY_STYLE[model.family]
     assert model.default_placement == ("after_bos" if model.family in ("roberta", "bert")
                                        else "prefix")
-    assert prompts.default_placement(model.family) == model.default_placement
     assert model.shares_prefix == model.packs == (model.family == "llama")
     if not model.packs:
         with pytest.raises(NotImplementedError, match=f"the {model.family} backbone has no"):
