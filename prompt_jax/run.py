@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,8 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax import engine, loop, partitioning, prompts, train
-
-log = logging.getLogger(__name__)
 
 TUNES = ("prompt", "model")
 
