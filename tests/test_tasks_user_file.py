@@ -11,11 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
 from prompt_jax import cli
-from prompt_jax.models import load_tokenizer
 from prompt_jax.tasks import (
     batches,
     candidates,
@@ -136,20 +133,6 @@ def test_bad_task_files_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="needs two or more distinct"):
         define_file_task("t", one)
     assert "t" not in list_tasks()
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, smollm2_gguf):
-    """A random 2-layer Llama with SmolLM2's real tokenizer and vocabulary (as test_run's)."""
-    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    transformers.LlamaForCausalLM(config).save_pretrained(directory)
-    load_tokenizer(smollm2_gguf).save_pretrained(directory)
-    return directory
 
 
 def test_cli_trains_and_evaluates_a_task_from_a_file(tiny_llama, tmp_path, capsys):
