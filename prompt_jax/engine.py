@@ -235,7 +235,11 @@ class LoadedModel:
         """Each verbalizer's log-likelihood [N, C] for raw input texts."""
         step = self.eval_step(task.placement)
         batch = task.encode_texts(texts)
-        return np.asarray(step(prompt, self.params, batch, *task.candidates))
+        n, shards = len(texts), self.mesh.shape["data"]
+        filler = -n % shards  # the batch splits over the data axis: repeat the last row
+        batch = {k: np.concatenate([v, np.repeat(v[-1:], filler, axis=0)])
+                 for k, v in batch.items()}
+        return np.asarray(step(prompt, self.params, batch, *task.candidates))[:n]
 
     def embed(self, ids) -> jax.Array:
         """Token embeddings [N, H] of ids [N] (for prompt initializers)."""

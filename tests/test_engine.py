@@ -144,3 +144,16 @@ def test_cli_train_refuses_a_folder_with_a_run_unless_told(tiny_llama, tmp_path,
     second = json.loads(capsys.readouterr().out)
     assert first["steps"] == 2 and second["steps"] == 3
     assert [x["step"] for x in _lines(out) if x["split"] == "train"] == [1, 2, 3]
+
+
+def test_scores_of_raw_texts_on_a_sharded_mesh_equal_one_device(tiny_llama):
+    """Three texts over an 8-way data axis: the batch is filled up to split evenly, and the
+    scores are the single device's."""
+    texts = ["a gorgeous , witty film .", "dull and tedious .", "it was fine ."]
+    prompt = prompts.random_uniform(jax.random.key(3), 4, 32)
+    scores = []
+    for devices in (1, 8):
+        loaded = engine.load_model(str(tiny_llama), mesh_data=devices)
+        scores.append(loaded.scores(loaded.task("sst2", max_input_length=32), prompt, texts))
+    assert scores[0].shape == (3, 2)
+    np.testing.assert_allclose(scores[1], scores[0], atol=1e-5)
