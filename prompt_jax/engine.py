@@ -233,13 +233,61 @@ class LoadedModel:
     def scores(self, task: TaskHandle, prompt: jax.Array | None,
                texts: Sequence[str]) -> np.ndarray:
         """Each verbalizer's log-likelihood [N, C] for raw input texts."""
-        step = self.eval_step(task.placement)
         batch = task.encode_texts(texts)
-        n, shards = len(texts), self.mesh.shape["data"]
-        filler = -n % shards  # the batch splits over the data axis: repeat the last row
-        batch = {k: np.concatenate([v, np.repeat(v[-1:], filler, axis=0)])
-                 for k, v in batch.items()}
-        return np.asarray(step(prompt, self.params, batch, *task.candidates))[:n]
+        return self._score(task.placement, prompt, batch, task.candidates, len(texts))
+
+    def mixed_scores(self, prompt_set: prompts.PromptSet,
+                     rows: Sequence[tuple[TaskHandle, str, int]]) -> list[np.ndarray]:
+        """One batch of rows from different tasks, each with its own prompt and verbalizers.
+
+        Args:
+          prompt_set: the prompts the rows use (of different lengths).
+          rows: (task, raw text, index of the row's prompt in `prompt_set`) per row; the tasks
+            share this model's placement.
+
+        Returns:
+          Per row, its task's verbalizer log-likelihoods [C_task]: exactly what the row gets
+          run alone with its prompt.
+        """
+        if not rows:
+            raise ValueError("no rows given")
+        placements = {task.placement for task, _, _ in rows}
+        if len(placements) != 1:
+            raise ValueError(f"the rows' tasks place their prompts differently: {placements}")
+        encoded = [task.encode_texts([text]) for task, text, _ in rows]
+        width = max(e["inputs"].shape[1] for e in encoded)
+        pad = {"inputs": self.tokenizer.pad_token_id or 0, "input_mask": 0}
+        batch = {k: np.concatenate([np.pad(e[k], ((0, 0), (0, width - e[k].shape[1])),
+                                           constant_values=pad[k]) for e in encoded])
+                 for k in pad}
+        batch["target_position"] = np.concatenate([e["target_position"] for e in encoded])
+        batch["prompt_index"] = np.array([index for _, _, index in rows], np.int32)
+        cands = [tuple(np.asarray(x) for x in task.candidates) for task, _, _ in rows]
+        c = max(ids.shape[0] for ids, _ in cands)
+        k = max(ids.shape[1] for ids, _ in cands)
+        ids = np.zeros((len(rows), c, k), np.int32)
+        mask = np.zeros((len(rows), c, k), np.int32)  # padded slots score -inf
+        for row, (row_ids, row_mask) in enumerate(cands):
+            ids[row, :row_ids.shape[0], :row_ids.shape[1]] = row_ids
+            mask[row, :row_mask.shape[0], :row_mask.shape[1]] = row_mask
+        scores = self._score(placements.pop(), prompt_set, batch, (ids, mask), len(rows))
+        return [scores[row, :len(task.labels)] for row, (task, _, _) in enumerate(rows)]
+
+    def _score(self, placement, prompt, batch, candidates, n) -> np.ndarray:
+        """Scores [n, C] of a batch of n rows, filled up to split evenly over the data axis
+        (and candidates [B, C, K] with it)."""
+        filler = -n % self.mesh.shape["data"]  # repeat the last row
+
+        def fill(x):
+            x = np.asarray(x)
+            return np.concatenate([x, np.repeat(x[-1:], filler, axis=0)])
+
+        batch = {key: fill(value) for key, value in batch.items()}
+        ids, mask = candidates
+        if ids.ndim == 3:
+            ids, mask = fill(ids), fill(mask)
+        step = self.eval_step(placement)
+        return np.asarray(step(prompt, self.params, batch, ids, mask))[:n]
 
     def embed(self, ids) -> jax.Array:
         """Token embeddings [N, H] of ids [N] (for prompt initializers)."""

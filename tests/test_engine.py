@@ -157,3 +157,23 @@ def test_scores_of_raw_texts_on_a_sharded_mesh_equal_one_device(tiny_llama):
         scores.append(loaded.scores(loaded.task("sst2", max_input_length=32), prompt, texts))
     assert scores[0].shape == (3, 2)
     np.testing.assert_allclose(scores[1], scores[0], atol=1e-5)
+
+
+def test_a_batch_mixing_three_real_tasks_scores_each_row_as_alone(tiny_llama):
+    """SST-2 (2 classes), laptop (3) and TREC (6) rows with prompts of 5, 20 and 100 vectors in
+    one batch, through the engine: each row's scores are its scores run alone."""
+    loaded = engine.load_model(str(tiny_llama), mesh_data=1)
+    handles = [loaded.task(name, max_input_length=32) for name in TASKS]
+    prompt_list = [prompts.random_uniform(jax.random.key(i), n, loaded.model.d_model)
+                   for i, n in enumerate((5, 20, 100))]
+    rows = [(handles[0], "a gorgeous , witty film .", 0),
+            (handles[1], "the battery life is great\tbattery life", 1),
+            (handles[2], "Who wrote Hamlet ?", 2),
+            (handles[2], "How far is the moon from the earth ?", 0),
+            (handles[0], "dull and tedious .", 2)]
+    mixed = loaded.mixed_scores(prompts.PromptSet.stack(prompt_list), rows)
+    for (task, text, index), scores in zip(rows, mixed, strict=True):
+        alone = loaded.scores(task, prompt_list[index], [text])[0]
+        assert scores.shape == (len(task.labels),)
+        np.testing.assert_allclose(scores, alone, atol=1e-5)
+        assert scores.argmax() == alone.argmax()
