@@ -256,7 +256,9 @@ class LoadedModel:
             raise ValueError(f"the rows' tasks place their prompts differently: {placements}")
         encoded = [task.encode_texts([text]) for task, text, _ in rows]
         width = max(e["inputs"].shape[1] for e in encoded)
-        pad = {"inputs": self.tokenizer.pad_token_id or 0, "input_mask": 0}
+        from prompt_jax.tasks.vocabulary import pad_id
+
+        pad = {"inputs": pad_id(self.tokenizer), "input_mask": 0}
         batch = {k: np.concatenate([np.pad(e[k], ((0, 0), (0, width - e[k].shape[1])),
                                            constant_values=pad[k]) for e in encoded])
                  for k in pad}

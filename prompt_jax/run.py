@@ -78,13 +78,16 @@ class RunConfig:
                              f"{self.eval_batch_size})")
 
 
-def load(config: RunConfig) -> tuple[engine.LoadedModel, engine.TaskHandle]:
-    """The model (loaded once) and the run's task on it, checked against the config."""
-    from prompt_jax import tasks
+def load(config: RunConfig, loaded: engine.LoadedModel | None = None
+         ) -> tuple[engine.LoadedModel, engine.TaskHandle]:
+    """The model and the run's task on it, checked against the config; the model is loaded
+    only when `loaded` (an already loaded `config.model`) is not given."""
+    if loaded is None:
+        from prompt_jax import tasks
 
-    tasks.get_task(config.task)  # fails fast, before the weights load
-    loaded = engine.load_model(config.model, dtype=config.dtype, mesh_data=config.mesh_data,
-                               mesh_model=config.mesh_model)
+        tasks.get_task(config.task)  # fails fast, before the weights load
+        loaded = engine.load_model(config.model, dtype=config.dtype,
+                                   mesh_data=config.mesh_data, mesh_model=config.mesh_model)
     return loaded, task_for(loaded, config)
 
 
@@ -171,10 +174,7 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
 
     out = Path(config.output_dir)
     loop.claim_output_dir(out, resume=resume, overwrite=overwrite)  # before anything is read
-    if loaded is None:
-        loaded, task = load(config)
-    else:
-        task = task_for(loaded, config)
+    loaded, task = load(config, loaded)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     trainable = trainable_for(config)
     optimizer = train.make_optimizer(config.optimizer)
@@ -241,10 +241,7 @@ def evaluate_prompt(config: RunConfig, prompt_path: str | None, split: str | Non
                     loaded: engine.LoadedModel | None = None) -> dict[str, float]:
     """Metrics of a saved prompt (any format `prompt_io` reads) on a split of the task; with
     no prompt, of the hand-written template alone (zero-shot)."""
-    if loaded is None:
-        loaded, task = load(config)
-    else:
-        task = task_for(loaded, config)
+    loaded, task = load(config, loaded)
     prompt = None if prompt_path is None else _load_prompt(loaded, prompt_path)
     return evaluator(loaded, task, config, split)(prompt)
 
@@ -254,9 +251,6 @@ def infer(config: RunConfig, prompt_path: str, texts: Sequence[str],
     """The predicted label name for each raw input text."""
     if not texts:
         raise ValueError("no input text given")
-    if loaded is None:
-        loaded, task = load(config)
-    else:
-        task = task_for(loaded, config)
+    loaded, task = load(config, loaded)
     scores = loaded.scores(task, _load_prompt(loaded, prompt_path), texts)
     return [task.labels[i] for i in scores.argmax(-1)]
