@@ -1,12 +1,15 @@
-"""The README's results: prompt tuning SmolLM2-135M-Instruct on real tasks, row by row.
+"""The README's results: prompt tuning real models (SmolLM2-135M-Instruct, and Gemma 3 270M on
+SST-2) on real tasks, row by row.
 
 Every row is one command; it trains (or scores) on the task's local train split and evaluates on
-its validation split, then writes `benchmarks/results/<task>/<row>.json` (the numbers the README
-shows, and the accuracy-vs-step curve). `report` turns those files into the README's markdown
+its validation split, then writes `benchmarks/results/<task>/<row>.json` (SmolLM2) or
+`benchmarks/results/<model>/<task>/<row>.json` (the numbers the README shows, and the
+accuracy-vs-step curve). `report` turns those files into the README's markdown
 tables and the SST-2 training curves (`benchmarks/results/sst2_curves.png`).
 
     python benchmarks/results.py run sst2 soft-text-20   # one row
     python benchmarks/results.py run sst2                # every row of SST-2 not measured yet
+    python benchmarks/results.py run --model gemma3-270m sst2   # Gemma 3 270M's rows
     python benchmarks/results.py report                  # tables + curves from the JSON files
     python benchmarks/results.py report --readme         # ... and into the README
 
@@ -90,17 +93,29 @@ VARIANT_ROWS = ("zero-shot", "soft-text-20", "soft-random-20", "soft-sampled-20"
                 "soft-text-5", "soft-text-100", "model-tuning")
 TASK_ROWS |= {task: VARIANT_ROWS for task in ("rotten_tomatoes", "rte", "imdb")}
 STEPS = 320
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# model -> (name in tables, {task: rows}); the default model's rows are TASK_ROWS.
+MODELS = {
+    DEFAULT_MODEL: ("SmolLM2-135M-Instruct", TASK_ROWS),
+    "gemma3-270m": ("Gemma 3 270M", {"sst2": ("zero-shot", "soft-text-5", "soft-text-20",
+                                              "soft-text-100", "model-tuning")}),
+}
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def config_for(task: str, row: str, output_dir: Path):
+def results_dir(model: str) -> Path:
+    return RESULTS if model == DEFAULT_MODEL else RESULTS / model
+
+
+def config_for(task: str, row: str, output_dir: Path, model: str = DEFAULT_MODEL):
     from prompt_jax import run
     from prompt_jax.train import OptimizerConfig
 
     _, overrides, extra = ROWS[row]
-    steps = extra.get("steps", LONG.get(task, STEPS) if row == "soft-text-20" else STEPS)
+    long = LONG.get(task, STEPS) if model == DEFAULT_MODEL else STEPS
+    steps = extra.get("steps", long if row == "soft-text-20" else STEPS)
     fields = dict(
-        model="smollm2-135m-instruct", task=task, output_dir=str(output_dir),
+        model=model, task=task, output_dir=str(output_dir),
         prompt_length=20, init="text", init_text=TASKS[task]["init_text"],
         optimizer=OptimizerConfig(name=extra.get("optimizer", "adamw"),
                                   learning_rate=extra.get("learning_rate", 3e-2),
@@ -113,10 +128,10 @@ def config_for(task: str, row: str, output_dir: Path):
     return run.RunConfig(**(fields | overrides))
 
 
-def run_zero_shot(task: str) -> dict:
+def run_zero_shot(task: str, model: str) -> dict:
     from prompt_jax import run
 
-    config = config_for(task, "soft-text-20", Path("runs/results") / task / "zero-shot")
+    config = config_for(task, "soft-text-20", runs_dir(model) / task / "zero-shot", model)
     loaded = run.load(config)[0]
     scores = []
     for template in TASKS[task]["templates"]:
@@ -132,11 +147,15 @@ def run_zero_shot(task: str) -> dict:
             "template": best["template"], "templates": scores, "trainable_params": 0}
 
 
-def run_training(task: str, row: str) -> dict:
+def runs_dir(model: str) -> Path:
+    return Path("runs/results") if model == DEFAULT_MODEL else Path("runs/results") / model
+
+
+def run_training(task: str, row: str, model: str) -> dict:
     from prompt_jax import run, scoring
     from prompt_jax.tasks.metrics import classification_metrics
 
-    config = config_for(task, row, Path("runs/results") / task / row)
+    config = config_for(task, row, runs_dir(model) / task / row, model)
     out = Path(config.output_dir)
     loaded, task_handle = run.load(config)
     trainable = run.trainable_for(config)
@@ -176,30 +195,34 @@ def run_training(task: str, row: str) -> dict:
     }
 
 
-def run_row(task: str, row: str) -> None:
-    print(f"== {task} / {row}", flush=True)
+def run_row(task: str, row: str, model: str = DEFAULT_MODEL) -> None:
+    print(f"== {model} / {task} / {row}", flush=True)
     t0 = time.perf_counter()
-    result = run_zero_shot(task) if row == "zero-shot" else run_training(task, row)
+    result = (run_zero_shot(task, model) if row == "zero-shot"
+              else run_training(task, row, model))
     result["wall_seconds"] = time.perf_counter() - t0
-    path = RESULTS / task / f"{row}.json"
+    path = results_dir(model) / task / f"{row}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{task} / {row}: {result['final']['accuracy']:.1%} -> {path}", flush=True)
 
 
-def load(task: str, row: str) -> dict | None:
-    path = RESULTS / task / f"{row}.json"
+def load(task: str, row: str, model: str = DEFAULT_MODEL) -> dict | None:
+    path = results_dir(model) / task / f"{row}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def table(task: str) -> str:
-    lines = [f"### {TASKS[task]['name']}", "",
+def table(task: str, model: str = DEFAULT_MODEL) -> str:
+    name, rows = MODELS[model]
+    title = TASKS[task]["name"] if model == DEFAULT_MODEL else f"{name}: {TASKS[task]['name']}"
+    flag = "" if model == DEFAULT_MODEL else f"--model {model} "
+    lines = [f"### {title}", "",
              "| method | accuracy | macro-F1 | trainable params | train examples/s | command |",
              "|---|---|---|---|---|---|"]
-    for row in TASK_ROWS[task]:
-        r = load(task, row)
+    for row in rows[task]:
+        r = load(task, row, model)
         label = ROWS[row][0]
-        command = f"`python benchmarks/results.py run {task} {row}`"
+        command = f"`python benchmarks/results.py run {flag}{task} {row}`"
         if r is None:
             lines.append(f"| {label} | not measured | | | | {command} |")
             continue
@@ -216,7 +239,7 @@ def table(task: str) -> str:
         for name, m in rows:
             lines.append(f"| {name} | {m['accuracy']:.1%} | {m['macro_f1']:.3f} | "
                          f"{r['trainable_params']:,} | {speed} | {command} |")
-    zero = load(task, "zero-shot")
+    zero = load(task, "zero-shot", model)
     if zero:
         lines += ["", "Zero-shot templates: " + "; ".join(
             f"`{t['template']!r}` {t['accuracy']:.1%}" for t in zero["templates"]) + "."]
@@ -356,18 +379,21 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="measure rows (all rows of the task not yet measured)")
     p.add_argument("task", choices=sorted(TASK_ROWS))
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS),
+                   help="the real model (default %(default)s)")
     p.add_argument("rows", nargs="*", help=f"rows (default: all not measured): {list(ROWS)}")
     p = sub.add_parser("report", help="print the markdown tables and draw the curves")
     p.add_argument("--readme", action="store_true",
                    help="also write them into README.md (between its results markers)")
     args = parser.parse_args()
     if args.command == "run":
-        unknown = [r for r in args.rows if r not in TASK_ROWS[args.task]]
-        if unknown:
-            sys.exit(f"unknown rows {unknown} for {args.task}; rows: {TASK_ROWS[args.task]}")
-        todo = args.rows or [r for r in TASK_ROWS[args.task] if load(args.task, r) is None]
+        rows = MODELS[args.model][1].get(args.task, ())
+        unknown = [r for r in args.rows if r not in rows]
+        if unknown or not rows:
+            sys.exit(f"unknown rows {unknown} for {args.model} on {args.task}; rows: {rows}")
+        todo = args.rows or [r for r in rows if load(args.task, r, args.model) is None]
         for row in todo:
-            run_row(args.task, row)
+            run_row(args.task, row, args.model)
         return
     block = report()
     print(block)

@@ -15,6 +15,8 @@ import pytest
 from prompt_jax.models import (
     T5,
     Backbone,
+    Gemma3,
+    Gemma3Config,
     Llama,
     LlamaConfig,
     Roberta,
@@ -41,6 +43,11 @@ TINY = {
     "llama": lambda **kw: Llama(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
                                             num_hidden_layers=2, num_attention_heads=4,
                                             num_key_value_heads=2, **kw)),
+    # A window of 3 positions: rows and prompts are longer, so sliding layers differ.
+    "gemma3": lambda **kw: Gemma3(Gemma3Config(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8,
+        sliding_window=3, layer_types=("sliding_attention", "full_attention"), **kw)),
 }
 
 IDS = jnp.array([[3, 4, 5, 6, 7], [8, 9, 10, 11, 0]])

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from prompt_jax import prompts, scoring, train
-from prompt_jax.models import T5, Llama, LlamaConfig, Roberta, RobertaConfig, T5Config
+from prompt_jax.models import (
+    T5,
+    Gemma3,
+    Gemma3Config,
+    Llama,
+    LlamaConfig,
+    Roberta,
+    RobertaConfig,
+    T5Config,
+)
 from prompt_jax.tasks import FAMILY_STYLE
 from tests.test_interface import TINY
 from tests.test_train_step import _expressive
@@ -30,7 +39,12 @@ MODELS = {
     "llama": lambda: Llama(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
                                        num_hidden_layers=2, num_attention_heads=4,
                                        num_key_value_heads=2)),
+    "gemma3": lambda: Gemma3(Gemma3Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+        layer_types=("sliding_attention", "full_attention"))),
 }
+DECODERS = ("llama", "gemma3")  # decoder-only: shared prefixes, packing
 
 PROMPT_LENGTHS = (5, 20, 100)  # task 0, 1, 2
 # Verbalizers (token ids) of three tasks: 2, 3 and 6 classes, some of two tokens.
@@ -139,13 +153,14 @@ def test_mixed_batch_scores_equal_each_row_alone(name):
     assert len({round(float(a.max()), 3) for a in alone}) == len(alone)
 
 
+@pytest.mark.parametrize("name", DECODERS)
 @pytest.mark.parametrize("task_candidates", [TASK_CANDIDATES, SINGLE_TOKEN_CANDIDATES],
                          ids=["two_token", "single_token"])
-def test_llama_prompt_set_keys_values_equal_per_row_insertion(task_candidates):
-    """Llama's shared-prefix path (each prompt's keys and values computed once, gathered by
-    prompt_index) equals inserting each row's prompt into it, and each row alone."""
-    model, params, task_prompts = _setup("llama")
-    rows = _rows("llama")
+def test_decoder_prompt_set_keys_values_equal_per_row_insertion(task_candidates, name):
+    """A decoder's shared-prefix path (each prompt's keys and values computed once, gathered
+    by prompt_index) equals inserting each row's prompt into it, and each row alone."""
+    model, params, task_prompts = _setup(name)
+    rows = _rows(name)
     batch = _mixed_batch(rows)
     prompt_set = prompts.PromptSet.stack(task_prompts)
     cands = _per_row_candidates(task_candidates)
@@ -228,17 +243,17 @@ def test_backbone_declares_style_placement_and_capabilities(name):
     assert model.prompt_style == FAMILY_STYLE[model.family]
     assert model.default_placement == ("after_bos" if model.family in ("roberta", "bert")
                                        else "prefix")
-    assert model.shares_prefix == model.packs == (model.family == "llama")
+    assert model.shares_prefix == model.packs == (model.family in DECODERS)
     if not model.packs:
         with pytest.raises(NotImplementedError, match=f"the {model.family} backbone has no"):
             model.pack_keys_per_token()
         with pytest.raises(NotImplementedError, match=f"the {model.family} backbone has no"):
             model.prefix_kv(None, jnp.zeros((2, model.d_model)))
-    if model.family != "llama":
+    if model.family not in DECODERS:
         with pytest.raises(NotImplementedError, match="hidden_states"):
             model.hidden_states(None, None, None)
     else:
-        with pytest.raises(NotImplementedError, match="the llama backbone has no encoder"):
+        with pytest.raises(NotImplementedError, match=f"the {name} backbone has no encoder"):
             model.encode(None, None, None)
     if model.family in ("roberta", "bert"):
         with pytest.raises(NotImplementedError, match="generation"):

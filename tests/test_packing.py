@@ -28,8 +28,8 @@ def _batch(seed=0, weight=None):
             "weight": np.ones(B, np.float32) if weight is None else weight}
 
 
-def _model():
-    model = TINY["llama"]()
+def _model(name="llama"):
+    model = TINY[name]()
     return model, _expressive(jax.jit(model.init_params)(jax.random.key(0)))
 
 
@@ -59,10 +59,11 @@ def test_pack_batch_layout():
         packing.pack_batch(batch, rows=3)
 
 
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
 @pytest.mark.parametrize("with_prompt", [True, False])
 @pytest.mark.parametrize("rows", [1, 2])
-def test_packed_scores_and_gradients_equal_one_example_per_row(with_prompt, rows):
-    model, params = _model()
+def test_packed_scores_and_gradients_equal_one_example_per_row(with_prompt, rows, name):
+    model, params = _model(name)
     batch = _batch(1)
     packed = packing.pack_batch(batch, rows=rows, multiple=8)
     prompt = prompts.random_uniform(jax.random.key(1), P, model.d_model) if with_prompt else None

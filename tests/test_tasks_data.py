@@ -81,7 +81,7 @@ def test_registry_has_the_paper_tasks_and_the_extras():
     with pytest.raises(KeyError, match="unknown task 'sst5'.*sst2.*trec"):
         get_task("sst5")
     assert {f: style_for_family(f) for f in FAMILY_STYLE} == {
-        "t5": "t5", "roberta": "mlm", "bert": "mlm", "llama": "causal"}
+        "t5": "t5", "roberta": "mlm", "bert": "mlm", "llama": "causal", "gemma3": "causal"}
     for name in list_tasks():
         spec = get_task(name)
         assert len(spec.verbalizers) == len(spec.labels) == len(spec.t5_verbalizers)

@@ -159,11 +159,12 @@ def test_model_tuning_trains_every_weight_and_leaves_the_callers_params_alone():
         train.init_state({}, opt)
 
 
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
 @pytest.mark.parametrize("k", [1, 2])
-def test_shared_prefix_path_equals_inserting_the_prompt(k):
-    """A Llama prefix prompt computed once per batch gives the scores, loss and gradient of
-    prepending it to every row."""
-    model = TINY["llama"]()
+def test_shared_prefix_path_equals_inserting_the_prompt(k, name):
+    """A decoder's prefix prompt computed once per batch gives the scores, loss and gradient
+    of prepending it to every row."""
+    model = TINY[name]()
     params = _expressive(jax.jit(model.init_params)(jax.random.key(0)))
     batch, _ = _batch()
     prompt = prompts.random_uniform(jax.random.key(1), P, model.d_model)

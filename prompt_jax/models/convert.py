@@ -149,7 +149,13 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         shape = tuple(int(s) for s in reversed(t.shape.tolist()))
 
         def read(t=t, shape=shape):
-            return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
+            try:
+                values = gguf.quants.dequantize(t.data, t.tensor_type)
+            except NotImplementedError as e:
+                raise CheckpointError(f"{path}: tensor {t.name} is of GGUF type "
+                                      f"{t.tensor_type.name}, which cannot be dequantized ({e})"
+                                      ) from None
+            return values.astype(np.float32).reshape(shape)
 
         tensors[t.name] = Tensor(path, shape, read)
     return meta, tensors
