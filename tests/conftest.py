@@ -21,6 +21,11 @@ def smollm2_gguf():
 
 
 @pytest.fixture(scope="session")
+def gemma3_gguf():
+    return fetch("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
 def minilm_dir():
     return fetch("all-minilm-l6-v2")
 

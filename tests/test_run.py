@@ -160,10 +160,12 @@ def test_killed_run_resumes_to_the_same_prompt(tiny_llama, tmp_path):
                                                                        "prompt.npy"))
 
 
-def test_real_smollm2_prompt_training_lowers_the_loss(smollm2_gguf):
-    """A few Adafactor steps on four real SST-2 training sentences: the loss goes down and
-    nothing but the prompt changes."""
-    pre, tok = load_pretrained(smollm2_gguf), load_tokenizer(smollm2_gguf)
+@pytest.mark.parametrize("gguf", ["smollm2_gguf", "gemma3_gguf"])
+def test_real_prompt_training_lowers_the_loss(gguf, request):
+    """A few Adafactor steps on four real SST-2 training sentences, on each real model: the
+    loss goes down and nothing but the prompt changes."""
+    path = request.getfixturevalue(gguf)
+    pre, tok = load_pretrained(path), load_tokenizer(path)
     model, params = pre.model, pre.params
     task = tasks.get_task("sst2")
     batch = next(iter(tasks.batches(task, "train", tok, "causal", 4, max_length=64, seed=0)))
