@@ -1,7 +1,8 @@
-"""Prompt tuning SmolLM2-135M on SST-2: prompt_jax vs Hugging Face PEFT, side by side.
+"""Prompt tuning a real model on SST-2: prompt_jax vs Hugging Face PEFT, side by side.
 
-Both sides get the same frozen model (the SmolLM2-135M-Instruct GGUF: ours through our loader,
-PEFT's through transformers' GGUF loader), the same batches (prompt_jax's SST-2 task, causal
+Both sides get the same frozen model (the SmolLM2-135M-Instruct GGUF, or with `--model
+gemma3-270m` the Gemma 3 270M one: ours through our loader, PEFT's through transformers' GGUF
+loader), the same batches (prompt_jax's SST-2 task, causal
 template "Review: {sentence}\\nSentiment:"), the same initial prompt (the embeddings of one
 text), the same optimizer (AdamW), batch size and step count, and the same evaluation (rank
 classification between " negative" and " positive" on the validation split). Each side runs in
@@ -13,6 +14,8 @@ packed into one row (`prompt_jax.packing`; `--no-pack` turns that off).
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 3 --schedule cosine
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 --perturb 0 1e-6 2e-6 3e-6
     python benchmarks/peft_vs_prompt_jax.py --steps 20 --eval-limit 64   # a quick look
+    python benchmarks/peft_vs_prompt_jax.py --model gemma3-270m --steps 320 --seeds 0 \
+        --schedule cosine
 
 `--perturb` draws more end points of one recipe: each EPS runs both sides again with the initial
 prompt scaled by 1 + EPS, a nudge the size of float32 rounding, which float32 training grows
@@ -23,7 +26,7 @@ Prints a markdown table (accuracy, the first step's and the last quarter's train
 training examples/s from the median step time with the first step excluded, training time, peak
 RSS, and ours/PEFT ratios) and writes the numbers to
 `benchmarks/results/peft_vs_prompt_jax.json` (`_cosine.json` for the cosine rate, `_draws.json`
-for a run with `--perturb`), from which
+for a run with `--perturb`, `_gemma3-270m` before those for that model), from which
 `results.py report` puts the tables in the README.
 """
 
@@ -42,12 +45,15 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEDULES = ("constant", "cosine")  # the rates both sides can take (train.make_schedule's)
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
+MODELS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma 3 270M"}
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-def output_path(schedule: str, draws: bool = False) -> Path:
+def output_path(schedule: str, draws: bool = False, model: str = DEFAULT_MODEL) -> Path:
     """Where a schedule's results go by default (and where `results.py report` reads them);
     `draws` for a run with `--perturb`."""
-    suffix = ("" if schedule == "constant" else f"_{schedule}") + ("_draws" if draws else "")
+    suffix = ("" if model == DEFAULT_MODEL else f"_{model}") + (
+        "" if schedule == "constant" else f"_{schedule}") + ("_draws" if draws else "")
     return RESULTS / f"peft_vs_prompt_jax{suffix}.json"
 
 
@@ -85,7 +91,7 @@ def run_ours(args) -> dict:
     """prompt_jax as a user runs it: the engine's loaded model and task, the library's step."""
     from prompt_jax import engine, train
 
-    loaded = engine.load_model("smollm2-135m-instruct", mesh_data=1)
+    loaded = engine.load_model(args.model, mesh_data=1)
     # The library's default (RunConfig.pack): same examples, less padding.
     task = loaded.task("sst2", max_input_length=args.max_length, pack=not args.no_pack)
     packer = task.packer(args.prompt_length)
@@ -139,7 +145,7 @@ def run_peft(args) -> dict:
     from prompt_jax.models import fetch, load_tokenizer
 
     torch.manual_seed(args.seed)
-    gguf = fetch("smollm2-135m-instruct")
+    gguf = fetch(args.model)
     tok = load_tokenizer(gguf)
     base = transformers.AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -147,9 +153,8 @@ def run_peft(args) -> dict:
     model = get_peft_model(base, PromptTuningConfig(
         task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.prompt_length))
     ids = np.resize(np.asarray(init_ids), args.prompt_length)  # the same text init as ours
-    with torch.no_grad():
-        table = base.get_input_embeddings().weight
-        prompt = table[torch.tensor(ids)] * (1 + args.scale)
+    with torch.no_grad():  # PEFT's own text init: the embedding module (Gemma's scales)
+        prompt = base.get_input_embeddings()(torch.tensor(ids)) * (1 + args.scale)
         model.prompt_encoder["default"].embedding.weight.copy_(prompt)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=args.lr, weight_decay=args.weight_decay)
@@ -183,6 +188,7 @@ def run_peft(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL)
     parser.add_argument("--steps", type=int, default=320)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--prompt-length", type=int, default=20)
@@ -212,7 +218,8 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
     draws = any(args.perturb)
-    output = output_path(args.schedule, draws) if args.output is None else args.output
+    output = (output_path(args.schedule, draws, args.model) if args.output is None
+              else args.output)
     per_run, done = [], []
     for seed, eps in [(seed, eps) for seed in args.seeds for eps in args.perturb]:
         rows = {}
@@ -238,8 +245,8 @@ def main() -> None:
 
 def _result(args, done: list[tuple[int, float]], per_run: list[dict]) -> dict:
     return {"recipe": {k: getattr(args, k) for k in (
-        "steps", "batch_size", "prompt_length", "lr", "schedule", "weight_decay", "max_length",
-        "eval_limit", "no_pack")}, "seeds": [seed for seed, _ in done],
+        "model", "steps", "batch_size", "prompt_length", "lr", "schedule", "weight_decay",
+        "max_length", "eval_limit", "no_pack")}, "seeds": [seed for seed, _ in done],
         "perturbs": [eps for _, eps in done],
         "runs": [{side: {k: v for k, v in r[side].items() if k != "step_seconds"}
                   | {"train_seconds": sum(r[side]["step_seconds"])} for side in r}
@@ -262,7 +269,8 @@ def table(result: dict) -> str:
     recipe, runs = result["recipe"], result["runs"]
     packed = "unpacked" if recipe.get("no_pack") else "packed"
     rate = ("decayed to 0 on a cosine" if recipe.get("schedule") == "cosine" else "constant")
-    lines = [f"SST-2, SmolLM2-135M-Instruct, {recipe['prompt_length']} prompt tokens (text "
+    model = MODELS[recipe.get("model", DEFAULT_MODEL)]
+    lines = [f"SST-2, {model}, {recipe['prompt_length']} prompt tokens (text "
              f"init), AdamW lr {recipe['lr']} ({rate}), batch {recipe['batch_size']}, "
              f"{recipe['steps']} steps, {runs[0]['ours']['examples']} validation examples; "
              f"prompt_jax {packed}", "",

@@ -27,7 +27,7 @@ class BackboneInfo:
 
     name: str
     hf_id: str
-    family: str  # as `Backbone.family`: t5 | roberta | bert | llama
+    family: str  # as `Backbone.family`: t5 | roberta | bert | llama | gemma3
     d_model: int
 
 

@@ -26,7 +26,7 @@ class Backbone(Protocol):
     `packs`, `generate`, ...) says so through the flag or raises NotImplementedError naming
     itself (see `FlaxBackbone`), so callers never probe with getattr."""
 
-    family: str  # "t5" | "roberta" | "bert" | "llama"
+    family: str  # "t5" | "roberta" | "bert" | "llama" | "gemma3"
     config: Any
     prompt_style: str  # task template style: "t5" | "mlm" | "causal" (tasks.FAMILY_STYLE)
     default_placement: str  # where a soft prompt goes: "prefix" | "after_bos"

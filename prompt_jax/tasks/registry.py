@@ -216,8 +216,8 @@ def task_by_id(task_id: int) -> TaskSpec:
 
 
 def style_for_family(family: str) -> str:
-    """The template style of a backbone family (t5 -> t5, roberta/bert -> mlm, llama ->
-    causal)."""
+    """The template style of a backbone family (t5 -> t5, roberta/bert -> mlm, llama and
+    gemma3 -> causal)."""
     try:
         return FAMILY_STYLE[family]
     except KeyError:
