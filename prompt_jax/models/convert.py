@@ -274,12 +274,13 @@ def gemma3_table(cfg: Gemma3Config) -> tuple[list[Entry], list[str]]:
         Entry(("embed_tokens", "embedding"), "model.embed_tokens.weight"),
         Entry(("final_norm", "scale"), "model.norm.weight"),
     ]
-    for ours, theirs in (("attn_norm", "input_layernorm"),
-                         ("post_attn_norm", "post_attention_layernorm"),
-                         ("mlp_norm", "pre_feedforward_layernorm"),
-                         ("post_mlp_norm", "post_feedforward_layernorm"),
-                         ("attn/q_norm", "self_attn.q_norm"), ("attn/k_norm", "self_attn.k_norm")):
-        e.append(Entry(("layers", *ours.split("/"), "scale"), f"{lay}{theirs}.weight"))
+    for ours, theirs in ((("attn_norm",), "input_layernorm"),
+                         (("post_attn_norm",), "post_attention_layernorm"),
+                         (("mlp_norm",), "pre_feedforward_layernorm"),
+                         (("post_mlp_norm",), "post_feedforward_layernorm"),
+                         (("attn", "q_norm"), "self_attn.q_norm"),
+                         (("attn", "k_norm"), "self_attn.k_norm")):
+        e.append(Entry(("layers", *ours, "scale"), f"{lay}{theirs}.weight"))
     for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
         e.append(Entry(("layers", "attn", ours, "kernel"), f"{lay}self_attn.{theirs}.weight",
                        "linear1"))
