@@ -109,17 +109,23 @@ def test_prompt_through_inputs_embeds_scores_and_generation(tiny):
 
 def test_ffn_activations_match_reference(tiny):
     _, ref, pre = tiny
-    captured = []
+    captured, gates = [], []
     hooks = [layer.mlp.down_proj.register_forward_hook(
         lambda mod, inp, out: captured.append(inp[0].numpy())) for layer in ref.model.layers]
+    hooks += [layer.mlp.gate_proj.register_forward_hook(
+        lambda mod, inp, out: gates.append(out.numpy())) for layer in ref.model.layers]
     with torch.no_grad():
         ref(input_ids=torch.tensor(IDS[:1]))
     for h in hooks:
         h.remove()
-    acts = pre.model.activations(pre.params, pre.model.embed(pre.params, jnp.asarray(IDS[:1])),
-                                 jnp.ones((1, 11), jnp.int32))["decoder"]
+    embeds = pre.model.embed(pre.params, jnp.asarray(IDS[:1]))
+    mask = jnp.ones((1, 11), jnp.int32)
+    acts = pre.model.activations(pre.params, embeds, mask)["decoder"]
     assert acts.shape == (3, 1, 11, 48)
     np.testing.assert_allclose(np.asarray(acts), np.stack(captured), atol=ATOL, rtol=0)
+    # The GeGLU gate's pre-activation (what the neuron-overlap indicator reads).
+    ours_gates = pre.model.activations(pre.params, embeds, mask, kind="pre_activation")["decoder"]
+    np.testing.assert_allclose(np.asarray(ours_gates), np.stack(gates), atol=ATOL, rtol=0)
 
 
 def test_prompt_saved_as_peft_adapter_means_the_same_in_peft(tmp_path):

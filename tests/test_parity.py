@@ -150,19 +150,40 @@ def test_llama_logits_scores_and_generation(overrides, tmp_path):
     np.testing.assert_array_equal(np.asarray(ours_gen)[0], gen)
 
 
-def test_llama_ffn_activations_match_reference(tmp_path):
-    _, ref, pre = _tiny("llama", tmp_path)
-    captured = []
-    hooks = [layer.mlp.down_proj.register_forward_hook(
-        lambda mod, inp, out: captured.append(inp[0].numpy())) for layer in ref.model.layers]
+def _ffn_projections(kind, ref):
+    """Each layer's (first projection, output projection) of the reference FFN (the encoder's,
+    on encoder families): the activation function's input is the first one's output (the
+    gate's, on gated FFNs), the output projection's input is what `activations` returns."""
+    if kind == "llama":
+        return [(layer.mlp.gate_proj, layer.mlp.down_proj) for layer in ref.model.layers]
+    if kind.startswith("t5"):
+        ffns = [block.layer[1].DenseReluDense for block in ref.encoder.block]
+        return [(f.wi_0 if kind == "t5_v1_1" else f.wi, f.wo) for f in ffns]
+    return [(layer.intermediate.dense, layer.output.dense)
+            for layer in ref.base_model.encoder.layer]
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5_v1_0", "t5_v1_1", "roberta", "bert"])
+def test_ffn_activations_match_reference(kind, tmp_path):
+    _, ref, pre = _tiny(kind, tmp_path)
+    pre_activations, output_inputs = [], []
+    hooks = []
+    for first, output in _ffn_projections(kind, ref):
+        hooks.append(first.register_forward_hook(
+            lambda mod, inp, out: pre_activations.append(out.numpy())))
+        hooks.append(output.register_forward_hook(
+            lambda mod, inp, out: output_inputs.append(inp[0].numpy())))
     with torch.no_grad():
-        ref(input_ids=torch.tensor(IDS[:1]))
+        (ref.encoder if kind.startswith("t5") else ref)(input_ids=torch.tensor(IDS[:1]))
     for h in hooks:
         h.remove()
-    acts = pre.model.activations(pre.params, pre.model.embed(pre.params, jnp.asarray(IDS[:1])),
-                                 jnp.ones((1, 8), jnp.int32))["decoder"]
-    assert acts.shape == (2, 1, 8, 48)
-    _close(acts, np.stack(captured))
+    embeds, mask = pre.model.embed(pre.params, jnp.asarray(IDS[:1])), jnp.ones((1, 8), jnp.int32)
+    (acts,) = pre.model.activations(pre.params, embeds, mask).values()
+    (gates,) = pre.model.activations(pre.params, embeds, mask, kind="pre_activation").values()
+    width = 48 if kind == "llama" else 64
+    assert acts.shape == gates.shape == (2, 1, 8, width)
+    _close(acts, np.stack(output_inputs))
+    _close(gates, np.stack(pre_activations))
 
 
 def test_sharded_and_torch_bin_checkpoints_load_identically(tmp_path):

@@ -75,8 +75,19 @@ class Backbone(Protocol):
         `prefix_lengths` [N] and `prefix_index` [B]).
         """
 
-    def activations(self, params: Params, embeds: jax.Array, mask: jax.Array) -> dict:
-        """FFN activations {stack name: [L, B, T, F]} (input of each FFN output projection)."""
+    def activations(self, params: Params, embeds: jax.Array, mask: jax.Array, *,
+                    kind: str = "output_input") -> dict:
+        """FFN activations {stack name: [L, B, T, F]} (one stack: the decoder of decoder-only
+        families, the encoder otherwise).
+
+        `kind` (see `FFN_ACTIVATION_KINDS`) says which point of each FFN:
+          "output_input": the input of the output projection, act(x W_i), or act(x W_gate) *
+            (x W_up) on gated FFNs (SwiGLU, GeGLU, T5 v1.1's gated GELU).
+          "pre_activation": the input of the activation function, x W_i, or x W_gate on gated
+            FFNs. A neuron is activated when it is > 0 (for ReLU, GELU and SiLU alike), which
+            the neuron-overlap indicator reads (`prompt_jax.indicators`); on a gated FFN the
+            sign of "output_input" also carries the sign of the up projection, so it would not.
+        """
 
     def encode(self, params: Params, embeds: jax.Array, mask: jax.Array, **kwargs) -> jax.Array:
         """Encoder output [B, T, H] (encoder and encoder-decoder families)."""
@@ -102,6 +113,18 @@ class Backbone(Protocol):
     def generate(self, params: Params, embeds: jax.Array, mask: jax.Array,
                  max_new_tokens: int) -> jax.Array:
         """Greedy continuation [B, max_new_tokens] (generative families)."""
+
+
+# `activations(kind=...)` -> the name each family's FFN sows into the 'intermediates' collection.
+FFN_ACTIVATION_KINDS = {"output_input": "ffn", "pre_activation": "ffn_pre_activation"}
+
+
+def ffn_sown_name(kind: str) -> str:
+    """The sown name of an FFN activation `kind`, with a clear error for an unknown one."""
+    if kind not in FFN_ACTIVATION_KINDS:
+        raise ValueError(f"unknown FFN activation kind {kind!r}; use one of "
+                         f"{sorted(FFN_ACTIVATION_KINDS)}")
+    return FFN_ACTIVATION_KINDS[kind]
 
 
 class FlaxBackbone:

@@ -22,6 +22,7 @@ from prompt_jax.models.base import (
     broadcast_candidates,
     candidate_totals,
     dtype_of,
+    ffn_sown_name,
     token_log_probs,
 )
 
@@ -139,9 +140,10 @@ class LlamaMLP(nn.Module):
             param_dtype=dtype_of(cfg.param_dtype),
         )
         f = (cfg.intermediate_size,)
-        gate = dense(f, ("embed",), ("mlp",), name="gate")(x)
+        gate = dense(f, ("embed",), ("mlp",), name="gate")(x)  # [B, T, F]
+        self.sow("intermediates", ffn_sown_name("pre_activation"), gate)
         h = layers.activation(cfg.hidden_act)(gate) * dense(f, ("embed",), ("mlp",), name="up")(x)
-        self.sow("intermediates", "ffn", h)  # [B, T, F]
+        self.sow("intermediates", ffn_sown_name("output_input"), h)  # [B, T, F]
         return dense((cfg.hidden_size,), ("mlp",), ("embed",), name="down")(h)
 
 
@@ -424,13 +426,14 @@ class Llama(FlaxBackbone):
                        + 3 * cfg.hidden_size * cfg.intermediate_size)
         return matmuls / (4 * q_width)
 
-    def activations(self, params, embeds, mask) -> dict:
-        """FFN activations {"decoder": [L, B, T, F]}."""
+    def activations(self, params, embeds, mask, *, kind: str = "output_input") -> dict:
+        """FFN activations {"decoder": [L, B, T, F]} (`kind`: see `Backbone.activations`)."""
+        name = ffn_sown_name(kind)
         _, state = self.module.apply(
             {"params": params}, embeds, mask, layers.positions_from_mask(mask),
             method="hidden", mutable=["intermediates"],
         )
-        return {"decoder": state["intermediates"]["layers"]["mlp"]["ffn"][0]}
+        return {"decoder": state["intermediates"]["layers"]["mlp"][name][0]}
 
     def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
         """Greedy continuation [B, max_new_tokens] of each row, padded after EOS."""

@@ -24,6 +24,7 @@ from prompt_jax.models.base import (
     broadcast_candidates,
     candidate_totals,
     dtype_of,
+    ffn_sown_name,
 )
 
 
@@ -116,10 +117,10 @@ class EncoderLayer(nn.Module):
         h = layers.dot_product_attention(q, k, v, bias, scale=heads[1] ** -0.5, dropout=attn_drop)
         h = dense((cfg.hidden_size,), ("heads", "kv"), ("embed",), name="o")(h)
         x = norm(name="attn_norm")(x + drop(h))
-        h = layers.activation(cfg.hidden_act)(
-            dense((cfg.intermediate_size,), ("embed",), ("mlp",), name="wi")(x)
-        )
-        self.sow("intermediates", "ffn", h)  # [B, T, F]
+        pre = dense((cfg.intermediate_size,), ("embed",), ("mlp",), name="wi")(x)  # [B, T, F]
+        self.sow("intermediates", ffn_sown_name("pre_activation"), pre)
+        h = layers.activation(cfg.hidden_act)(pre)
+        self.sow("intermediates", ffn_sown_name("output_input"), h)  # [B, T, F]
         h = dense((cfg.hidden_size,), ("mlp",), ("embed",), name="wo")(h)
         return norm(name="mlp_norm")(x + drop(h)), None
 
@@ -273,11 +274,12 @@ class Roberta(FlaxBackbone):
         picked = jnp.take_along_axis(logp[:, None, :], ids.reshape(b, -1)[:, None, :], axis=2)
         return candidate_totals(picked.reshape(ids.shape), cmask, mean=True)  # [B, C]
 
-    def activations(self, params, embeds, mask) -> dict:
-        """FFN activations {"encoder": [L, B, T, F]}."""
+    def activations(self, params, embeds, mask, *, kind: str = "output_input") -> dict:
+        """FFN activations {"encoder": [L, B, T, F]} (`kind`: see `Backbone.activations`)."""
+        name = ffn_sown_name(kind)
         tt = jnp.zeros(mask.shape, jnp.int32)
         _, state = self.module.apply(
             {"params": params}, embeds, mask, tt, self.position_ids(mask),
             method=RobertaModule.encode, mutable=["intermediates"],
         )
-        return {"encoder": state["intermediates"]["layers"]["ffn"][0]}
+        return {"encoder": state["intermediates"]["layers"][name][0]}

@@ -23,6 +23,7 @@ from prompt_jax.models.base import (
     broadcast_candidates,
     candidate_totals,
     dtype_of,
+    ffn_sown_name,
     token_log_probs,
 )
 
@@ -150,12 +151,13 @@ class T5MLP(nn.Module):
         )
         act = layers.activation(cfg.act_name)
         if cfg.is_gated:
-            h = act(dense((cfg.d_ff,), ("embed",), ("mlp",), name="wi_0")(x)) * dense(
-                (cfg.d_ff,), ("embed",), ("mlp",), name="wi_1"
-            )(x)
+            pre = dense((cfg.d_ff,), ("embed",), ("mlp",), name="wi_0")(x)  # [B, T, F]
+            h = act(pre) * dense((cfg.d_ff,), ("embed",), ("mlp",), name="wi_1")(x)
         else:
-            h = act(dense((cfg.d_ff,), ("embed",), ("mlp",), name="wi")(x))  # [B, T, F]
-        self.sow("intermediates", "ffn", h)
+            pre = dense((cfg.d_ff,), ("embed",), ("mlp",), name="wi")(x)  # [B, T, F]
+            h = act(pre)
+        self.sow("intermediates", ffn_sown_name("pre_activation"), pre)
+        self.sow("intermediates", ffn_sown_name("output_input"), h)
         h = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)(h)
         return dense((cfg.d_model,), ("mlp",), ("embed",), name="wo")(h)
 
@@ -333,12 +335,14 @@ class T5(FlaxBackbone):
         logp = token_log_probs(logits, flat_ids)  # [B*C, K]
         return candidate_totals(logp.reshape(b, c, k), cmask)
 
-    def activations(self, params, embeds, mask) -> dict:
-        """Encoder FFN activations {"encoder": [L, B, T, F]}."""
+    def activations(self, params, embeds, mask, *, kind: str = "output_input") -> dict:
+        """Encoder FFN activations {"encoder": [L, B, T, F]} (`kind`: see
+        `Backbone.activations`)."""
+        name = ffn_sown_name(kind)
         _, state = self.module.apply(
             {"params": params}, embeds, mask, method=T5Module.encode, mutable=["intermediates"]
         )
-        return {"encoder": state["intermediates"]["encoder"]["layers"]["mlp"]["ffn"][0]}
+        return {"encoder": state["intermediates"]["encoder"]["layers"]["mlp"][name][0]}
 
     def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
         """Greedy decoding: [B, max_new_tokens] token ids, padded after EOS."""
