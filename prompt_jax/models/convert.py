@@ -235,6 +235,21 @@ def _to_ours(kind: str, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return x.reshape(shape)
 
 
+def _decoder_attention_entries(lay: str, bias: bool) -> list[Entry]:
+    """Llama-style `self_attn.{q,k,v,o}_proj` (and biases) of layer prefix `lay`."""
+    e = []
+    for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
+        e.append(Entry(("layers", "attn", ours, "kernel"), f"{lay}self_attn.{theirs}.weight",
+                       "linear1"))
+        if bias:
+            e.append(Entry(("layers", "attn", ours, "bias"), f"{lay}self_attn.{theirs}.bias",
+                           "reshape"))
+    e.append(Entry(("layers", "attn", "o", "kernel"), lay + "self_attn.o_proj.weight", "linear2"))
+    if bias:
+        e.append(Entry(("layers", "attn", "o", "bias"), lay + "self_attn.o_proj.bias"))
+    return e
+
+
 def llama_table(cfg: LlamaConfig) -> tuple[list[Entry], list[str]]:
     """(entries, ignored key patterns) for Hugging Face Llama checkpoints."""
     lay = "model.layers.{i}."
@@ -244,15 +259,7 @@ def llama_table(cfg: LlamaConfig) -> tuple[list[Entry], list[str]]:
         Entry(("layers", "attn_norm", "scale"), lay + "input_layernorm.weight"),
         Entry(("layers", "mlp_norm", "scale"), lay + "post_attention_layernorm.weight"),
     ]
-    for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
-        e.append(Entry(("layers", "attn", ours, "kernel"), f"{lay}self_attn.{theirs}.weight",
-                       "linear1"))
-        if cfg.attention_bias:
-            e.append(Entry(("layers", "attn", ours, "bias"), f"{lay}self_attn.{theirs}.bias",
-                           "reshape"))
-    e.append(Entry(("layers", "attn", "o", "kernel"), lay + "self_attn.o_proj.weight", "linear2"))
-    if cfg.attention_bias:
-        e.append(Entry(("layers", "attn", "o", "bias"), lay + "self_attn.o_proj.bias"))
+    e += _decoder_attention_entries(lay, cfg.attention_bias)
     for name in ("gate", "up", "down"):
         e.append(Entry(("layers", "mlp", name, "kernel"), f"{lay}mlp.{name}_proj.weight",
                        "linear1"))
@@ -281,15 +288,7 @@ def gemma3_table(cfg: Gemma3Config) -> tuple[list[Entry], list[str]]:
                          (("attn", "q_norm"), "self_attn.q_norm"),
                          (("attn", "k_norm"), "self_attn.k_norm")):
         e.append(Entry(("layers", *ours, "scale"), f"{lay}{theirs}.weight"))
-    for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
-        e.append(Entry(("layers", "attn", ours, "kernel"), f"{lay}self_attn.{theirs}.weight",
-                       "linear1"))
-        if cfg.attention_bias:
-            e.append(Entry(("layers", "attn", ours, "bias"), f"{lay}self_attn.{theirs}.bias",
-                           "reshape"))
-    e.append(Entry(("layers", "attn", "o", "kernel"), lay + "self_attn.o_proj.weight", "linear2"))
-    if cfg.attention_bias:
-        e.append(Entry(("layers", "attn", "o", "bias"), lay + "self_attn.o_proj.bias"))
+    e += _decoder_attention_entries(lay, cfg.attention_bias)
     for name in ("gate", "up", "down"):
         e.append(Entry(("layers", "mlp", name, "kernel"), f"{lay}mlp.{name}_proj.weight",
                        "linear1"))

@@ -35,7 +35,13 @@ import numpy as np
 
 from prompt_jax.models import layers
 from prompt_jax.models.base import dtype_of
-from prompt_jax.models.llama import Llama, LlamaMLP, decoder_attention_bias
+from prompt_jax.models.llama import (
+    Llama,
+    LlamaAttention,
+    LlamaMLP,
+    decoder_attention_bias,
+    first_token_id,
+)
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 
@@ -89,6 +95,10 @@ class Gemma3Config:
     def kv_dim(self) -> int:
         return self.head_dim
 
+    @property
+    def attention_scale(self) -> float:
+        return self.query_pre_attn_scalar**-0.5
+
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides) -> Gemma3Config:
         """Builds the config from a `gemma3_text` `config.json` dict (transformers 4 or 5).
@@ -137,16 +147,12 @@ class Gemma3Config:
             tie_word_embeddings=hf.get("tie_word_embeddings", True),
             attention_bias=hf.get("attention_bias", False),
             hidden_act=hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh",
-            bos_token_id=_first(hf.get("bos_token_id")),
-            eos_token_id=_first(hf.get("eos_token_id")),
-            pad_token_id=_first(hf.get("pad_token_id")),
+            bos_token_id=first_token_id(hf.get("bos_token_id")),
+            eos_token_id=first_token_id(hf.get("eos_token_id")),
+            pad_token_id=first_token_id(hf.get("pad_token_id")),
         )
         kwargs.update(overrides)
         return cls(**kwargs)
-
-
-def _first(x):
-    return x[0] if isinstance(x, (list, tuple)) else x
 
 
 class GemmaRMSNorm(nn.Module):
@@ -166,39 +172,6 @@ class GemmaRMSNorm(nn.Module):
         return (x32 * (1.0 + scale.astype(jnp.float32))).astype(self.dtype)
 
 
-class Gemma3Attention(nn.Module):
-    config: Gemma3Config
-    deterministic: bool
-
-    @nn.compact
-    def __call__(self, x, bias, positions, prefix_kv, inv_freq):
-        """Attention of x [B, T, H] over (prefix keys and values, if given) + x itself, with
-        this layer's RoPE frequencies `inv_freq` [D / 2]. Returns the output [B, T, H] and
-        this call's own (k, v), each [B, T, K, D]."""
-        cfg = self.config
-        dense = partial(
-            layers.Linear, use_bias=cfg.attention_bias, dtype=dtype_of(cfg.dtype),
-            param_dtype=dtype_of(cfg.param_dtype),
-        )
-        head_norm = partial(GemmaRMSNorm, cfg.rms_norm_eps, dtype_of(cfg.dtype),
-                            dtype_of(cfg.param_dtype), "kv")
-        d = cfg.head_dim
-        q = dense((cfg.num_attention_heads, d), ("embed",), ("heads", "kv"), name="q")(x)
-        k = dense((cfg.num_key_value_heads, d), ("embed",), ("heads", "kv"), name="k")(x)
-        v = dense((cfg.num_key_value_heads, d), ("embed",), ("heads", "kv"), name="v")(x)
-        q = layers.apply_rope(head_norm(name="q_norm")(q), positions, inv_freq)  # [B, T, N, D]
-        k = layers.apply_rope(head_norm(name="k_norm")(k), positions, inv_freq)  # [B, T, K, D]
-        keys, values = k, v
-        if prefix_kv is not None:  # [1 or B, P, K, D] each
-            b = x.shape[0]
-            pk, pv = (jnp.broadcast_to(t, (b, *t.shape[1:])).astype(k.dtype) for t in prefix_kv)
-            keys, values = jnp.concatenate([pk, k], 1), jnp.concatenate([pv, v], 1)
-        drop = nn.Dropout(cfg.attention_dropout, deterministic=self.deterministic)
-        out = layers.dot_product_attention(
-            q, keys, values, bias, scale=cfg.query_pre_attn_scalar**-0.5, dropout=drop)
-        return dense((cfg.hidden_size,), ("heads", "kv"), ("embed",), name="o")(out), (k, v)
-
-
 class Gemma3Block(nn.Module):
     config: Gemma3Config
     deterministic: bool
@@ -214,7 +187,7 @@ class Gemma3Block(nn.Module):
         bias = causal + jnp.where(slides, outside_window, 0.0)
         norm = partial(GemmaRMSNorm, cfg.rms_norm_eps, dtype_of(cfg.dtype),
                        dtype_of(cfg.param_dtype))
-        attn, kv = Gemma3Attention(cfg, self.deterministic, name="attn")(
+        attn, kv = LlamaAttention(cfg, self.deterministic, partial(norm, axis="kv"), name="attn")(
             norm(name="attn_norm")(x), bias, positions, prefix_kv, inv_freq)
         x = x + norm(name="post_attn_norm")(attn)
         x = x + norm(name="post_mlp_norm")(LlamaMLP(cfg, name="mlp")(norm(name="mlp_norm")(x)))

@@ -59,6 +59,10 @@ class LlamaConfig:
     def kv_dim(self) -> int:
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
+    @property
+    def attention_scale(self) -> float:
+        return self.kv_dim**-0.5
+
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides) -> LlamaConfig:
         """Builds the config from a Hugging Face `config.json` dict (transformers 4 or 5)."""
@@ -83,25 +87,31 @@ class LlamaConfig:
             attention_bias=hf.get("attention_bias", False),
             mlp_bias=hf.get("mlp_bias", False),
             hidden_act=hf.get("hidden_act", "silu"),
-            bos_token_id=_first(hf.get("bos_token_id")),
-            eos_token_id=_first(hf.get("eos_token_id")),
-            pad_token_id=_first(hf.get("pad_token_id")),
+            bos_token_id=first_token_id(hf.get("bos_token_id")),
+            eos_token_id=first_token_id(hf.get("eos_token_id")),
+            pad_token_id=first_token_id(hf.get("pad_token_id")),
         )
         kwargs.update(overrides)
         return cls(**kwargs)
 
 
-def _first(x):
+def first_token_id(x):
+    """A config's token id, or the first of a list of them (e.g. several EOS ids)."""
     return x[0] if isinstance(x, (list, tuple)) else x
 
 
 class LlamaAttention(nn.Module):
-    config: LlamaConfig
+    """Grouped-query attention with RoPE. Gemma 3 adds a per-head norm of queries and keys
+    (`head_norm`, a module class) and passes each layer's RoPE frequencies."""
+
+    config: Any  # LlamaConfig, or a config with the same attention fields (Gemma3Config)
     deterministic: bool
+    head_norm: Any = None
 
     @nn.compact
-    def __call__(self, x, bias, positions, prefix_kv=None):
-        """Attention of x [B, T, H] over (prefix keys and values, if given) + x itself.
+    def __call__(self, x, bias, positions, prefix_kv=None, inv_freq=None):
+        """Attention of x [B, T, H] over (prefix keys and values, if given) + x itself, with
+        RoPE frequencies `inv_freq` [D / 2] (default: the config's).
 
         Returns the output [B, T, H] and this call's own (k, v), each [B, T, K, D].
         """
@@ -114,9 +124,12 @@ class LlamaAttention(nn.Module):
         q = dense((cfg.num_attention_heads, d), ("embed",), ("heads", "kv"), name="q")(x)
         k = dense((cfg.num_key_value_heads, d), ("embed",), ("heads", "kv"), name="k")(x)
         v = dense((cfg.num_key_value_heads, d), ("embed",), ("heads", "kv"), name="v")(x)
-        inv_freq = layers.rope_inverse_frequencies(
-            d, cfg.rope_theta, cfg.rope_type, dict(cfg.rope_scaling)
-        )
+        if self.head_norm is not None:
+            q, k = self.head_norm(name="q_norm")(q), self.head_norm(name="k_norm")(k)
+        if inv_freq is None:
+            inv_freq = layers.rope_inverse_frequencies(
+                d, cfg.rope_theta, cfg.rope_type, dict(cfg.rope_scaling)
+            )
         q = layers.apply_rope(q, positions, inv_freq)  # [B, T, N, D]
         k = layers.apply_rope(k, positions, inv_freq)  # [B, T, K, D]
         keys, values = k, v
@@ -125,12 +138,13 @@ class LlamaAttention(nn.Module):
             pk, pv = (jnp.broadcast_to(t, (b, *t.shape[1:])).astype(k.dtype) for t in prefix_kv)
             keys, values = jnp.concatenate([pk, k], 1), jnp.concatenate([pv, v], 1)
         drop = nn.Dropout(cfg.attention_dropout, deterministic=self.deterministic)
-        out = layers.dot_product_attention(q, keys, values, bias, scale=d**-0.5, dropout=drop)
+        out = layers.dot_product_attention(q, keys, values, bias, scale=cfg.attention_scale,
+                                           dropout=drop)
         return dense((cfg.hidden_size,), ("heads", "kv"), ("embed",), name="o")(out), (k, v)
 
 
 class LlamaMLP(nn.Module):
-    config: LlamaConfig
+    config: Any  # LlamaConfig, or a config with the same FFN fields (Gemma3Config)
 
     @nn.compact
     def __call__(self, x):
