@@ -19,6 +19,24 @@ SENTENCES = [
 ]
 
 
+def _logits_both(pre, tok, gguf):
+    """(transformers' model loaded from the same GGUF, our logits, its logits, real-token
+    mask) on SENTENCES, padded (positions skip the padding on both sides)."""
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    enc = tok(SENTENCES, return_tensors="np", padding=True)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    assert mask.min() == 0  # padding is exercised
+    positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    with torch.no_grad():
+        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                     position_ids=torch.tensor(positions)).logits.numpy()
+    model, params = pre.model, pre.params
+    ours = np.asarray(jax.jit(lambda p, i, m: model.forward(p, model.embed(p, i), m))(
+        params, jnp.asarray(ids), jnp.asarray(mask)))
+    return ref, ours, theirs, mask.astype(bool)
+
+
 @pytest.fixture(scope="module")
 def smollm2(smollm2_gguf):
     return load_pretrained(smollm2_gguf), load_tokenizer(smollm2_gguf)
@@ -30,19 +48,7 @@ def test_smollm2_gguf_matches_transformers_gguf_loader(smollm2, smollm2_gguf):
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
             cfg.num_key_value_heads, cfg.vocab_size) == (30, 576, 9, 3, 49152)
     assert cfg.tie_word_embeddings
-    ref = transformers.AutoModelForCausalLM.from_pretrained(
-        smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32).eval()
-    enc = tok(SENTENCES, return_tensors="np", padding=True)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    assert mask.min() == 0  # padding is exercised
-    positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
-    with torch.no_grad():
-        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                     position_ids=torch.tensor(positions)).logits.numpy()
-    model, params = pre.model, pre.params
-    ours = np.asarray(jax.jit(lambda p, i, m: model.forward(p, model.embed(p, i), m))(
-        params, jnp.asarray(ids), jnp.asarray(mask)))
-    keep = mask.astype(bool)
+    _, ours, theirs, keep = _logits_both(pre, tok, smollm2_gguf)
     # 30 float32 layers on logits of magnitude ~30: agreement to ~1e-5 relative.
     np.testing.assert_allclose(ours[keep], theirs[keep], atol=5e-4, rtol=0)
     assert (ours.argmax(-1) == theirs.argmax(-1))[keep].all()
@@ -69,24 +75,14 @@ def test_gemma3_gguf_matches_transformers_gguf_loader_and_decodes_alike(gemma3, 
             cfg.num_key_value_heads, cfg.head_dim, cfg.vocab_size, cfg.sliding_window) == (
         18, 640, 4, 1, 256, 262144, 512)
     assert cfg.tie_word_embeddings and cfg.layer_types.count("full_attention") == 3
-    ref = transformers.AutoModelForCausalLM.from_pretrained(
-        gemma3_gguf.parent, gguf_file=gemma3_gguf.name, dtype=torch.float32).eval()
-    enc = tok(SENTENCES, return_tensors="np", padding=True)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    assert mask.min() == 0 and (ids[:, :1] == 0).any()  # left padding is exercised
-    positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
-    with torch.no_grad():
-        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                     position_ids=torch.tensor(positions)).logits.numpy()
-    model, params = pre.model, pre.params
-    ours = np.asarray(jax.jit(lambda p, i, m: model.forward(p, model.embed(p, i), m))(
-        params, jnp.asarray(ids), jnp.asarray(mask)))
-    keep = mask.astype(bool)
+    ref, ours, theirs, keep = _logits_both(pre, tok, gemma3_gguf)
+    assert not keep[:, 0].all()  # Gemma's tokenizer pads on the left
     # Both sides dequantize the same file to float32; 18 float32 layers on logits up to ~27
     # agree to 5e-5 (measured), so 2e-4 leaves a 4x margin.
     np.testing.assert_allclose(ours[keep], theirs[keep], atol=2e-4, rtol=0)
     assert (ours.argmax(-1) == theirs.argmax(-1))[keep].all()
 
+    model, params = pre.model, pre.params
     # Greedy decoding: the same tokens as transformers' generate. (A base model: the bare
     # "The capital of France is" does not answer; the question form does.)
     for text, answer in (("Question: What is the capital of France?\nAnswer:", " Paris"),
