@@ -1,9 +1,9 @@
 """Every registered task trains and evaluates, on tiny data, through the engine.
 
 The data root is ../shared/data, except that the tasks whose train files only come from TFDS
-(there is no local copy) get a few rows in their release format: for MNLI, SNLI, QNLI and AG
-News the first rows of their local evaluation file, for QQP and the ERASER movie rationales
-rows written here.
+(there is no local copy) get a few rows in their release format: for MNLI, SNLI, QNLI, AG News
+and TweetEval sentiment the first rows of their local evaluation files, for QQP and the ERASER
+movie rationales rows written here.
 """
 
 from __future__ import annotations
@@ -19,12 +19,32 @@ import pytest
 from prompt_jax import engine, prompts, tasks, train
 
 SHARED = tasks.data_root()
-HEADS = {  # folder -> (file copied from, file written, header lines kept)
-    "mnli": ("dev.jsonl", "train.jsonl", 0),
-    "snli": ("dev.jsonl", "train.jsonl", 0),
-    "glue_qnli": ("validation.tsv", "train.tsv", 1),
-    "ag_news": ("test.csv", "train.csv", 1),
+HEADS = {  # folder -> (file copied from, file written, header lines kept), ...
+    "mnli": (("dev.jsonl", "train.jsonl", 0),),
+    "snli": (("dev.jsonl", "train.jsonl", 0),),
+    "glue_qnli": (("validation.tsv", "train.tsv", 1),),
+    "ag_news": (("test.csv", "train.csv", 1),),
+    "tweeteval/sentiment": (("val_text.txt", "train_text.txt", 0),
+                            ("val_labels.txt", "train_labels.txt", 0)),
 }
+
+
+def _mirror(source: Path, target: Path, folder: str = "") -> None:
+    """Links `source`'s entries into `target`, except the HEADS folders (and the folders
+    above them), which become real folders of links with the head files written."""
+    target.mkdir(exist_ok=True)
+    written = {t for _, t, _ in HEADS.get(folder, ())}
+    for entry in source.iterdir():
+        rel = f"{folder}/{entry.name}".lstrip("/")
+        if entry.name in written:
+            continue
+        if any(h == rel or h.startswith(rel + "/") for h in HEADS):
+            _mirror(entry, target / entry.name, rel)
+        else:
+            os.symlink(entry, target / entry.name)
+    for src, dst, header in HEADS.get(folder, ()):
+        lines = (source / src).read_text(encoding="utf-8").splitlines(True)
+        (target / dst).write_text("".join(lines[:header + 100]), encoding="utf-8")
 QQP = ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
        + "".join(f"{i}\t{2 * i}\t{2 * i + 1}\tHow do I learn {w}?\tWhat is the best way to learn "
                  f"{w}?\t{i % 2}\n" for i, w in enumerate(["jax", "flax", "optax", "orbax"] * 6)))
@@ -33,15 +53,7 @@ QQP = ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
-    for entry in SHARED.iterdir():
-        if entry.name not in HEADS:
-            os.symlink(entry, root / entry.name)
-    for folder, (source, target, header) in HEADS.items():
-        (root / folder).mkdir()
-        for f in (SHARED / folder).iterdir():
-            os.symlink(f, root / folder / f.name)
-        lines = (SHARED / folder / source).read_text(encoding="utf-8").splitlines(True)
-        (root / folder / target).write_text("".join(lines[:header + 100]), encoding="utf-8")
+    _mirror(SHARED, root)
     (root / "glue_qqp").mkdir()
     for name in ("train.tsv", "dev.tsv"):
         (root / "glue_qqp" / name).write_text(QQP, encoding="utf-8")

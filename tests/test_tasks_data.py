@@ -27,14 +27,18 @@ from prompt_jax.tasks.registry import CARVE_MAX, CARVED, carve_indices
 DATA = data_root()
 
 # The classification tasks of Prompt-Transferability that can be trained here (locally, or
-# from TFDS); its generation tasks, TweetEval (no train file) and ETHICS (no data) are not
+# from TFDS); its generation tasks, TweetEval emoji (emoji labels) and ETHICS (no data) are not
 # registered.
 PAPER_TASKS = {"imdb", "sst2", "laptop", "restaurant", "movie_rationales", "mnli", "qnli",
                "snli", "qqp", "mrpc"}
-UNREGISTERED = {"tweeteval", "deontology", "justice", "squad", "nq_open", "multi_news", "samsum"}
+UNREGISTERED = {"tweet_emoji", "deontology", "justice", "squad", "nq_open", "multi_news", "samsum"}
 # Tasks without local train files: they train from TFDS only.
 TFDS_TRAIN = {"movie_rationales", "mnli", "qnli", "snli", "qqp", "ag_news"}
 EXTRA_TASKS = {"rotten_tomatoes", "rte", "cb", "ag_news", "trec"}
+TWEET_TASKS = {"tweet_sentiment", "tweet_emotion", "tweet_hate", "tweet_irony",
+               "tweet_offensive", *(f"tweet_stance_{t}" for t in
+                                    ("abortion", "atheism", "climate", "feminist", "hillary"))}
+LOCAL_EVAL_ONLY = {"tweet_sentiment"}  # no train text in ../shared/data, no TFDS builder
 
 # Label counts of every file split in ../shared/data, counted independently below and checked
 # against the numbers in ../shared/README.md.
@@ -55,6 +59,8 @@ FILE_SPLITS = {
     ("cb", "validation"): {"entailment": 23, "neutral": 5, "contradiction": 28},
     ("ag_news", "test"): {"World": 1900, "Sports": 1900, "Business": 1900, "Sci/Tech": 1900},
     ("trec", "test"): {"ABBR": 9, "DESC": 138, "ENTY": 94, "HUM": 65, "LOC": 81, "NUM": 113},
+    ("tweet_irony", "validation"): {"non_irony": 499, "irony": 456},
+    ("tweet_stance_climate", "train"): {"none": 151, "against": 13, "favor": 191},
 }
 # Tasks whose validation split is carved from a train file in shared/: (task, train rows).
 CARVED_TASKS = {"imdb": 25000, "laptop": 2328, "restaurant": 3608, "mrpc": 4076,
@@ -75,7 +81,7 @@ def label_counts(task, split):
 
 
 def test_registry_has_the_paper_tasks_and_the_extras():
-    assert set(list_tasks()) == PAPER_TASKS | EXTRA_TASKS
+    assert set(list_tasks()) == PAPER_TASKS | EXTRA_TASKS | TWEET_TASKS
     assert not UNREGISTERED & set(list_tasks())
     assert [get_task(n).task_id for n in list_tasks()] == list(range(len(list_tasks())))
     with pytest.raises(KeyError, match="unknown task 'sst5'.*sst2.*trec"):
@@ -91,7 +97,7 @@ def test_registry_has_the_paper_tasks_and_the_extras():
     assert all(get_task(n).labels for n in list_tasks())  # classification only
 
 
-@pytest.mark.parametrize("task", sorted(PAPER_TASKS | EXTRA_TASKS))
+@pytest.mark.parametrize("task", sorted(PAPER_TASKS | EXTRA_TASKS | TWEET_TASKS))
 def test_every_task_reads_train_and_validation_locally_or_says_it_is_tfds_only(task):
     """No registered task fails at load with a confusing error: train and validation examples
     come from ../shared/data, or the task has a TFDS builder and the error says to use it."""
@@ -100,6 +106,9 @@ def test_every_task_reads_train_and_validation_locally_or_says_it_is_tfds_only(t
         try:
             examples, _ = read_split(task, split)
         except FileNotFoundError as e:
+            if task in LOCAL_EVAL_ONLY and split == "train":
+                assert "train_text.txt" in str(e)
+                continue
             assert task in TFDS_TRAIN and spec.tfds is not None, (task, split, str(e))
             assert f"on TFDS as '{spec.tfds.name}': set PROMPT_JAX_SOURCE=tfds" in str(e)
             continue

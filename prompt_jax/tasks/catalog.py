@@ -5,9 +5,11 @@ Every task reads its train and validation splits from the local files (../shared
 TFDS: mnli, qnli, snli, qqp, movie_rationales and ag_news lack local train files, so they train
 only with `$PROMPT_JAX_SOURCE=tfds` (online, or with the dataset prepared under
 $TFDS_DATA_DIR); their error for a missing local file says so. The paper's generation tasks
-(SQuAD, NQ-Open, Multi-News, SAMSum), TweetEval sentiment (no train file here) and ETHICS
-deontology / justice (no files, no TFDS builder) are not registered: nothing here could train
-them. A dataset of one's own: `prompt_jax.tasks.define_file_task`.
+(SQuAD, NQ-Open, Multi-News, SAMSum) and ETHICS deontology / justice (no files, no TFDS
+builder) are not registered: nothing here could train them. TweetEval's classification tasks
+are (emoji aside: its 20 labels are emoji); ../shared/data lacks its sentiment task's train
+text, so that one is an evaluation target only here. A dataset of one's own:
+`prompt_jax.tasks.define_file_task`.
 
 Local file layouts follow each public release (GLUE tsv, SuperGLUE jsonl, the MSR, SemEval,
 TREC and ERASER releases); the copies in ../shared/data use these layouts. TFDS label names are
@@ -16,7 +18,14 @@ those of the builders' ClassLabel features.
 
 from __future__ import annotations
 
-from prompt_jax.tasks.registry import CARVED, LocalSource, TaskSpec, TfdsSource, register
+from prompt_jax.tasks.registry import (
+    CARVED,
+    SPLITS,
+    LocalSource,
+    TaskSpec,
+    TfdsSource,
+    register,
+)
 
 ACC = ("accuracy",)
 ACC_F1 = ("accuracy", "f1")
@@ -62,6 +71,28 @@ def _absa(name: str, prefix: str) -> TaskSpec:
                                    ("test", (f"semeval14_absa/{prefix}_Test_Gold.xml.seg",)))),
         tfds=None, description=f"SemEval-2014 {name} aspect polarity")
 
+
+def _tweeteval(name: str, folder: str, labels: tuple[str, ...], question: str,
+               verbalizers: tuple[str, ...] | None = None, family: str = "") -> TaskSpec:
+    """A TweetEval task (Barbieri et al. 2020): `<folder>/<split>_{text,labels}.txt`, labels
+    0..n-1 in `mapping.txt` order."""
+    files = {"train": "train", "validation": "val", "test": "test"}  # TweetEval's names
+    verbalizers = verbalizers or labels
+    return TaskSpec(
+        name=name, family=family or name.removeprefix("tweet_").split("_")[0], labels=labels,
+        verbalizers=verbalizers, t5_verbalizers=labels, metric_names=ACC, pair=False,
+        label_aliases=_digits(len(labels)) + _names(labels),
+        templates=(("t5", f"{name} tweet: {{text_a}}"),
+                   ("causal", f"Tweet: {{text_a}}\n{question}")),
+        local=LocalSource("lines", tuple(
+            (split, (f"tweeteval/{folder}/{files[split]}_text.txt",
+                     f"tweeteval/{folder}/{files[split]}_labels.txt")) for split in SPLITS)),
+        tfds=None, description=f"TweetEval {folder.replace('/', ' ')}")
+
+
+TWEET_STANCE_TARGETS = {"abortion": "abortion", "atheism": "atheism",
+                        "climate": "climate change", "feminist": "feminism",
+                        "hillary": "Hillary Clinton"}
 
 TASKS = [
     # --- sentiment ---
@@ -220,6 +251,21 @@ TASKS = [
         tfds=_tfds_carved("trec", text_a="text", label="label-coarse",
                           label_names=("DESC", "ENTY", "ABBR", "HUM", "NUM", "LOC")),
         description="TREC question type (coarse)"),
+]
+
+# --- TweetEval ---
+TASKS += [
+    _tweeteval("tweet_sentiment", "sentiment", SENT3, "Sentiment:", family="sentiment"),
+    _tweeteval("tweet_emotion", "emotion", ("anger", "joy", "optimism", "sadness"), "Emotion:"),
+    _tweeteval("tweet_hate", "hate", ("not-hate", "hate"),
+               "Is this tweet hateful? Answer:", ("no", "yes")),
+    _tweeteval("tweet_irony", "irony", ("non_irony", "irony"), "Is this tweet ironic? Answer:",
+               ("no", "yes")),
+    _tweeteval("tweet_offensive", "offensive", ("not-offensive", "offensive"),
+               "Is this tweet offensive? Answer:", ("no", "yes")),
+    *(_tweeteval(f"tweet_stance_{target}", f"stance/{target}", ("none", "against", "favor"),
+                 f"Stance on {topic}:", family="stance")
+      for target, topic in TWEET_STANCE_TARGETS.items()),
 ]
 
 for _spec in TASKS:

@@ -250,9 +250,23 @@ def read_eraser(path: Path, notes: Counter) -> RawRows:
         yield _record(doc.read_text(encoding="utf-8"), "", row["label"])
 
 
+def read_lines(text_path: Path, labels_path: Path, notes: Counter) -> RawRows:
+    """Two line-aligned files, one text and one label per line (TweetEval's
+    `<split>_text.txt` and `<split>_labels.txt`)."""
+    texts, labels = list(_lines(text_path, notes)), list(_lines(labels_path, notes))
+    if len(texts) != len(labels):
+        raise ValueError(f"{text_path} has {len(texts)} lines but {labels_path} has "
+                         f"{len(labels)}: the two files must be line-aligned")
+    for (lineno, text), (_, label) in zip(texts, labels, strict=True):
+        if isinstance(text, Problem) or isinstance(label, Problem):
+            yield Problem("bad_utf8", f"{text_path}:{lineno}")
+            continue
+        yield _record(text, "", label.strip())
+
+
 READERS: dict[str, Callable[..., RawRows]] = {
     "tsv": read_tsv, "msr": read_msr, "jsonl": read_jsonl, "csv": read_csv,
-    "prefixed": read_prefixed, "absa": read_absa, "eraser": read_eraser,
+    "prefixed": read_prefixed, "absa": read_absa, "eraser": read_eraser, "lines": read_lines,
 }
 
 

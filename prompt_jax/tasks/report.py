@@ -56,17 +56,17 @@ def _size(value) -> str:
 
 def format_table(rows: list[dict], root: str) -> str:
     lines = [f"data root: {root}", "",
-             f"{'task':<17} {'family':<14} {'local rows train/validation/test':<30} "
+             f"{'task':<21} {'family':<14} {'local rows train/validation/test':<30} "
              f"{'offline':<10} {'tfds':<23} labels -> verbalizers (or metrics)"]
     for r in rows:
         labels = ", ".join(f"{lab}->{v}" for lab, v in zip(r["labels"], r["verbalizers"],
                                                             strict=True))
         local = "/".join(_size(r["local"][s]) if s in r["local"] else "-"
                          for s in SPLITS)
-        lines.append(f"{r['name']:<17} {r['family']:<14} {local:<30} {r['offline']:<10} "
+        lines.append(f"{r['name']:<21} {r['family']:<14} {local:<30} {r['offline']:<10} "
                      f"{r['tfds'] or '-':<23} {labels or ', '.join(r['metrics'])}")
         for split, counts in r["dropped"].items():
-            lines.append(f"{'':<17} dropped in {split}: {counts}")
+            lines.append(f"{'':<21} dropped in {split}: {counts}")
     lines += ["", "-: no such split; missing: file absent (paths with --json); offline: yes = "
                   "train and validation readable, eval only = only validation/test",
               "a task that is not offline = yes trains from TFDS: set PROMPT_JAX_SOURCE=tfds "
