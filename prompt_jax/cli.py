@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -57,8 +58,6 @@ def _fetch(args) -> None:
 
 
 def _info(args) -> None:
-    import dataclasses
-
     import jax
 
     from prompt_jax.models import load_pretrained
@@ -258,6 +257,89 @@ def _add_prompts_parser(sub) -> None:
     p.set_defaults(func=_prompts_convert)
 
 
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _transfer(args) -> None:
+    from pathlib import Path
+
+    from prompt_jax import engine, transfer_commands
+    from prompt_jax.transfer import SourceRecipe
+
+    recipe = SourceRecipe(prompt_length=args.prompt_length, steps=args.steps,
+                          batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
+    brief = dataclasses.replace(recipe, steps=args.brief_steps)
+    out = Path(args.out)
+    runs = Path(args.runs) if args.runs else None
+    loaded = engine.load_model(args.model, mesh_data=1)
+    if args.action == "matrix":
+        sources = _names(args.sources)
+        paths = transfer_commands.matrix(
+            loaded, sources, _names(args.targets) if args.targets else sources, out,
+            recipe=recipe, limit=args.limit, runs=runs, controls=not args.no_controls)
+        print((out / "matrix.md").read_text())
+        print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    elif args.action == "indicators":
+        transfer_commands.indicators(loaded, out, modes=_names(args.modes),
+                                     n_inputs=args.n_inputs, layers=args.layers)
+        print((out / "indicators.md").read_text())
+    elif args.action == "retrieve":
+        transfer_commands.retrieve(loaded, out, brief=brief, runs=runs,
+                                   modes=_names(args.modes), n_inputs=args.n_inputs)
+        print((out / "retrieval.md").read_text())
+    elif args.action == "init":
+        report = transfer_commands.init(
+            loaded, args.target, _names(args.arms), out, recipe=recipe,
+            seeds=[int(s) for s in _names(args.seeds)], eval_every=args.eval_every,
+            eval_limit=args.limit, brief=brief, runs=runs, n_inputs=args.n_inputs)
+        print(json.dumps(report["arms"], indent=2))
+    else:  # domain-shift
+        transfer_commands.domain_shift(loaded, args.source, _names(args.targets), out,
+                                       tuning=recipe, learning_rate=args.tuning_lr,
+                                       limit=args.limit, runs=runs)
+        print((out / "domain_shift.md").read_text())
+
+
+def _add_transfer_parser(sub) -> None:
+    p = sub.add_parser(
+        "transfer", help="cross-task prompt transfer: matrix, init, indicators, retrieve, "
+                         "domain-shift (resumable: rerun a killed command)")
+    p.add_argument("action", choices=["matrix", "init", "indicators", "retrieve",
+                                      "domain-shift"])
+    p.add_argument("--out", required=True, help="the experiment's results folder")
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="REAL_MODELS name, HF directory or GGUF file")
+    p.add_argument("--runs", help="training runs' folder (default <out>/runs)")
+    p.add_argument("--sources", help="matrix: source tasks, comma-separated")
+    p.add_argument("--targets", help="matrix, domain-shift: target tasks (matrix default: "
+                                     "the sources)")
+    p.add_argument("--target", help="init: the task trained")
+    p.add_argument("--source", default="sst2", help="domain-shift: the source task")
+    p.add_argument("--arms", default="baseline,source:best,spot:ON_paper:3",
+                   help="init: baseline, source:<task>, source:best, spot:<indicator>:<k>")
+    p.add_argument("--seeds", default="0,1", help="init: seeds per arm")
+    p.add_argument("--limit", type=int, default=500,
+                   help="examples per evaluation (a seeded sample; 0 = all)")
+    p.add_argument("--no_controls", action="store_true",
+                   help="matrix: leave out the no-prompt and random-prompt rows")
+    p.add_argument("--modes", default="paper,inputs",
+                   help="ON modes: paper (empty text), inputs (real target inputs)")
+    p.add_argument("--n_inputs", type=int, default=16, help="ON inputs mode: inputs read")
+    p.add_argument("--layers", default="all", help="ON layers: all, bottom_third, top_third")
+    p.add_argument("--steps", type=int, default=320, help="steps per prompt")
+    p.add_argument("--brief_steps", type=int, default=40,
+                   help="retrieve, spot arms: steps of the brief target prompt")
+    p.add_argument("--prompt_length", type=int, default=20)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-2, help="AdamW learning rate of prompts")
+    p.add_argument("--tuning_lr", type=float, default=2e-5,
+                   help="domain-shift: AdamW learning rate of model tuning")
+    p.add_argument("--eval_every", type=int, default=40, help="init: steps between evaluations")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_transfer)
+
+
 def _tasks(args) -> None:
     from prompt_jax.tasks.report import print_tasks
 
@@ -289,13 +371,14 @@ def main(argv: list[str] | None = None) -> None:
 
     _add_run_parsers(sub)
     _add_prompts_parser(sub)
+    _add_transfer_parser(sub)
     p = sub.add_parser("tasks", help="list the registered tasks, label sets and local data")
     p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
     p.add_argument("--json", action="store_true", help="print JSON (with missing file paths)")
     p.set_defaults(func=_tasks)
 
     args = parser.parse_args(argv)
-    if args.command in ("train", "eval", "infer", "demo"):  # they run seqio pipelines
+    if args.command in ("train", "eval", "infer", "demo", "transfer"):  # they run seqio pipelines
         import_tensorflow_quietly()
     try:
         args.func(args)

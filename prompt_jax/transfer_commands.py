@@ -1,0 +1,247 @@
+"""The `prompt-jax transfer` commands: whole experiments of `prompt_jax.transfer` over one
+results folder.
+
+One folder (`--out`) holds an experiment on one model:
+
+    prompts/<task>.npy (+ .json)     the source prompts (`matrix` trains the missing ones)
+    sources/<task>.json              their runs' summaries
+    cells/<source>__<target>.json    the zero-shot matrix, one file per cell
+    matrix.csv, matrix.md, matrix.png
+    indicators.json, indicators.md   indicators of every prompt pair, their correlations
+    brief/prompts/<task>.npy         prompts trained briefly, for retrieval and SPoT mixes
+    retrieval.json, retrieval.md
+    init/<target>/<arm>__seed<k>.json, init_<target>.png, init.md
+    domain_shift/<row>__<target>.json, domain_shift.md
+
+Every file is written when its piece of work ends, and a rerun skips the work whose file
+exists: a killed command is simply run again. Training runs (checkpoints, metrics) go to
+`--runs` (default `<out>/runs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from prompt_jax import engine, transfer
+from prompt_jax.transfer import SourceRecipe
+
+
+def _prompt_files(out: Path, names: Sequence[str]) -> dict[str, Path]:
+    missing = [n for n in names if not (out / "prompts" / f"{n}.npy").exists()]
+    if missing:
+        raise FileNotFoundError(f"no source prompt for {missing} in {out / 'prompts'}: run "
+                                f"`prompt-jax transfer matrix` with these sources first")
+    return {n: out / "prompts" / f"{n}.npy" for n in names}
+
+
+def _source_names(out: Path) -> list[str]:
+    return sorted(p.stem for p in (out / "sources").glob("*.json"))
+
+
+def matrix(loaded: engine.LoadedModel, sources: Sequence[str], targets: Sequence[str],
+           out: Path, *, recipe: SourceRecipe, limit: int, runs: Path | None = None,
+           controls: bool = True) -> dict[str, Path]:
+    """Trains the missing source prompts, fills the missing cells, writes the tables."""
+    transfer.train_sources(loaded, sources, out, recipe, runs_dir=runs)
+    prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
+    cells = transfer.zero_shot_matrix(loaded, prompts, targets, out, limit=limit,
+                                      controls=controls, seed=recipe.seed)
+    return transfer.write_matrix(cells, out, title=f"{Path(loaded.name).name}: zero-shot "
+                                                   "transfer of soft prompts")
+
+
+def _cells(out: Path) -> list[dict]:
+    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    if not cells:
+        raise FileNotFoundError(f"no matrix cells in {out / 'cells'}: run "
+                                "`prompt-jax transfer matrix` first")
+    return cells
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{v:+.3f}"
+
+
+def indicators(loaded: engine.LoadedModel, out: Path, *, modes: Sequence[str] = ("paper",
+               "inputs"), n_inputs: int = 16, layers: str = "all") -> dict:
+    """Every indicator for every (source, target) pair of the matrix whose target has its own
+    prompt, and the correlation of each with the measured relative transfer."""
+    sources = _source_names(out)
+    prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
+    names, all_targets, _, relative = transfer.matrix_arrays(_cells(out))
+    targets = [t for t in all_targets if t in prompts]
+    measured = relative[np.ix_([names.index(s) for s in sources],
+                               [all_targets.index(t) for t in targets])]  # [S, T]
+    values = {}
+    embedding = transfer.embedding_indicators(prompts)
+    for name, table in embedding.items():
+        values[name] = table[:, [sources.index(t) for t in targets]]
+    for mode in modes:
+        table = np.zeros((len(sources), len(targets)))
+        for j, target in enumerate(targets):
+            overlaps = transfer.neuron_overlaps(loaded, prompts, target, target, mode=mode,
+                                                n_inputs=n_inputs, layers=layers)
+            table[:, j] = [overlaps[s] for s in sources]
+        values[f"ON_{mode}"] = table
+    valid = np.array([[s != t for t in targets] for s in sources])
+    result = {"sources": sources, "targets": targets, "relative": measured.tolist(),
+              "layers": layers, "n_inputs": n_inputs,
+              "indicators": {k: v.tolist() for k, v in values.items()},
+              "correlations": {k: transfer.correlations(v, measured, valid)
+                               for k, v in values.items()}}
+    (out / "indicators.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| indicator | Spearman (per target, mean) | Kendall (per target, mean) | "
+             "Spearman (all pairs) | Kendall (all pairs) | pairs |", "|---|---|---|---|---|---|"]
+    for k, c in result["correlations"].items():
+        lines.append(f"| {k} | {_fmt(c['spearman_per_target'])} | "
+                     f"{_fmt(c['kendall_per_target'])} | {_fmt(c['spearman'])} | "
+                     f"{_fmt(c['kendall'])} | {c['pairs']} |")
+    (out / "indicators.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+def retrieve(loaded: engine.LoadedModel, out: Path, *, brief: SourceRecipe,
+             runs: Path | None = None, ks: Sequence[int] = (1, 3), modes: Sequence[str] = (
+                 "paper",), n_inputs: int = 16) -> dict:
+    """For each target with its own prompt: a prompt trained briefly on it ranks the other
+    source prompts by each indicator; a hit is when the top-k include the target's best
+    actual source in the matrix (its own prompt left out)."""
+    import jax.numpy as jnp
+
+    from prompt_jax import indicators as ind
+
+    sources = _source_names(out)
+    prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
+    names, all_targets, score, _ = transfer.matrix_arrays(_cells(out))
+    targets = [t for t in all_targets if t in prompts]
+    brief_files = transfer.train_sources(loaded, targets, out / "brief", brief,
+                                         runs_dir=(runs or out / "runs") / "brief")
+    briefs = transfer.load_prompts(loaded, brief_files)
+    actual = np.array([[score[names.index(s), all_targets.index(t)] for s in sources]
+                       for t in targets])  # [T, S]
+    valid = np.array([[s != t for s in sources] for t in targets])
+    ks = [k for k in ks if k < len(sources)]  # a target's own prompt is left out
+    values = {}
+    for name, fn in transfer.EMBEDDING_INDICATORS.items():
+        a = jnp.asarray(np.stack([briefs[t] for t in targets]))
+        b = jnp.asarray(np.stack([prompts[s] for s in sources]))
+        values[name] = np.asarray(ind.pairwise(fn, a, b))
+    for mode in modes:
+        table = np.zeros((len(targets), len(sources)))
+        for i, t in enumerate(targets):
+            overlaps = transfer.neuron_overlaps(loaded, {**prompts, "_brief": briefs[t]}, t,
+                                                "_brief", mode=mode, n_inputs=n_inputs)
+            table[i] = [overlaps[s] for s in sources]
+        values[f"ON_{mode}"] = table
+    result = {"sources": sources, "targets": targets, "brief_steps": brief.steps,
+              "best_source": {t: sources[int(np.argmax(np.where(valid[i], actual[i], -1)))]
+                              for i, t in enumerate(targets)},
+              "retrieved": {k: {t: [sources[j] for j in np.argsort(-np.where(valid[i], v[i],
+                                                                            -np.inf))[:3]]
+                                for i, t in enumerate(targets)} for k, v in values.items()},
+              "accuracy": {k: {str(kk): acc for kk, acc in ind.retrieval_accuracy(
+                  jnp.asarray(v), jnp.asarray(actual), ks, jnp.asarray(valid)).items()}
+                           for k, v in values.items()}}
+    (out / "retrieval.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| indicator | " + " | ".join(f"top-{k} hit rate" for k in ks) + " |",
+             "|---" * (len(ks) + 1) + "|"]
+    for k, acc in result["accuracy"].items():
+        lines.append(f"| {k} | " + " | ".join(f"{acc[str(kk)]:.0%}" for kk in ks) + " |")
+    (out / "retrieval.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path, *,
+         recipe: SourceRecipe, seeds: Sequence[int], eval_every: int, eval_limit: int,
+         brief: SourceRecipe, runs: Path | None = None, n_inputs: int = 16) -> dict:
+    """Transfer-initialized training of `target` (see `transfer.init_runs`); arms are
+    `baseline` (the recipe's init), `source:<task>`, `source:best` (the best other source on
+    the target in the matrix, a source sharing its texts left out) and `spot:<indicator>:<k>`
+    (the top-k sources by the indicator against a briefly trained target prompt)."""
+    sources = [s for s in _source_names(out) if s != target]
+    prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
+    starts: dict[str, np.ndarray | None] = {}
+    notes = {}
+    for arm in arms:
+        kind, _, rest = arm.partition(":")
+        if arm == transfer.BASELINE:
+            starts[arm] = None
+        elif kind == "source":
+            name = rest
+            if rest == "best":
+                names, targets, score, _ = transfer.matrix_arrays(_cells(out))
+                col = targets.index(target)
+                ranked = sorted((s for s in sources if not transfer.shares_text(s, target)),
+                                key=lambda s: -score[names.index(s), col])
+                name = ranked[0]
+                notes[arm] = name
+            starts[arm] = prompts[name]
+        elif kind == "spot":
+            indicator, _, k = rest.partition(":")
+            brief_file = transfer.train_sources(loaded, [target], out / "brief", brief,
+                                                runs_dir=(runs or out / "runs") / "brief")
+            own = transfer.load_prompts(loaded, brief_file)[target]
+            if indicator in transfer.EMBEDDING_INDICATORS:
+                fn = transfer.EMBEDDING_INDICATORS[indicator]
+                sims = {s: float(fn(own, p)) for s, p in prompts.items()}
+            elif indicator.startswith("ON_"):
+                sims = transfer.neuron_overlaps(loaded, {**prompts, "_brief": own}, target,
+                                                "_brief", mode=indicator[3:],
+                                                n_inputs=n_inputs)
+                sims.pop("_brief")
+            else:
+                raise ValueError(f"unknown indicator {indicator!r}; use one of "
+                                 f"{list(transfer.EMBEDDING_INDICATORS)} or ON_<mode>")
+            starts[arm], notes[arm] = transfer.spot_mix(prompts, sims, int(k or 3))
+        else:
+            raise ValueError(f"unknown arm {arm!r}: baseline, source:<task>, source:best or "
+                             "spot:<indicator>:<k>")
+    zero_path = out / "init" / target / "zero_shot.json"
+    if not zero_path.exists():
+        task = loaded.task(target)
+        zero = loaded.evaluator(task, "validation", limit=eval_limit)(None)
+        transfer.write_json(zero_path, zero)
+    zero = json.loads(zero_path.read_text())["accuracy"]
+    results = transfer.init_runs(loaded, target, starts, out, recipe=recipe, seeds=seeds,
+                                 eval_every=eval_every, eval_limit=eval_limit, runs_dir=runs)
+    summary = transfer.init_summary(results, zero)
+    transfer.plot_init_curves(results, zero, out / f"init_{target}.png",
+                              f"{loaded.name}: {target}, from each starting prompt")
+    report = {"target": target, "zero_shot": zero, "arms": summary, "notes": notes,
+              "recipe": dataclasses.asdict(recipe), "eval_limit": eval_limit}
+    transfer.write_json(out / "init" / target / "summary.json", report)
+    return report
+
+
+def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str], out: Path, *,
+                 tuning: SourceRecipe, learning_rate: float, limit: int,
+                 runs: Path | None = None) -> list[dict]:
+    """The source task's prompt (from the matrix's sources) and the model tuned on the same
+    task (every weight, AdamW at `learning_rate`, `tuning`'s steps and batch), each zero-shot
+    on the targets."""
+    from prompt_jax.train import OptimizerConfig
+
+    prompt = transfer.load_prompts(loaded, _prompt_files(out, [source]))[source]
+    config = tuning.config(loaded.name, source, (runs or out / "runs") / f"model-{source}",
+                           tune="model", optimizer=OptimizerConfig(
+                               name="adamw", learning_rate=learning_rate,
+                               weight_decay=tuning.weight_decay))
+    summary = transfer.train_run(loaded, config)
+    params = transfer.restore_tuned_params(loaded, config)
+    rows = transfer.domain_shift(loaded, prompt, params, targets, out, limit=limit)
+    by = {(r["row"], r["target"]): r["accuracy"] for r in rows}
+    lines = [f"| target | soft prompt ({source}) | model tuning ({source}) | "
+             "prompt - model tuning |", "|---|---|---|---|"]
+    for t in targets:
+        p, m = by[("prompt", t)], by[("model_tuning", t)]
+        mark = " (same task)" if t == source else (" †" if transfer.shares_text(source, t)
+                                                   else "")
+        lines.append(f"| {t}{mark} | {p:.1%} | {m:.1%} | {100 * (p - m):+.1f} points |")
+    (out / "domain_shift.md").write_text("\n".join(lines) + "\n")
+    transfer.write_json(out / "domain_shift" / "model_tuning_run.json", summary)
+    return rows

@@ -1,0 +1,205 @@
+"""Cross-task transfer: the matrix and its files, resuming after a kill, the controls,
+relative performance, transfer initialization, ON on a model, correlations, domain shift."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prompt_jax import engine, transfer
+from prompt_jax.transfer import SourceRecipe
+
+
+def _cell(source, target, accuracy):
+    return {"source": source, "target": target, "accuracy": accuracy, "examples": 10}
+
+
+def test_relative_performance_divides_by_the_targets_own_prompt():
+    cells = [_cell(s, t, a) for s, t, a in [
+        ("none", "sst2", 0.6), ("none", "rotten_tomatoes", 0.5), ("none", "rte", 0.5),
+        ("sst2", "sst2", 0.8), ("sst2", "rotten_tomatoes", 0.6), ("sst2", "rte", 0.55),
+        ("rotten_tomatoes", "sst2", 0.4), ("rotten_tomatoes", "rotten_tomatoes", 0.75),
+        ("rotten_tomatoes", "rte", 0.5)]]
+    sources, targets, score, relative = transfer.matrix_arrays(cells)
+    assert sources == ["none", "sst2", "rotten_tomatoes"]
+    assert targets == ["sst2", "rotten_tomatoes", "rte"]
+    np.testing.assert_allclose(relative[:, 0], [0.6 / 0.8, 1.0, 0.4 / 0.8])
+    np.testing.assert_allclose(relative[:, 1], [0.5 / 0.75, 0.6 / 0.75, 1.0])
+    assert np.isnan(relative[:, 2]).all()  # rte has no prompt of its own
+    assert score[1, 2] == 0.55
+
+
+def test_matrix_tables_mark_own_prompts_and_shared_text(tmp_path):
+    cells = [_cell(s, t, 0.5 + 0.1 * (s == t)) for s in ("sst2", "rotten_tomatoes", "trec")
+             for t in ("sst2", "rotten_tomatoes", "trec")]
+    paths = transfer.write_matrix(cells, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "| sst2 | **60.0%** | 50.0% † | 50.0% |" in md
+    assert "| trec | 50.0% | 50.0% | **60.0%** |" in md
+    csv = paths["csv"].read_text().splitlines()
+    assert csv[0] == "source,target,accuracy,relative,examples,shares_text"
+    assert "sst2,rotten_tomatoes,0.5000,0.8333,10,1" in csv
+    assert paths["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert transfer.shares_text("rotten_tomatoes", "sst2")
+    assert not transfer.shares_text("sst2", "sst2") and not transfer.shares_text("sst2", "imdb")
+
+
+def test_random_control_has_the_sources_mean_norm():
+    rng = np.random.default_rng(0)
+    sources = {"a": rng.normal(size=(4, 8)), "b": 3 * rng.normal(size=(4, 8))}
+    control = transfer.random_control(sources, seed=1)
+    mean_norm = np.mean([np.linalg.norm(x) for x in sources.values()])
+    assert control.shape == (4, 8)
+    np.testing.assert_allclose(np.linalg.norm(control), mean_norm, rtol=1e-5)
+    assert not np.allclose(control, transfer.random_control(sources, seed=2))
+
+
+def test_spot_mix_weights_the_top_k_by_the_indicator():
+    sources = {"a": np.ones((2, 3)), "b": 2 * np.ones((2, 3)), "c": 10 * np.ones((2, 3))}
+    mixed, weights = transfer.spot_mix(sources, {"a": 0.3, "b": 0.1, "c": 0.6}, k=2)
+    assert weights == pytest.approx({"c": 2 / 3, "a": 1 / 3})
+    np.testing.assert_allclose(mixed, (2 / 3 * 10 + 1 / 3 * 1) * np.ones((2, 3)), rtol=1e-6)
+    _, equal = transfer.spot_mix(sources, {"a": -0.3, "b": 0.1, "c": 0.6}, k=3)
+    assert equal == pytest.approx({"c": 1 / 3, "b": 1 / 3, "a": 1 / 3})
+    with pytest.raises(ValueError, match="k=4 but only 3"):
+        transfer.spot_mix(sources, {"a": 1, "b": 1, "c": 1}, k=4)
+
+
+def test_steps_to_fraction_counts_the_gain_over_zero_shot():
+    curve = [(0, 0.70), (40, 0.74), (80, 0.79), (120, 0.80)]
+    # gain 0.10 over 0.70: 90% of it is reached at 0.79, step 80 (not at step 0, where the
+    # score is already 88% of the final one)
+    assert transfer.steps_to_fraction(curve, 0.70, 0.80) == 80
+    assert transfer.steps_to_fraction(curve, 0.70, 0.90) is None  # never there
+    assert transfer.steps_to_fraction(curve, 0.80, 0.75) is None  # no gain to reach
+    results = [{"arm": arm, "seed": s, "curve": c, "final": c[-1][1]}
+               for arm, s, c in [("baseline", 0, curve), ("baseline", 1, curve),
+                                 ("source:sst2", 0, [(0, 0.78), (40, 0.80), (80, 0.80)]),
+                                 ("source:sst2", 1, [(0, 0.75), (40, 0.79), (80, 0.81)])]]
+    rows = {r["arm"]: r for r in transfer.init_summary(results, zero_shot=0.70)}
+    assert rows["baseline"]["steps"] == [80, 80] and rows["baseline"]["speedup"] == 1.0
+    assert rows["source:sst2"]["steps"] == [40, 40]
+    assert rows["source:sst2"]["speedup"] == 2.0
+    assert rows["source:sst2"]["final"] == pytest.approx(0.805)
+
+
+def test_correlations_pool_pairs_and_average_per_target():
+    measured = np.array([[1.0, 0.2], [0.5, 0.9], [0.1, 0.6], [0.3, 1.0]])
+    valid = np.array([[False, True], [True, False], [True, True], [True, True]])
+    perfect = transfer.correlations(measured * 2, measured, valid)
+    assert perfect["spearman_per_target"] == pytest.approx(1.0)
+    assert perfect["kendall"] == pytest.approx(1.0) and perfect["pairs"] == 6
+    reverse = transfer.correlations(-measured, measured, valid)
+    assert reverse["spearman"] == pytest.approx(-1.0) and reverse["targets"] == 2
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_llama):
+    return engine.load_model(str(tiny_llama), mesh_data=1)
+
+
+def test_neuron_overlaps_on_a_model(loaded):
+    rng = np.random.default_rng(0)
+    prompts = {"a": rng.normal(size=(4, 32)).astype(np.float32),
+               "b": rng.normal(size=(4, 32)).astype(np.float32)}
+    prompts["a_again"] = prompts["a"].copy()
+    for mode in transfer.ON_MODES:
+        on = transfer.neuron_overlaps(loaded, prompts, "sst2", "a", mode=mode, n_inputs=4)
+        assert on["a"] == pytest.approx(1.0) and on["a_again"] == pytest.approx(1.0)
+        assert 0.0 < on["b"] < 1.0
+        back = transfer.neuron_overlaps(loaded, prompts, "sst2", "b", mode=mode, n_inputs=4)
+        assert back["a"] == pytest.approx(on["b"])  # symmetric
+    with pytest.raises(ValueError, match="unknown ON mode"):
+        transfer.neuron_overlaps(loaded, prompts, "sst2", "a", mode="prompt")
+
+
+def test_domain_shift_scores_the_prompt_and_the_tuned_model(loaded, tmp_path):
+    from prompt_jax import transfer_commands
+
+    recipe = SourceRecipe(steps=2, prompt_length=4, eval_limit=8)
+    transfer.train_sources(loaded, ["sst2"], tmp_path, recipe)
+    rows = transfer_commands.domain_shift(loaded, "sst2", ["sst2", "rotten_tomatoes"], tmp_path,
+                                          tuning=recipe, learning_rate=1e-2, limit=8)
+    assert [(r["row"], r["target"]) for r in rows] == [
+        ("prompt", "sst2"), ("model_tuning", "sst2"), ("prompt", "rotten_tomatoes"),
+        ("model_tuning", "rotten_tomatoes")]
+    assert all(r["examples"] == 8 for r in rows)
+    tuned = transfer.restore_tuned_params(loaded, recipe.config(
+        loaded.name, "sst2", tmp_path / "runs" / "model-sst2", tune="model"))
+    changed = [not np.allclose(a, b) for a, b in zip(
+        jax_leaves(tuned), jax_leaves(loaded.params), strict=True)]
+    assert any(changed)
+    md = (tmp_path / "domain_shift.md").read_text()
+    assert "| sst2 (same task) |" in md and "| rotten_tomatoes † |" in md
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _matrix_command(model: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "prompt_jax.cli", "transfer", "matrix", "--model", str(model),
+            "--out", str(out), "--sources", "sst2,trec", "--targets", "sst2,trec,rte",
+            "--steps", "3", "--prompt_length", "6", "--limit", "16"]
+
+
+def test_matrix_command_writes_its_files_and_resumes_after_a_kill(tiny_llama, tmp_path):
+    out = tmp_path / "transfer"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    first = subprocess.Popen(_matrix_command(tiny_llama, out), env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    cells = out / "cells"
+    deadline = time.monotonic() + 600
+    while not list(cells.glob("*.json")) and time.monotonic() < deadline:
+        assert first.poll() is None, "the command ended before writing any cell"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in cells.glob("*.json")}
+    sources = {p.name: p.stat().st_mtime_ns for p in (out / "sources").glob("*.json")}
+    assert 1 <= len(done) < 12 and len(sources) == 2
+    finished = subprocess.run(_matrix_command(tiny_llama, out), env=env, capture_output=True,
+                              text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "sst2: done" in finished.stdout and "trec: done" in finished.stdout
+    for name, (mtime, text) in done.items():  # no finished cell was computed again
+        assert (cells / name).stat().st_mtime_ns == mtime and (cells / name).read_text() == text
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "sources").glob("*.json")} == sources
+    rows = [json.loads(p.read_text()) for p in cells.glob("*.json")]
+    assert sorted((r["source"], r["target"]) for r in rows) == sorted(
+        (s, t) for s in ("none", "random", "sst2", "trec") for t in ("sst2", "trec", "rte"))
+    assert all(r["examples"] == 16 for r in rows)
+    csv = (out / "matrix.csv").read_text().splitlines()
+    assert len(csv) == 13
+    assert (out / "matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| sst2 | **" in (out / "matrix.md").read_text()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_init_runs_start_from_the_given_prompt_and_are_read_back(loaded, tmp_path):
+    recipe = SourceRecipe(steps=2, prompt_length=4, eval_limit=8)
+    start = np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)
+    arms = {transfer.BASELINE: None, "source:x": start}
+    results = transfer.init_runs(loaded, "sst2", arms, tmp_path, recipe=recipe, seeds=(0,),
+                                 eval_every=1, eval_limit=8)
+    assert [(r["arm"], [s for s, _ in r["curve"]]) for r in results] == [
+        ("baseline", [0, 1, 2]), ("source:x", [0, 1, 2])]
+    initial = np.load(tmp_path / "runs" / "init" / "sst2" / "source-x__seed0" /
+                      "init_prompt.npy")
+    np.testing.assert_array_equal(initial, start)
+    files = sorted((tmp_path / "init" / "sst2").glob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in files]
+    again = transfer.init_runs(loaded, "sst2", arms, tmp_path, recipe=recipe, seeds=(0,),
+                               eval_every=1, eval_limit=8)
+    assert again == results and [p.stat().st_mtime_ns for p in files] == stamps
