@@ -208,6 +208,20 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
     return cells
 
 
+def ordered_cells(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells sorted for tables: the controls first, then tasks in registry order (so that
+    a task's family stays together), by source then target."""
+    from prompt_jax.tasks import list_tasks
+
+    order = {name: i for i, name in enumerate((*CONTROLS, *list_tasks()))}
+
+    def key(cell):
+        return (order.get(cell["source"], len(order)), cell["source"],
+                order.get(cell["target"], len(order)), cell["target"])
+
+    return sorted(cells, key=key)
+
+
 def matrix_arrays(cells: Sequence[dict[str, Any]], metric: str = "accuracy"
                   ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """The cells as arrays: (sources, targets, score [S, T], relative [S, T]).
@@ -227,7 +241,10 @@ def matrix_arrays(cells: Sequence[dict[str, Any]], metric: str = "accuracy"
     return sources, targets, score, relative
 
 
-def _markdown(sources, targets, values, fmt: Callable[[float], str], corner: str) -> str:
+def markdown_table(sources: Sequence[str], targets: Sequence[str], values: np.ndarray,
+                   fmt: Callable[[float], str], corner: str = "source \\ target") -> str:
+    """A source x target markdown table: a task's own prompt in bold, a pair that shares its
+    texts marked †, missing values as -."""
     lines = [f"| {corner} | " + " | ".join(targets) + " |",
              "|---" * (len(targets) + 1) + "|"]
     for i, s in enumerate(sources):
@@ -261,9 +278,9 @@ def write_matrix(cells: Sequence[dict[str, Any]], out_dir: str | Path,
             "sources' mean norm); columns: target tasks, each scored with its own template "
             "and verbalizers. Bold: a task's own prompt. †: source and target share their "
             "texts (not an unseen domain).")
-    md = [f"{metric} of each source prompt on each target\n", _markdown(
+    md = [f"{metric} of each source prompt on each target\n", markdown_table(
         sources, targets, score, lambda v: f"{v:.1%}", "source \\ target"),
-        "\nrelative performance: the score / the target's own prompt's score\n", _markdown(
+        "\nrelative performance: the score / the target's own prompt's score\n", markdown_table(
         sources, targets, relative, lambda v: f"{v:.2f}", "source \\ target"), "", note]
     (out / "matrix.md").write_text("\n".join(md) + "\n")
     png = out / "matrix.png"

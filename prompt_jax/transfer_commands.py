@@ -56,7 +56,8 @@ def matrix(loaded: engine.LoadedModel, sources: Sequence[str], targets: Sequence
 
 
 def _cells(out: Path) -> list[dict]:
-    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    cells = transfer.ordered_cells(
+        [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")])
     if not cells:
         raise FileNotFoundError(f"no matrix cells in {out / 'cells'}: run "
                                 "`prompt-jax transfer matrix` first")

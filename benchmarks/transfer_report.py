@@ -1,0 +1,201 @@
+"""The README's prompt-transfer results, from the files `prompt-jax transfer` stored.
+
+    python benchmarks/transfer_report.py             # print the markdown
+    python benchmarks/transfer_report.py --readme    # ... and put it into the README
+
+Every number comes from a file under `benchmarks/results/transfer/<model>/` (written by the
+commands of `benchmarks/transfer_smollm2.sh`) or `benchmarks/results/released_indicators.json`;
+a part whose files are not there yet says so instead of showing numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from prompt_jax import transfer  # noqa: E402
+
+MODEL = "smollm2-135m-instruct"
+START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
+SCRIPT = "benchmarks/transfer_smollm2.sh"
+# Su et al. 2022, RoBERTa-base, the sentiment pair (their Table / Figure of zero-shot transfer).
+PAPER_SENTIMENT = {"sst2 on sst2": 77.2, "sst2 on rotten_tomatoes": 72.1,
+                   "rotten_tomatoes on rotten_tomatoes": 74.1}
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _cells(out: Path) -> list[dict]:
+    return transfer.ordered_cells(
+        [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")])
+
+
+def matrix_part(out: Path) -> list[str]:
+    cells = _cells(out)
+    if not cells:
+        return ["The zero-shot matrix is not measured yet (`" + SCRIPT + "`, its first "
+                "command)."]
+    sources, targets, score, _ = transfer.matrix_arrays(cells)
+    n = {c["target"]: c["examples"] for c in cells}
+    complete = np.isfinite(score).all() and len(sources) * len(targets) == len(cells)
+    lines = [f"Each of {len(sources) - len(transfer.CONTROLS)} source prompts (20 vectors, "
+             "initialized from the task's class-label words, AdamW 3e-2, batch 8, 320 steps) "
+             f"and two controls, on {len(targets)} target tasks, each scored with its own "
+             f"template and verbalizers on a seeded sample of up to {max(n.values())} "
+             "validation examples (accuracy, %). Bold: a task's own prompt; †: source and "
+             "target share their texts (SST-2's sentences come from Rotten Tomatoes "
+             "reviews), so that cell is not an unseen domain." + ("" if complete else
+                                          " (Partial: the run has not finished every cell.)"),
+             "", transfer.markdown_table(sources, targets, score, lambda v: f"{100 * v:.1f}"),
+             "", f"![transfer heatmap]({_rel(out / 'matrix.png')})", "",
+             f"Relative performance (score / the target's own prompt's score, the paper's "
+             f"measure) and the CSV: `{_rel(out / 'matrix.md')}`, `{_rel(out / 'matrix.csv')}`."
+             f" Reproduce: `prompt-jax transfer matrix` as in `{SCRIPT}`."]
+    return lines
+
+
+def sentiment_part(out: Path) -> list[str]:
+    cells = {(c["source"], c["target"]): c for c in _cells(out)}
+    keys = [("sst2", "sst2"), ("sst2", "rotten_tomatoes"), ("rotten_tomatoes", "rotten_tomatoes")]
+    if not all(k in cells for k in keys):
+        return []
+    lines = ["| | SST-2 prompt on SST-2 | SST-2 prompt on Rotten Tomatoes (zero-shot) | "
+             "Rotten Tomatoes' own prompt |", "|---|---|---|---|",
+             "| Su et al. 2022, RoBERTa-base | " + " | ".join(
+                 f"{PAPER_SENTIMENT[f'{s} on {t}']:.1f}%" for s, t in keys) + " |",
+             f"| prompt_jax, {MODEL} | " + " | ".join(
+                 f"{100 * cells[k]['accuracy']:.1f}%" for k in keys) + " |"]
+    return lines
+
+
+def indicators_part(out: Path) -> list[str]:
+    path = out / "indicators.json"
+    if not path.exists():
+        return ["Indicator correlations on this matrix: not measured yet."]
+    result = json.loads(path.read_text())
+    lines = ["Rank correlation of each indicator with relative performance over the matrix's "
+             f"(source, target) pairs ({len(result['sources'])} sources, own prompts left "
+             f"out; ON over {result['layers']} layers, `inputs` mode on "
+             f"{result['n_inputs']} real inputs per target):", "",
+             (out / "indicators.md").read_text().strip(), ""]
+    corr = result["correlations"]
+    best_on = max((k for k in corr if k.startswith("ON_")),
+                  key=lambda k: corr[k]["spearman_per_target"], default=None)
+    if best_on and "E_cos" in corr and np.isfinite(
+            [corr[best_on]["spearman_per_target"], corr["E_cos"]["spearman_per_target"]]).all():
+        on, cos = corr[best_on]["spearman_per_target"], corr["E_cos"]["spearman_per_target"]
+        verdict = ("predicts transfer better than" if on > cos else
+                   "does not predict transfer better than")
+        lines.append(f"Here {best_on} (Spearman {on:+.3f}) {verdict} E_cos ({cos:+.3f}); the "
+                     "paper finds ON the better predictor.")
+    lines.append(f"Reproduce: `prompt-jax transfer indicators` as in `{SCRIPT}`.")
+    return lines
+
+
+def released_part() -> list[str]:
+    path = HERE / "results" / "released_indicators.json"
+    if not path.exists():
+        return []
+    sys.path.insert(0, str(HERE))
+    import released_indicators
+
+    return [released_indicators.markdown(json.loads(path.read_text())).strip(), "",
+            "Reproduce: `python benchmarks/released_indicators.py run`."]
+
+
+def init_part(out: Path) -> list[str]:
+    summaries = sorted((out / "init").glob("*/summary.json"))
+    if not summaries:
+        return ["Transfer initialization: not measured yet."]
+    lines = ["| target | start | final accuracy (mean of seeds) | steps to 90% of the "
+             "baseline's gain, per seed | speedup |", "|---|---|---|---|---|"]
+    for path in summaries:
+        s = json.loads(path.read_text())
+        for arm in s["arms"]:
+            name = arm["arm"]
+            note = s["notes"].get(name)
+            if isinstance(note, str):
+                name += f" ({note})"
+            elif isinstance(note, dict):
+                name += " (" + ", ".join(f"{k} {v:.2f}" for k, v in note.items()) + ")"
+            steps = ", ".join("never" if x is None else str(x) for x in arm["steps"])
+            speed = "-" if arm["speedup"] is None else f"{arm['speedup']:.2f}x"
+            lines.append(f"| {s['target']} (zero-shot {s['zero_shot']:.1%}) | {name} | "
+                         f"{arm['final']:.1%} | {steps} | {speed} |")
+    lines += ["", "baseline: the target's own class-label init; source:best: the best other "
+              "source in the matrix (a source sharing the target's texts left out); "
+              "spot:ON_inputs:3: the three sources whose ON with a briefly trained target "
+              "prompt (40 steps) is highest, averaged with ON weights (SPoT-style). Scores on "
+              "a seeded sample of validation examples every 40 steps.", ""]
+    lines += [f"![init curves {p.parent.name}]({_rel(out / f'init_{p.parent.name}.png')})"
+              for p in summaries]
+    lines.append(f"\nReproduce: `prompt-jax transfer init` as in `{SCRIPT}`.")
+    return lines
+
+
+def domain_part(out: Path) -> list[str]:
+    if not (out / "domain_shift.md").exists():
+        return ["Domain shift: not measured yet."]
+    return ["The SST-2 soft prompt (frozen model) and SST-2 model tuning (every weight, "
+            "AdamW 2e-5, 320 steps of batch 8), each zero-shot on the other sentiment sets "
+            "(Lester et al. 2021 find the prompt more robust):", "",
+            (out / "domain_shift.md").read_text().strip(), "",
+            f"Reproduce: `prompt-jax transfer domain-shift` as in `{SCRIPT}`."]
+
+
+def retrieval_part(out: Path) -> list[str]:
+    if not (out / "retrieval.md").exists():
+        return ["Retrieval: not measured yet."]
+    result = json.loads((out / "retrieval.json").read_text())
+    return [f"A prompt trained {result['brief_steps']} steps on each target ranks the other "
+            "source prompts; a hit is when the top-k include the target's best actual source "
+            f"in the matrix ({len(result['targets'])} targets):", "",
+            (out / "retrieval.md").read_text().strip(), "",
+            f"Reproduce: `prompt-jax transfer retrieve` as in `{SCRIPT}`."]
+
+
+def report(model: str = MODEL) -> str:
+    out = HERE / "results" / "transfer" / model
+    parts = [("### Zero-shot transfer between tasks", matrix_part(out)),
+             ("### The paper's sentiment pair on this model", sentiment_part(out)),
+             ("### Do the indicators predict transfer?", indicators_part(out)),
+             ("### The indicators on the paper's own released prompts", released_part()),
+             ("### Starting from a transferred prompt", init_part(out)),
+             ("### Domain shift: soft prompt vs model tuning", domain_part(out)),
+             ("### Retrieving a source prompt for a new task", retrieval_part(out))]
+    blocks = [f"Measured on {model} with the commands of `{SCRIPT}`; numbers as measured."]
+    blocks += ["\n".join([title, "", *lines]) for title, lines in parts if lines]
+    return "\n\n".join(blocks)
+
+
+def write_readme(block: str, readme: Path = ROOT / "README.md") -> None:
+    text = readme.read_text()
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        sys.exit(f"{readme} has no {START} ... {END} block")
+    readme.write_text(text[:start + len(START)] + "\n" + block + "\n" + text[end:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=MODEL)
+    p.add_argument("--readme", action="store_true", help="write the block into README.md")
+    args = p.parse_args()
+    block = report(args.model)
+    print(block)
+    if args.readme:
+        write_readme(block)
+
+
+if __name__ == "__main__":
+    main()
