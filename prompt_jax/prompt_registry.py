@@ -136,8 +136,16 @@ def _is_prompt_folder(folder: Path) -> bool:
         folder / "_CHECKPOINT_METADATA").is_file()
 
 
-def _read_result(path: Path) -> float | None:
-    """Prompt-Transferability `result_*.json`: a JSON string holding {"acc": x}."""
+def read_result(path: str | os.PathLike) -> float | None:
+    """The accuracy in a Prompt-Transferability `result_*.json` file.
+
+    Args:
+      path: the file, a JSON string holding {"acc": x} (or that object itself).
+
+    Returns:
+      x, or None when the file holds no such accuracy.
+    """
+    path = Path(path)
     try:
         value = json.loads(path.read_text())
         value = json.loads(value) if isinstance(value, str) else value
@@ -174,7 +182,7 @@ def list_prompts(root: str | os.PathLike) -> PromptListing:
                 if kind in ("npy", "zip", "safetensors"):
                     candidates.append(path)
                 elif kind == "json" and name.startswith("result_") and name.endswith(".json"):
-                    score = _read_result(path)
+                    score = read_result(path)
                     if score is None:
                         others.append(path)
                         continue
