@@ -324,7 +324,8 @@ def _add_transfer_parser(sub) -> None:
     p.add_argument("--no_controls", action="store_true",
                    help="matrix: leave out the no-prompt and random-prompt rows")
     p.add_argument("--modes", default="paper,inputs",
-                   help="ON modes: paper (empty text), inputs (real target inputs)")
+                   help="ON modes: paper (empty text), inputs (real target inputs), prompt "
+                        "(every prompt position)")
     p.add_argument("--n_inputs", type=int, default=16, help="ON inputs mode: inputs read")
     p.add_argument("--layers", default="all", help="ON layers: all, bottom_third, top_third")
     p.add_argument("--steps", type=int, default=320, help="steps per prompt")

@@ -488,7 +488,7 @@ EMBEDDING_INDICATORS = {
     "E_cos": indicators.flat_cosine, "E_euc": indicators.flat_euclidean,
     "E_cos_tokens": indicators.tokenwise_cosine, "E_euc_tokens": indicators.tokenwise_euclidean,
 }
-ON_MODES = ("paper", "inputs")
+ON_MODES = ("paper", "inputs", "prompt")
 
 
 def embedding_indicators(prompts_by_name: Mapping[str, np.ndarray]
@@ -503,9 +503,9 @@ def embedding_indicators(prompts_by_name: Mapping[str, np.ndarray]
 def _probe_batch(loaded: engine.LoadedModel, task: engine.TaskHandle, mode: str,
                  n_inputs: int, seed: int) -> dict[str, np.ndarray]:
     """The inputs ON reads activations on: the template with an empty text (the paper's
-    mode: its code feeds "<s>" and reads the label position), or a seeded sample of real
-    validation inputs."""
-    if mode == "paper":
+    mode: its code feeds "<s>" and reads the label position; also the "prompt" mode's), or a
+    seeded sample of real validation inputs."""
+    if mode in ("paper", "prompt"):
         return task.encode_texts(["\t" if task.spec.pair else ""])
     if mode != "inputs":
         raise ValueError(f"unknown ON mode {mode!r}; use one of {ON_MODES}")
@@ -523,12 +523,18 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
                     target: str, reference: str, *, mode: str = "paper", n_inputs: int = 16,
                     layers: str | tuple[int, int] = "all", seed: int = 0) -> dict[str, float]:
     """ON of every prompt with the `reference` prompt on the target task's inputs: the
-    overlap of the FFN neurons each activates (gate pre-activation > 0) at the position that
-    predicts the label, averaged over the probe inputs (see `_probe_batch`).
+    overlap of the FFN neurons each activates (gate pre-activation > 0).
+
+    Modes: "paper" reads the position that predicts the label with an empty text in the
+    template (as the paper's code feeds "<s>"), "inputs" the same position over a seeded
+    sample of `n_inputs` real validation inputs (the overlap averaged over them), "prompt"
+    every prompt position (empty text).
 
     Returns:
       name -> ON with the reference (1.0 for the reference itself).
     """
+    from prompt_jax import prompts as prompt_ops
+
     task = loaded.task(target)
     batch = _probe_batch(loaded, task, mode, n_inputs, seed)
     ids = jnp.asarray(batch["inputs"])
@@ -537,10 +543,19 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
     positions = jnp.asarray(batch["target_position"])
 
     @jax.jit
-    def masks_of(prompt):
-        m = indicators.activation_masks(loaded.model, loaded.params, prompt, embeds, mask,
-                                        positions, placement=task.placement, layers=layers)
-        return jnp.moveaxis(m[:, :, 0, :], 1, 0)  # [B, L', F]
+    def masks_of(prompt):  # -> [B, L', K * F]
+        if mode != "prompt":
+            m = indicators.activation_masks(loaded.model, loaded.params, prompt, embeds, mask,
+                                            positions, placement=task.placement, layers=layers)
+            return jnp.moveaxis(m[:, :, 0, :], 1, 0)
+        prompted, prompted_mask, start = prompt_ops.insert_prompt(prompt, embeds, mask,
+                                                                  task.placement)
+        (pre,) = loaded.model.activations(loaded.params, prompted, prompted_mask,
+                                          kind="pre_activation").values()  # [L, B, P + T, F]
+        at = start[:, None] + jnp.arange(prompt.shape[0])[None]  # [B, P]
+        picked = jnp.take_along_axis(pre, at[None, :, :, None], axis=2)  # [L, B, P, F]
+        m = indicators.activated(indicators.select_layers(picked, layers))
+        return jnp.moveaxis(m, 1, 0).reshape(m.shape[1], m.shape[0], -1)
 
     ref = masks_of(jnp.asarray(prompts_by_name[reference]))
     return {name: float(indicators.neuron_overlap(masks_of(jnp.asarray(p)), ref).mean())

@@ -118,7 +118,7 @@ def test_neuron_overlaps_on_a_model(loaded):
         back = transfer.neuron_overlaps(loaded, prompts, "sst2", "b", mode=mode, n_inputs=4)
         assert back["a"] == pytest.approx(on["b"])  # symmetric
     with pytest.raises(ValueError, match="unknown ON mode"):
-        transfer.neuron_overlaps(loaded, prompts, "sst2", "a", mode="prompt")
+        transfer.neuron_overlaps(loaded, prompts, "sst2", "a", mode="everywhere")
 
 
 def test_domain_shift_scores_the_prompt_and_the_tuned_model(loaded, tmp_path):
