@@ -267,6 +267,9 @@ def _transfer(args) -> None:
     from prompt_jax import engine, transfer_commands
     from prompt_jax.transfer import SourceRecipe
 
+    needs = {"matrix": "sources", "init": "target", "domain-shift": "targets"}
+    if args.action in needs and not getattr(args, needs[args.action]):
+        raise ValueError(f"transfer {args.action} needs --{needs[args.action]}")
     recipe = SourceRecipe(prompt_length=args.prompt_length, steps=args.steps,
                           batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
     brief = dataclasses.replace(recipe, steps=args.brief_steps)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from prompt_jax import engine, transfer
 from prompt_jax.transfer import SourceRecipe
@@ -84,7 +85,7 @@ def indicators(loaded: engine.LoadedModel, out: Path, *, modes: Sequence[str] = 
         values[name] = table[:, [sources.index(t) for t in targets]]
     for mode in modes:
         table = np.zeros((len(sources), len(targets)))
-        for j, target in enumerate(targets):
+        for j, target in enumerate(tqdm(targets, desc=f"ON {mode}", unit="target")):
             overlaps = transfer.neuron_overlaps(loaded, prompts, target, target, mode=mode,
                                                 n_inputs=n_inputs, layers=layers)
             table[:, j] = [overlaps[s] for s in sources]
@@ -134,7 +135,7 @@ def retrieve(loaded: engine.LoadedModel, out: Path, *, brief: SourceRecipe,
         values[name] = np.asarray(ind.pairwise(fn, a, b))
     for mode in modes:
         table = np.zeros((len(targets), len(sources)))
-        for i, t in enumerate(targets):
+        for i, t in enumerate(tqdm(targets, desc=f"ON {mode}", unit="target")):
             overlaps = transfer.neuron_overlaps(loaded, {**prompts, "_brief": briefs[t]}, t,
                                                 "_brief", mode=mode, n_inputs=n_inputs)
             table[i] = [overlaps[s] for s in sources]

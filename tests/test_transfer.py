@@ -203,3 +203,14 @@ def test_init_runs_start_from_the_given_prompt_and_are_read_back(loaded, tmp_pat
     again = transfer.init_runs(loaded, "sst2", arms, tmp_path, recipe=recipe, seeds=(0,),
                                eval_every=1, eval_limit=8)
     assert again == results and [p.stat().st_mtime_ns for p in files] == stamps
+
+
+def test_transfer_commands_say_what_they_need(tmp_path, capsys):
+    from prompt_jax import cli
+
+    for action, flag in (("matrix", "--sources"), ("init", "--target"),
+                         ("domain-shift", "--targets")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["transfer", action, "--out", str(tmp_path)])
+        assert exit_info.value.code == 2
+        assert f"transfer {action} needs {flag}" in capsys.readouterr().err
