@@ -47,6 +47,7 @@ def matrix_part(out: Path) -> list[str]:
                 "command)."]
     sources, targets, score, _ = transfer.matrix_arrays(cells)
     n = {c["target"]: c["examples"] for c in cells}
+    on_test = sorted({c["target"] for c in cells if c.get("split", "validation") != "validation"})
     complete = np.isfinite(score).all() and len(sources) * len(targets) == len(cells)
     lines = [f"Each of {len(sources) - len(transfer.CONTROLS)} source prompts (20 vectors, "
              "initialized from the task's class-label words, AdamW 3e-2, batch 8, 320 steps) "
@@ -54,7 +55,9 @@ def matrix_part(out: Path) -> list[str]:
              f"template and verbalizers on a seeded sample of up to {max(n.values())} "
              "validation examples (accuracy, %). Bold: a task's own prompt; †: source and "
              "target share their texts (SST-2's sentences come from Rotten Tomatoes "
-             "reviews), so that cell is not an unseen domain." + ("" if complete else
+             "reviews), so that cell is not an unseen domain." + (
+                 f" Scored on the test split (no local validation file): {', '.join(on_test)}."
+                 if on_test else "") + ("" if complete else
                                           " (Partial: the run has not finished every cell.)"),
              "", transfer.markdown_table(sources, targets, score, lambda v: f"{100 * v:.1f}"),
              "", f"![transfer heatmap]({_rel(out / 'matrix.png')})", "",

@@ -10,7 +10,7 @@ SOURCES=sst2,rotten_tomatoes,imdb,laptop,restaurant,trec,mrpc,tweet_emotion,twee
 TARGETS=$SOURCES,tweet_sentiment,mnli,snli,qnli,ag_news,rte
 SENTIMENT=sst2,rotten_tomatoes,imdb,laptop,restaurant,tweet_sentiment
 
-$PJ transfer matrix --out $OUT --runs $RUNS --sources $SOURCES --targets $TARGETS --limit 300
+$PJ transfer matrix --out $OUT --runs $RUNS --sources $SOURCES --targets $TARGETS --limit 200
 $PJ transfer indicators --out $OUT --modes paper,inputs,prompt
 $PJ transfer domain-shift --out $OUT --runs $RUNS --source sst2 --targets $SENTIMENT --limit 500
 for target in rotten_tomatoes laptop; do

@@ -153,6 +153,19 @@ def random_control(sources: Mapping[str, np.ndarray], seed: int = 0) -> np.ndarr
     return x * (norm / np.linalg.norm(x))
 
 
+def scored_split(task: str, preferred: str = "validation", data: str | None = None) -> str:
+    """The split a target is scored on: `preferred`, or the task's test split when
+    `preferred` has no local file (AG News has only its test set in ../shared/data)."""
+    from prompt_jax.tasks.registry import local_paths, local_splits
+
+    for split in (preferred, "test"):
+        if split in local_splits(task) and all(p.is_file()
+                                               for p in local_paths(task, split, data)):
+            return split
+    raise FileNotFoundError(f"task {task!r} has neither a {preferred!r} nor a 'test' split "
+                            "in the local data")
+
+
 def _cell_path(out_dir: Path, source: str, target: str) -> Path:
     return out_dir / "cells" / f"{source}__{target}.json"
 
@@ -171,7 +184,7 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
       sources: name -> [P, H] prompt.
       targets: task names; each is scored with its own template and verbalizers.
       out_dir: where the cells go.
-      split: the split scored.
+      split: the split scored (a target without it locally is scored on its test split).
       limit: a seeded random sample of this many examples per target (0 = all).
       batch_size: evaluation batch size.
       controls: add the NO_PROMPT and RANDOM_PROMPT rows.
@@ -195,11 +208,13 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
                 if evaluate is None:  # only for targets with work left
                     task = loaded.task(target)
                     lengths = [p.shape[0] for p in rows.values() if p is not None]
-                    evaluate = loaded.evaluator(task, split, batch_size=batch_size, limit=limit,
+                    target_split = scored_split(target, split, task.data or None)
+                    evaluate = loaded.evaluator(task, target_split, batch_size=batch_size,
+                                                limit=limit,
                                                 prompt_length=lengths[0] if lengths else 0)
                 t0 = time.perf_counter()
                 metrics = evaluate(None if prompt is None else jnp.asarray(prompt))
-                write_json(path, {"source": source, "target": target, "split": split,
+                write_json(path, {"source": source, "target": target, "split": target_split,
                                    "limit": limit, "model": loaded.name, **metrics,
                                    "seconds": time.perf_counter() - t0})
             cells.append(read_json(path))
@@ -607,7 +622,7 @@ def domain_shift(loaded: engine.LoadedModel, prompt: np.ndarray, tuned_params,
             path = out / f"{row}__{target}.json"
             if not path.exists():
                 if evaluate is None:
-                    evaluate = loaded.evaluator(loaded.task(target), "validation",
+                    evaluate = loaded.evaluator(loaded.task(target), scored_split(target),
                                                 batch_size=batch_size, limit=limit,
                                                 prompt_length=prompt.shape[0])
                 write_json(path, {"row": row, "target": target, "limit": limit,

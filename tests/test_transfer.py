@@ -214,3 +214,10 @@ def test_transfer_commands_say_what_they_need(tmp_path, capsys):
             cli.main(["transfer", action, "--out", str(tmp_path)])
         assert exit_info.value.code == 2
         assert f"transfer {action} needs {flag}" in capsys.readouterr().err
+
+
+def test_a_target_without_a_local_validation_split_is_scored_on_test():
+    assert transfer.scored_split("sst2") == "validation"
+    assert transfer.scored_split("ag_news") == "test"  # only test.csv in ../shared/data
+    with pytest.raises(FileNotFoundError, match="'qqp' has neither"):
+        transfer.scored_split("qqp")
