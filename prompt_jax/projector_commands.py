@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from prompt_jax import projectors
-from prompt_jax.prompt_io import load_prompt, save_prompt, split_spec
+from prompt_jax.prompt_io import load_prompt, save_prompt
 
 PAIR_FOLDERS = ("source", "target")
 
@@ -183,7 +183,7 @@ def apply_file(projector_path: str | os.PathLike, prompt_path: str | os.PathLike
                 **({"backbone": target} if target else {}),
                 **({"task": prompt.metadata["task"]} if "task" in prompt.metadata else {})}
     output = Path(output)
-    if split_spec(output)[1] is not None or output.suffix != ".npy":
+    if output.suffix != ".npy":
         raise ValueError(f"{output}: the projected prompt is written as <name>.npy (+ .json)")
     return save_prompt(projected, output, format="prompt_jax", metadata=metadata,
                        overwrite=overwrite)
