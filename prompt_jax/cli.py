@@ -344,6 +344,97 @@ def _add_transfer_parser(sub) -> None:
     p.set_defaults(func=_transfer)
 
 
+def _project(args) -> None:
+    from prompt_jax import projector_commands
+
+    if args.action == "apply":
+        if not (args.projector and args.prompt and args.output):
+            raise ValueError("project apply needs --projector, --prompt and --output")
+        written = projector_commands.apply_file(args.projector, args.prompt, args.output,
+                                                overwrite=args.overwrite)
+        print(f"{args.prompt} -> {', '.join(map(str, written))}")
+        return
+    if not args.out:
+        raise ValueError("project train needs --out")
+    if args.mode == "distance":
+        if not args.pairs:
+            raise ValueError("project train --mode distance needs --pairs")
+        summary = projector_commands.train_from_pairs(
+            args.pairs, args.out, kind=args.kind, hidden=args.hidden, activation=args.activation,
+            layer_norm=args.layer_norm, steps=args.steps or 1000,
+            learning_rate=args.learning_rate, batch_size=args.batch_size or 0, seed=args.seed,
+            source_backbone=args.source_backbone, target_backbone=args.target_backbone,
+            overwrite=args.overwrite)
+    else:  # task
+        from prompt_jax import gin_config, loop
+
+        missing = [f"--{name}" for name in ("model", "task", "source_prompt")
+                   if not getattr(args, name)]
+        if missing:
+            raise ValueError(f"project train --mode task needs {', '.join(missing)}")
+        import_tensorflow_quietly()
+        config = gin_config.resolve(args.gin_file, args.gin_param, {
+            "model": args.model, "task": args.task, "output_dir": args.out, "steps": args.steps,
+            "batch_size": args.batch_size, "eval_limit": args.eval_limit, "seed": args.seed,
+            "name": args.optimizer, "learning_rate": args.learning_rate})
+        loop.claim_output_dir(config.output_dir, resume=args.resume, overwrite=args.overwrite)
+        _write_config(config)
+        summary = projector_commands.task_tune_from_file(
+            config, args.source_prompt, kind=args.kind, hidden=args.hidden,
+            activation=args.activation, layer_norm=args.layer_norm,
+            target_length=args.target_length, source_backbone=args.source_backbone,
+            resume=args.resume, overwrite=args.overwrite)
+    print(json.dumps(summary, indent=2))
+
+
+def _add_project_parser(sub) -> None:
+    p = sub.add_parser(
+        "project", help="cross-model prompt projectors (Su et al. 2022): train one by distance "
+                        "minimization or task tuning, apply one to a prompt file")
+    p.add_argument("action", choices=["train", "apply"])
+    p.add_argument("--mode", choices=["distance", "task"], default="distance",
+                   help="train: distance (map source prompts onto target prompts of the same "
+                        "tasks) or task (tune through the frozen target model on a task)")
+    p.add_argument("--out", help="train: the projector (distance: <name>[.safetensors]) or the "
+                                 "run folder (task)")
+    p.add_argument("--pairs", action="append",
+                   help="distance: SOURCE=TARGET prompt files, or a folder with source/ and "
+                        "target/ paired by file name (repeatable)")
+    p.add_argument("--kind", choices=["flat", "token", "linear"], default="flat",
+                   help="flat (the paper's, over the flattened prompt), token (one MLP per "
+                        "vector) or linear (least squares; distance only)")
+    p.add_argument("--hidden", type=int, default=768, help="hidden width")
+    p.add_argument("--activation", choices=["tanh", "leaky_relu"], default="tanh")
+    p.add_argument("--layer_norm", action=argparse.BooleanOptionalAction,
+                   help="LayerNorm over each output vector (default: on for flat, off for token)")
+    p.add_argument("--steps", type=int, help="training steps (distance default 1000; task: "
+                                             "RunConfig's)")
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=["adamw", "adafactor", "sgd"], default="adamw",
+                   help="task: the projector's optimizer (distance uses Adam)")
+    p.add_argument("--batch_size", type=int, help="distance: pairs per step (default all); "
+                                                  "task: examples per step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--source_backbone", default="", help="recorded in the projector's sidecar")
+    p.add_argument("--target_backbone", default="", help="distance: recorded in the sidecar")
+    p.add_argument("--model", help="task: the target model (REAL_MODELS name, path, hub id)")
+    p.add_argument("--task", help="task: the registered task trained on")
+    p.add_argument("--source_prompt", help="task: the source model's prompt file")
+    p.add_argument("--target_length", type=int,
+                   help="task, flat: projected prompt length (default: the source's)")
+    p.add_argument("--eval_limit", type=int, help="task: evaluate on a seeded sample of N")
+    p.add_argument("--gin_file", action="append", default=[],
+                   help="task: gin config file (repeatable; plain flags win over it)")
+    p.add_argument("--gin_param", action="append", default=[], help="task: gin binding")
+    p.add_argument("--resume", action="store_true", help="task: continue the run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing projector, prompt or run")
+    p.add_argument("--projector", help="apply: the projector (<name>.safetensors)")
+    p.add_argument("--prompt", help="apply: the source prompt file")
+    p.add_argument("--output", help="apply: the projected prompt (<name>.npy, + .json)")
+    p.set_defaults(func=_project)
+
+
 def _tasks(args) -> None:
     from prompt_jax.tasks.report import print_tasks
 
@@ -376,6 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     _add_run_parsers(sub)
     _add_prompts_parser(sub)
     _add_transfer_parser(sub)
+    _add_project_parser(sub)
     p = sub.add_parser("tasks", help="list the registered tasks, label sets and local data")
     p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
     p.add_argument("--json", action="store_true", help="print JSON (with missing file paths)")

@@ -170,23 +170,45 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
       evaluate: `state -> metrics`, replacing the default evaluation on `config.eval_split`
         (e.g. to evaluate a subset often and the whole split rarely).
     """
+    return train_trainable(config, trainable_for(config), resume=resume, overwrite=overwrite,
+                           loaded=loaded, evaluate=evaluate)[0]
+
+
+def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any = None, *,
+                    resume: bool = False, overwrite: bool = False,
+                    loaded: engine.LoadedModel | None = None,
+                    evaluate: Callable[[train.TrainState], dict[str, float]] | None = None,
+                    metadata: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
+    """`train_prompt` for any trainable (a prompt, the model, a projector's params): the same
+    step, loop, checkpoints, exact resume and exported prompts.
+
+    Args:
+      config: the run (`prompt_length` is the length of the prompt the trainable makes).
+      trainable: what is trained and how it becomes what the model sees.
+      initial: the trainable pytree at step 0 (None: `initial_trainable` of the config).
+      resume, overwrite, loaded, evaluate: as in `train_prompt`.
+      metadata: extra fields for the saved prompts' sidecars (they win over the config's).
+
+    Returns:
+      (the summary also written to `summary.json`, the trained pytree at the last step).
+    """
     from prompt_jax.prompt_io import save_prompt
 
     out = Path(config.output_dir)
     loop.claim_output_dir(out, resume=resume, overwrite=overwrite)  # before anything is read
     loaded, task = load(config, loaded)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    trainable = trainable_for(config)
     optimizer = train.make_optimizer(config.optimizer)
-    state = train.place_state(
-        train.init_state(initial_trainable(loaded, task, config), optimizer, config.seed),
-        loaded.mesh)
+    if initial is None:
+        initial = initial_trainable(loaded, task, config)
+    state = train.place_state(train.init_state(initial, optimizer, config.seed), loaded.mesh)
     step = train.jit_train_step(
         train.make_train_step(loaded.model, optimizer, trainable=trainable, loss=config.loss,
                               placement=task.placement, candidates=task.candidates,
                               dropout=config.dropout),
         loaded.model, loaded.mesh, trainable)
     frozen = None if trainable.tunes_model else loaded.params
+    extra = dict(metadata or {})
 
     def export(state):
         prompt = trainable.prompt(state.trainable)
@@ -194,7 +216,8 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
 
     def save_best(prompt, metrics, at_step):
         save_prompt(prompt, out / "best_prompt.npy", format="prompt_jax", overwrite=True,
-                    metadata=sidecar(loaded, task, config, steps=at_step, score=metrics))
+                    metadata={**sidecar(loaded, task, config, steps=at_step, score=metrics),
+                              **extra})
 
     if evaluate is None:
         evaluate_split = evaluator(loaded, task, config)
@@ -212,7 +235,8 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
         export=export, on_best=save_best,
     )
     summary = {
-        "task": config.task, "model": config.model, "tune": config.tune,
+        "task": config.task, "model": config.model,
+        "tune": trainable.name,  # "prompt", "model", or a mapped trainable's own name
         "steps": int(result.state.step), "final": result.last_metrics,
         "best": result.best_metrics, "train_seconds": result.train_seconds,
         "wall_seconds": time.perf_counter() - started,
@@ -224,11 +248,11 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
         summary["checkpoints"] = str(out / "checkpoints")
     else:
         save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
-                    metadata=sidecar(loaded, task, config, steps=int(result.state.step),
-                                     score=result.last_metrics))
+                    metadata={**sidecar(loaded, task, config, steps=int(result.state.step),
+                                        score=result.last_metrics), **extra})
         summary.update(prompt=str(out / "prompt.npy"), best_prompt=str(out / "best_prompt.npy"))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return summary, result.state.trainable
 
 
 def _load_prompt(loaded: engine.LoadedModel, path: str) -> jax.Array:
