@@ -105,18 +105,18 @@ def indicators_part(out: Path) -> list[str]:
     return lines
 
 
-def released_part() -> list[str]:
-    path = HERE / "results" / "released_indicators.json"
+def released_part(name: str) -> list[str]:
+    """The table of `benchmarks/<name>.py` (no model: the released prompts) from its JSON."""
+    import importlib
+
+    path = HERE / "results" / f"{name}.json"
     if not path.exists():
         return []
     sys.path.insert(0, str(HERE))
-    import released_indicators
-
-    text = released_indicators.markdown(json.loads(path.read_text())).strip()
+    text = importlib.import_module(name).markdown(json.loads(path.read_text())).strip()
     if text.startswith("#"):  # its own title: this section has one
         text = text.split("\n", 1)[1].strip()
-    return [text, "",
-            "Reproduce: `python benchmarks/released_indicators.py run`."]
+    return [text, "", f"Reproduce: `python benchmarks/{name}.py run`."]
 
 
 def init_part(out: Path) -> list[str]:
@@ -175,10 +175,13 @@ def report(model: str = MODEL) -> str:
     parts = [("### Zero-shot transfer between tasks", matrix_part(out)),
              ("### The paper's sentiment pair on this model", sentiment_part(out)),
              ("### Do the indicators predict transfer?", indicators_part(out)),
-             ("### The indicators on the paper's own released prompts", released_part()),
+             ("### The indicators on the paper's own released prompts",
+              released_part("released_indicators")),
              ("### Starting from a transferred prompt", init_part(out)),
              ("### Domain shift: soft prompt vs model tuning", domain_part(out)),
-             ("### Retrieving a source prompt for a new task", retrieval_part(out))]
+             ("### Retrieving a source prompt for a new task", retrieval_part(out)),
+             ("### Prompt projectors on the paper's released prompts",
+              released_part("released_projectors"))]
     blocks = [f"Measured on {model} with the commands of `{SCRIPT}`; numbers as measured."]
     blocks += ["\n".join([title, "", *lines]) for title, lines in parts if lines]
     return "\n\n".join(blocks)
