@@ -219,7 +219,7 @@ class PromptBank:
         with self._lock:
             old = self._entries.get(name)
             slot = old.slot if old else self._free_slot()
-            need = BankShape(max(self.shape.slots, slot + 1),
+            need = BankShape(max(self.shape.slots, bucket(slot + 1)),  # slots double
                              max(self.shape.prompt_length, bucket(prompt.shape[0], 8)),
                              max(self.shape.classes, bucket(ids.shape[0], 2)),
                              max(self.shape.candidate_tokens, bucket(ids.shape[1])))

@@ -260,8 +260,9 @@ def create_app(classifier: MixedClassifier, config: ServerConfig = ServerConfig(
             metrics.disconnected += 1
             return Response(status_code=499)
         failures = [f.exception() for f in futures if f.exception() is not None]
-        if any(isinstance(e, PromptChanged) for e in failures):
-            raise HTTPException(status_code=409, detail=str(failures[0]))
+        changed = [e for e in failures if isinstance(e, PromptChanged)]
+        if changed:
+            raise HTTPException(status_code=409, detail=str(changed[0]))
         if failures:
             metrics.errors += 1
             e = failures[0]

@@ -124,6 +124,27 @@ def test_bank_refuses_another_model_or_width_naming_both(classifier, extra_dir, 
     assert "other_model" not in bank and "too_wide" not in bank
 
 
+def test_bank_grows_in_buckets_and_warms_up_again(loaded, extra_dir):
+    """A full bank doubles its slots, a longer prompt rounds its length bucket up: each growth
+    is one new shape, warmed up at once, and old prompts keep their scores."""
+    bank = PromptBank(loaded, slots=1, prompt_length=8, max_input_length=32)
+    classifier = MixedClassifier(bank, Buckets((8,), (32,)))
+    bank.add_file(extra_dir / "sst2_alt.npy")  # 6 vectors: fits
+    assert classifier.warm_up() == 1 and bank.write_traces == 1
+    request = ("sst2_alt", "a witty film")
+    [before] = classifier.classify([request])
+    entry, compiled = classifier.add_prompt(lambda: bank.add_file(extra_dir / "sst2_alt_v2.npy"))
+    assert compiled == 1 and bank.shape.slots == 2 and bank.shape.prompt_length == 16
+    assert bank.generation == 1 and classifier.warm and entry.slot == 1
+    [after] = classifier.classify([request])
+    np.testing.assert_allclose(list(after.scores.values()), list(before.scores.values()),
+                               atol=1e-5)
+    assert classifier.compilations_since_warm_up == 0
+    _, compiled = classifier.add_prompt(lambda: bank.add_file(extra_dir / "sst2_alt.npy",
+                                                              name="again"))
+    assert compiled == 1 and bank.shape.slots == 4  # a third prompt: 2 -> 4 slots
+
+
 def test_infer_bank_jsonl(tiny_llama, bank_dir, classifier, tmp_path, capsys):
     rng = random.Random(1)
     requests = [{"id": i, **_request(rng, task)} for i, task in enumerate(TASKS)]
