@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from prompt_jax import serve_commands
+
 # Our lines only: TensorFlow (which runs the data pipelines) logs its build and device probing
 # on import unless told not to. Set before anything imports it; a user's own value wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -213,6 +215,14 @@ def _infer(args) -> None:
     from prompt_jax import run
 
     config = _run_config(args)
+    if args.bank:  # many tasks' prompts, JSON lines in and out
+        if args.prompt or args.text:
+            raise ValueError("infer --bank reads {\"task\", \"text\"} lines from --input (or "
+                             "stdin); --prompt and --text are for one prompt")
+        serve_commands.infer_bank(args, config)
+        return
+    if not args.prompt:
+        raise ValueError("infer needs --prompt (one prompt) or --bank (a folder of prompts)")
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     for text, label in zip(texts, run.infer(config, args.prompt, texts), strict=True):
         print(f"{label}\t{text}")
@@ -233,10 +243,16 @@ def _add_run_parsers(sub) -> None:
                                     "the hand-written template alone (zero-shot)")
     p.add_argument("--split", help="split to evaluate (default: RunConfig.eval_split)")
     p.set_defaults(func=_eval)
-    p = sub.add_parser("infer", help="classify texts with a saved prompt")
+    p = sub.add_parser("infer", help="classify texts with a saved prompt, or JSON lines of "
+                                     "many tasks with a bank of prompts (--bank)")
     _add_run_flags(p)
-    p.add_argument("--prompt", required=True, help="prompt file (any format prompts ls reads)")
+    p.add_argument("--prompt", help="prompt file (any format prompts ls reads)")
     p.add_argument("--text", action="append", help="input text (repeatable; default: stdin)")
+    serve_commands.add_bank_flags(p)
+    p.add_argument("--input", help="with --bank: JSON lines {\"task\", \"text\"[, \"text_b\", "
+                                   "\"id\"]} (default: stdin)")
+    p.add_argument("--output", help="with --bank: where the answers go, one JSON line each "
+                                    "(default: stdout)")
     p.set_defaults(func=_infer)
 
 
@@ -465,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_demo)
 
     _add_run_parsers(sub)
+    serve_commands.add_serve_parser(sub)
     _add_prompts_parser(sub)
     _add_transfer_parser(sub)
     _add_project_parser(sub)
@@ -474,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_tasks)
 
     args = parser.parse_args(argv)
-    if args.command in ("train", "eval", "infer", "demo", "transfer"):  # they run seqio pipelines
+    if args.command in ("train", "eval", "infer", "demo", "transfer", "serve"):  # seqio inside
         import_tensorflow_quietly()
     try:
         args.func(args)

@@ -72,7 +72,8 @@ class Backbone(Protocol):
         Keyword arguments every family accepts: `target_positions` ([B] index of the predicted
         position, masked LMs only), `deterministic` (False turns dropout on) and `rngs`.
         Backbones that `shares_prefix` also take `prefix` ([P, H], or [N, P, H] with
-        `prefix_lengths` [N] and `prefix_index` [B]).
+        `prefix_lengths` [N] and `prefix_index` [B]), or instead of [N, P, H] the N prefixes'
+        keys and values computed beforehand (`prefix_kv`, from `prefix_kv`).
         """
 
     def activations(self, params: Params, embeds: jax.Array, mask: jax.Array, *,

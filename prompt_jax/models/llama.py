@@ -309,7 +309,7 @@ class Llama(FlaxBackbone):
 
     def hidden_states(self, params, embeds, mask, *, positions=None, prefix=None,
                       prefix_lengths=None, prefix_index=None, segment_ids=None,
-                      deterministic=True, rngs=None) -> jax.Array:
+                      prefix_kv=None, deterministic=True, rngs=None) -> jax.Array:
         """Final-normed hidden states [B, T, H].
 
         With `prefix` [P, H], the rows continue a prefix shared by all of them: its keys and
@@ -319,7 +319,10 @@ class Llama(FlaxBackbone):
         prefix `prefix_index[b]` (its first `prefix_lengths[prefix_index[b]]` vectors): each
         prefix's keys and values are computed once, gathered per row, and row b's positions
         start at its own prefix's length. With `segment_ids` (packed rows), each segment is such
-        a row of its own (one shared [P, H] prefix only).
+        a row of its own (one shared [P, H] prefix only). `prefix_kv` (keys, values), each
+        [L, N, P, K, D] as `prefix_kv` returns them, stands for N prefixes computed earlier
+        (e.g. once when a prompt joins a serving bank), with `prefix_lengths` and
+        `prefix_index` as for [N, P, H]; `prefix` is then left out.
         """
         if positions is None:
             positions = layers.positions_from_mask(mask)
@@ -327,15 +330,21 @@ class Llama(FlaxBackbone):
         if prefix is not None and prefix.ndim == 2:
             kv = self.prefix_kv(params, prefix, deterministic=deterministic, rngs=rngs)
             positions = positions + prefix.shape[0]
-        elif prefix is not None:
+        elif prefix is not None or prefix_kv is not None:
+            if prefix is not None and prefix_kv is not None:
+                raise ValueError("give either prefix or prefix_kv, not both")
             if prefix_lengths is None or prefix_index is None or segment_ids is not None:
-                raise ValueError("N prefixes [N, P, H] need prefix_lengths [N] and prefix_index "
-                                 "[B], and cannot continue packed rows")
-            kv = self.prefix_kv(params, prefix, prefix_lengths, deterministic=deterministic,
-                                rngs=rngs)  # [L, N, P, K, D] each
-            kv = tuple(jnp.take(t, prefix_index, axis=1) for t in kv)  # [L, B, P, K, D]
+                raise ValueError("N prefixes ([N, P, H] or their keys and values) need "
+                                 "prefix_lengths [N] and prefix_index [B], and cannot continue "
+                                 "packed rows")
+            if prefix_kv is None:
+                prefix_kv = self.prefix_kv(params, prefix, prefix_lengths,
+                                           deterministic=deterministic,
+                                           rngs=rngs)  # [L, N, P, K, D] each
+            kv = tuple(jnp.take(t, prefix_index, axis=1) for t in prefix_kv)  # [L, B, P, K, D]
             row_lengths = jnp.take(prefix_lengths, prefix_index)  # [B]
-            prefix_mask = jnp.arange(prefix.shape[1])[None] < row_lengths[:, None]  # [B, P]
+            p = kv[0].shape[2]
+            prefix_mask = jnp.arange(p)[None] < row_lengths[:, None]  # [B, P]
             positions = positions + row_lengths[:, None]
         hidden, _ = self._apply(params, embeds, mask, positions, deterministic, kv,
                                 segment_ids=segment_ids, prefix_mask=prefix_mask,
@@ -352,8 +361,8 @@ class Llama(FlaxBackbone):
         return self._apply(params, hidden, method="head").astype(jnp.float32)
 
     def score(self, params, embeds, mask, candidate_ids, candidate_mask, *, target_positions=None,
-              prefix=None, prefix_lengths=None, prefix_index=None, deterministic=True,
-              rngs=None):
+              prefix=None, prefix_lengths=None, prefix_index=None, prefix_kv=None,
+              deterministic=True, rngs=None):
         """Sum of log p(candidate tokens | context) [B, C]; a padded slot (all-zero mask)
         scores -inf.
 
@@ -361,14 +370,15 @@ class Llama(FlaxBackbone):
         appended after the last real context token. Either way only the logits that predict
         candidate tokens are computed. `prefix` (a soft prompt; [P, H], or [N, P, H] with
         `prefix_lengths` and `prefix_index`, see `hidden_states`) precedes every row and is
-        computed once per batch. `target_positions` is unused (masked LMs only).
+        computed once per batch; `prefix_kv` instead of `prefix` takes N prefixes' keys and
+        values computed beforehand. `target_positions` is unused (masked LMs only).
         """
         del target_positions
         b, t, h = embeds.shape
         ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
         c, k = ids.shape[1:]
         last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
-        prefix_kwargs = dict(prefix=prefix, prefix_lengths=prefix_lengths,
+        prefix_kwargs = dict(prefix=prefix, prefix_lengths=prefix_lengths, prefix_kv=prefix_kv,
                              deterministic=deterministic, rngs=rngs)
         if k == 1:
             hidden = self.hidden_states(params, embeds, mask, prefix_index=prefix_index,

@@ -1,0 +1,362 @@
+"""Mixed-task classification over a prompt bank: one jitted forward, bucketed shapes.
+
+A batch holds rows of any of the bank's tasks; each row is encoded through its own task's
+template and scored with its own prompt and verbalizers (rank classification), exactly as it
+would be alone. On decoder-only models the forward reads each prompt's keys and values from
+the bank (computed once when the prompt was added) and gathers them per row, so a mixed batch
+costs what a single-task batch of the same size costs. Batch size and input length are padded
+to buckets, and the bank's shapes only change when it grows, so after `warm_up` traffic never
+compiles; `MixedClassifier.compilations` counts the traces of the forward to prove it.
+
+    bank = PromptBank(loaded); bank.load_dir("prompts/")
+    classifier = MixedClassifier(bank)
+    classifier.warm_up()
+    classifier.classify([("sst2", "a witty film"), ("trec", "Who wrote Hamlet?")])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_jax import partitioning, prompts, scoring
+from prompt_jax.prompt_bank import BankArrays, BankEntry, PromptBank
+
+OVERLONG = ("truncate", "reject")
+
+
+class OverlongInput(ValueError):
+    """An input longer than the bank's `max_input_length`, refused (overlong="reject")."""
+
+
+class PromptChanged(RuntimeError):
+    """A row's prompt was removed or replaced between encoding and scoring."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+    """Shapes the forward is compiled for (each a multiple of the mesh's data axis for batch
+    sizes).
+
+    Attributes:
+      batch_sizes: rows per forward, ascending; the largest is the most rows one forward takes.
+      input_lengths: input tokens per row, ascending; the largest must hold the bank's
+        `max_input_length`.
+    """
+
+    batch_sizes: tuple[int, ...] = (8, 16, 32)
+    input_lengths: tuple[int, ...] = (32, 64, 128)
+
+    def batch_size(self, n: int) -> int:
+        return next(b for b in self.batch_sizes if b >= n)
+
+    def input_length(self, n: int) -> int:
+        return next(t for t in self.input_lengths if t >= n)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedRow:
+    """One request encoded through its task's template.
+
+    Attributes:
+      entry: the bank entry it is scored with (checked again at scoring time).
+      ids: [T_row] int32 input ids (template and text).
+      target_position: the predicted position (masked LMs).
+      truncated: the text was cut to fit `max_input_length`.
+      input_tokens: tokens before any cut.
+    """
+
+    entry: BankEntry
+    ids: np.ndarray
+    target_position: int
+    truncated: bool
+    input_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """A row's answer: the best label of its task and every label's log-likelihood."""
+
+    name: str
+    task: str
+    label: str
+    scores: dict[str, float]
+    truncated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"task": self.name, "label": self.label, "scores": self.scores}
+        if self.name != self.task:
+            out["task_type"] = self.task
+        if self.truncated:
+            out["truncated"] = True
+        return out
+
+
+class MixedClassifier:
+    """Rank classification of rows from any of a bank's tasks in one jitted forward.
+
+    Not thread-safe by itself (one thread runs forwards; the bank may change meanwhile).
+
+    Attributes:
+      compilations: traces of the forward so far (one per batch/length bucket and bank shape).
+      warm_compilations: `compilations` when `warm_up` last finished.
+    """
+
+    def __init__(self, bank: PromptBank, buckets: Buckets = Buckets(), *,
+                 overlong: str = "truncate"):
+        if overlong not in OVERLONG:
+            raise ValueError(f"overlong must be one of {OVERLONG}, got {overlong!r}")
+        if buckets.input_lengths[-1] < bank.max_input_length:
+            raise ValueError(f"the longest input bucket ({buckets.input_lengths[-1]}) is shorter "
+                             f"than the bank's max_input_length ({bank.max_input_length})")
+        for b in buckets.batch_sizes:
+            partitioning.check_batch_size(b, bank.loaded.mesh)
+        self.bank = bank
+        self.buckets = buckets
+        self.overlong = overlong
+        self.compilations = 0
+        self.warm_compilations = 0
+        self._warm_generation = -1
+        loaded = bank.loaded
+        from prompt_jax.tasks.vocabulary import pad_id
+
+        self._pad = pad_id(loaded.tokenizer)
+        self._layouts: dict[int, Any] = {}
+        rep = partitioning.replicated(loaded.mesh)
+        self._forward = jax.jit(
+            self._scores,
+            in_shardings=(partitioning.param_shardings(loaded.model, loaded.mesh), rep,
+                          partitioning.batch_sharding(loaded.mesh)),
+            out_shardings=rep)
+
+    @property
+    def max_batch(self) -> int:
+        return self.buckets.batch_sizes[-1]
+
+    @property
+    def compilations_since_warm_up(self) -> int:
+        return self.compilations - self.warm_compilations
+
+    # ----------------------------------------------------------------------------------------
+    # Encoding
+    # ----------------------------------------------------------------------------------------
+
+    def encode(self, name: str, text: str, text_b: str | None = None, *,
+               overlong: str | None = None) -> EncodedRow:
+        """Encodes one request through its task's template.
+
+        Args:
+          name: the bank entry (by default a task's name).
+          text: the input; a pair task takes `text_b` too, or "text_a<TAB>text_b" in `text`.
+          overlong: "truncate" or "reject" an input over `max_input_length` tokens (default:
+            the classifier's).
+
+        Raises:
+          KeyError: unknown name. ValueError: empty text, a pair task without its second
+          text. OverlongInput: too long, with overlong="reject".
+        """
+        from prompt_jax.tasks.encoding import encode_inputs_batch
+
+        entry = self.bank.get(name)
+        spec = entry.task.spec
+        if text_b is None and spec.pair and "\t" in text:
+            text, text_b = text.split("\t", 1)
+        if not text.strip() or (text_b is not None and not text_b.strip()):
+            raise ValueError(f"empty text for task {name!r}")
+        if spec.pair and text_b is None:
+            raise ValueError(f"task {name!r} takes pairs: give text_b (or 'text_a<TAB>text_b')")
+        if not spec.pair and text_b is not None:
+            raise ValueError(f"task {name!r} takes one text, not text_b")
+        layout = self._layout(entry)
+        limit = self.bank.max_input_length
+        texts_b = [text_b] if spec.pair else []
+        tokenizer = self.bank.loaded.tokenizer
+        [(ids, position)] = encode_inputs_batch(layout, tokenizer, [text], texts_b, None)
+        n = len(ids)
+        if n > limit:
+            if (overlong or self.overlong) == "reject":
+                raise OverlongInput(f"input of {n} tokens (template included) exceeds the limit "
+                                    f"of {limit} for task {name!r}")
+            [(ids, position)] = encode_inputs_batch(layout, tokenizer, [text], texts_b, limit)
+        return EncodedRow(entry=entry, ids=np.asarray(ids, np.int32), target_position=position,
+                          truncated=n > limit, input_tokens=n)
+
+    def _layout(self, entry: BankEntry):
+        key = id(entry.task)
+        if key not in self._layouts:
+            from prompt_jax.tasks import compile_layout
+
+            self._layouts[key] = compile_layout(entry.task.spec, self.bank.loaded.tokenizer,
+                                                entry.task.style)
+        return self._layouts[key]
+
+    # ----------------------------------------------------------------------------------------
+    # Scoring
+    # ----------------------------------------------------------------------------------------
+
+    def run(self, rows: Sequence[EncodedRow]) -> list[Prediction | Exception]:
+        """Scores encoded rows, at most `max_batch` per forward. A row whose prompt was removed
+        or replaced since it was encoded gets a `PromptChanged` instead of a prediction; the
+        other rows are unaffected."""
+        out: list[Prediction | Exception] = []
+        for start in range(0, len(rows), self.max_batch):
+            out.extend(self._run_batch(rows[start:start + self.max_batch]))
+        return out
+
+    def classify(self, requests: Iterable[tuple[str, str]]) -> list[Prediction]:
+        """(name, text) pairs -> predictions (raising on a bad request)."""
+        results = self.run([self.encode(name, text) for name, text in requests])
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results
+
+    def _run_batch(self, rows: Sequence[EncodedRow]) -> list[Prediction | Exception]:
+        arrays, entries = self.bank.snapshot()
+        live = [entries.get(r.entry.name) is r.entry for r in rows]
+        good = [r for r, ok in zip(rows, live, strict=True) if ok]
+        scores = self._score_rows(arrays, good) if good else np.zeros((0, 0))
+        out: list[Prediction | Exception] = []
+        i = 0
+        for row, ok in zip(rows, live, strict=True):
+            if not ok:
+                out.append(PromptChanged(f"the prompt {row.entry.name!r} was removed or replaced "
+                                         f"while the request waited; send it again"))
+                continue
+            labels = row.entry.labels
+            row_scores = scores[i, :len(labels)]
+            i += 1
+            out.append(Prediction(
+                name=row.entry.name, task=row.entry.task.name,
+                label=labels[int(row_scores.argmax())],
+                scores={label: float(s) for label, s in zip(labels, row_scores, strict=True)},
+                truncated=row.truncated))
+        return out
+
+    def _score_rows(self, arrays: BankArrays, rows: Sequence[EncodedRow]) -> np.ndarray:
+        n = len(rows)
+        b = self.buckets.batch_size(n)
+        t = self.buckets.input_length(max(len(r.ids) for r in rows))
+        inputs = np.full((b, t), self._pad, np.int32)
+        mask = np.zeros((b, t), np.int32)
+        target = np.zeros((b,), np.int32)
+        slot = np.zeros((b,), np.int32)
+        for i in range(b):
+            row = rows[min(i, n - 1)]  # filler rows repeat the last real one
+            inputs[i, :len(row.ids)] = row.ids
+            mask[i, :len(row.ids)] = 1
+            target[i], slot[i] = row.target_position, row.entry.slot
+        batch = {"inputs": inputs, "input_mask": mask, "target_position": target, "slot": slot}
+        return np.asarray(self._forward(self.bank.loaded.params, arrays, batch))[:n]
+
+    def _scores(self, params, arrays: BankArrays, batch: dict) -> jax.Array:
+        """Scores [B, C] of a batch whose row b uses bank slot batch["slot"][b]."""
+        self.compilations += 1  # runs at trace time only: counts compilations
+        model = self.bank.loaded.model
+        slot = batch["slot"]  # [B]
+        ids = jnp.take(arrays.candidate_ids, slot, axis=0)  # [B, C, K]
+        cmask = jnp.take(arrays.candidate_mask, slot, axis=0)  # [B, C, K]
+        if arrays.keys is not None:  # each prompt's keys and values, computed when added
+            embeds = model.embed(params, batch["inputs"])  # [B, T, H]
+            return model.score(params, embeds, batch["input_mask"], ids, cmask,
+                               prefix_kv=(arrays.keys, arrays.values),
+                               prefix_lengths=arrays.lengths, prefix_index=slot)
+        prompt_set = prompts.PromptSet(arrays.vectors, arrays.lengths)
+        return scoring.candidate_scores(model, params, prompt_set,
+                                        {**batch, "prompt_index": slot}, (ids, cmask),
+                                        self.bank.placement)
+
+    # ----------------------------------------------------------------------------------------
+    # Warm-up and the bank
+    # ----------------------------------------------------------------------------------------
+
+    def warm_up(self) -> int:
+        """Compiles the forward for every batch and length bucket at the bank's current shape
+        (the bank needs one prompt). Returns the compilations it took."""
+        arrays, entries = self.bank.snapshot()
+        if not entries:
+            raise ValueError("warm up needs at least one prompt in the bank")
+        before = self.compilations
+        entry = next(iter(entries.values()))
+        for b in self.buckets.batch_sizes:
+            for t in self.buckets.input_lengths:
+                row = EncodedRow(entry=entry, ids=np.full((t,), self._pad, np.int32),
+                                 target_position=0, truncated=False, input_tokens=t)
+                self._score_rows(arrays, [row] * b)
+        self.warm_compilations = self.compilations
+        self._warm_generation = self.bank.generation
+        return self.compilations - before
+
+    @property
+    def warm(self) -> bool:
+        return self._warm_generation == self.bank.generation
+
+    def add_prompt(self, add: Callable[[], BankEntry]) -> tuple[BankEntry, int]:
+        """Runs a bank change (e.g. `lambda: bank.add_file(path)`); if it grew the bank, warms
+        up again so that traffic still never compiles. Returns (entry, compilations taken)."""
+        was_warm = self.warm
+        entry = add()
+        compiled = self.warm_up() if was_warm and not self.warm else 0
+        return entry, compiled
+
+
+def read_requests(lines: Iterable[str], source: str = "input") -> list[dict[str, Any]]:
+    """JSON lines of {"task", "text"[, "text_b", "id"]} (blank lines skipped), checked.
+
+    Raises:
+      ValueError: naming the line that is not such an object.
+    """
+    requests = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}:{number}: not JSON: {e}") from None
+        if not isinstance(request, dict) or not isinstance(request.get("task"), str) or \
+                not isinstance(request.get("text"), str):
+            raise ValueError(f"{source}:{number}: expected {{\"task\": ..., \"text\": ...}}, "
+                             f"got {line.strip()[:80]}")
+        request["_line"] = number
+        requests.append(request)
+    return requests
+
+
+def infer_requests(classifier: MixedClassifier, requests: Sequence[dict[str, Any]], *,
+                   source: str = "input",
+                   progress: Callable[[int], None] | None = None) -> Iterable[dict[str, Any]]:
+    """Offline batch inference: every request encoded (all checked before any is scored),
+    then scored in mixed batches of `max_batch`. Yields one JSON-able answer per request, in
+    order: task, label, scores (and id, truncated when given or set).
+
+    Raises:
+      ValueError: naming the line of an unknown task, an empty or over-long text.
+    """
+    rows = []
+    for request in requests:
+        try:
+            rows.append(classifier.encode(request["task"], request["text"],
+                                          request.get("text_b")))
+        except KeyError as e:
+            raise ValueError(f"{source}:{request['_line']}: {e.args[0]}") from None
+        except ValueError as e:
+            raise ValueError(f"{source}:{request['_line']}: {e}") from None
+    for start in range(0, len(rows), classifier.max_batch):
+        chunk = rows[start:start + classifier.max_batch]
+        for request, result in zip(requests[start:start + len(chunk)], classifier.run(chunk),
+                                   strict=True):
+            if isinstance(result, Exception):
+                raise result
+            answer = result.to_json()
+            if "id" in request:
+                answer = {"id": request["id"], **answer}
+            yield answer
+        if progress is not None:
+            progress(len(chunk))
