@@ -295,28 +295,34 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def command_line(doc: str, evaluate_fn, markdown_fn, output_path: Path, script: str) -> None:
+    """`run` (compute from the released prompts, write the JSON, print the tables) and
+    `report` (print them from the JSON) for a no-model benchmark on the released prompts."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="compute, write the JSON and print the table")
+    p = sub.add_parser("run", help="compute, write the JSON and print the tables")
     p.add_argument("--prompts", default=str(DEFAULT_PROMPTS),
                    help="the shared prompts/ folder (default %(default)s)")
-    p.add_argument("--output", default=str(OUTPUT), help="the JSON (default %(default)s)")
-    p = sub.add_parser("report", help="print the table from the JSON, without recomputing")
-    p.add_argument("--output", default=str(OUTPUT), help="the JSON (default %(default)s)")
+    p.add_argument("--output", default=str(output_path), help="the JSON (default %(default)s)")
+    p = sub.add_parser("report", help="print the tables from the JSON, without recomputing")
+    p.add_argument("--output", default=str(output_path), help="the JSON (default %(default)s)")
     args = parser.parse_args()
     output = Path(args.output)
     if args.command == "run":
         if not Path(args.prompts, PROMPTS_FOLDER).is_dir():
             sys.exit(f"{args.prompts}: no {PROMPTS_FOLDER}/ folder; pass --prompts")
-        result = evaluate(args.prompts)
+        result = evaluate_fn(args.prompts)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(dumps(result))
     else:
         if not output.is_file():
-            sys.exit(f"{output}: not written yet; run `released_indicators.py run` first")
+            sys.exit(f"{output}: not written yet; run `{script} run` first")
         result = json.loads(output.read_text())
-    print(markdown(result))
+    print(markdown_fn(result))
+
+
+def main() -> None:
+    command_line(__doc__, evaluate, markdown, OUTPUT, "released_indicators.py")
 
 
 if __name__ == "__main__":

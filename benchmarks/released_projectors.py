@@ -28,8 +28,6 @@ It takes about 3 minutes on two CPU cores (5 when another job shares them).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -51,7 +49,7 @@ from released_indicators import (  # noqa: E402
     REPO,
     RESULTS,
     _clean,
-    dumps,
+    command_line,
     released_prompts,
 )
 
@@ -292,27 +290,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="compute, write the JSON and print the tables")
-    p.add_argument("--prompts", default=str(DEFAULT_PROMPTS),
-                   help="the shared prompts/ folder (default %(default)s)")
-    p.add_argument("--output", default=str(OUTPUT), help="the JSON (default %(default)s)")
-    p = sub.add_parser("report", help="print the tables from the JSON, without recomputing")
-    p.add_argument("--output", default=str(OUTPUT), help="the JSON (default %(default)s)")
-    args = parser.parse_args()
-    output = Path(args.output)
-    if args.command == "run":
-        if not Path(args.prompts, PROMPTS_FOLDER).is_dir():
-            sys.exit(f"{args.prompts}: no {PROMPTS_FOLDER}/ folder; pass --prompts")
-        result = evaluate(args.prompts)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(dumps(result))
-    else:
-        if not output.is_file():
-            sys.exit(f"{output}: not written yet; run `released_projectors.py run` first")
-        result = json.loads(output.read_text())
-    print(markdown(result))
+    command_line(__doc__, evaluate, markdown, OUTPUT, "released_projectors.py")
 
 
 if __name__ == "__main__":
