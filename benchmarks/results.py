@@ -100,7 +100,6 @@ MODELS = {
     "gemma3-270m": ("Gemma 3 270M", {"sst2": ("zero-shot", "soft-text-5", "soft-text-20",
                                               "soft-text-100", "model-tuning")}),
 }
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def results_dir(model: str) -> Path:
@@ -419,14 +418,6 @@ def report() -> str:
     return "\n\n".join(parts)
 
 
-def write_readme(block: str, readme: Path = HERE.parent / "README.md") -> None:
-    """Replaces what stands between the README's results markers with `block`."""
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        sys.exit(f"{readme} has no {README_START} ... {README_END} block")
-    readme.write_text(text[:start + len(README_START)] + "\n" + block + "\n" + text[end:])
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -452,7 +443,9 @@ def main() -> None:
     block = report()
     print(block)
     if args.readme:
-        write_readme(block)
+        from readme_block import write_block
+
+        write_block("results", block)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ A bank of random prompts for `--tasks` tasks (saved with their sidecars and read
     python benchmarks/serving.py                                   # SmolLM2-135M, 16 tasks
     python benchmarks/serving.py --model path/to/tiny --seconds 1 --rates 5,20   # a quick look
 
-Writes `benchmarks/results/serving_<model>.json` and prints a markdown table.
+Writes `benchmarks/results/serving_<model>.json` and prints a markdown table;
+`--report` prints the stored one instead of measuring, `--readme` also puts it into the README.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import random
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -94,12 +96,18 @@ def throughput(classifier, names, args) -> dict:
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
+    # The same rows scored in one mixed batch and task by task: how far apart the scores are.
+    together = dict(zip(map(id, mixed), classifier.run(mixed), strict=True))
+    alone = {id(r): p for rows in per_task for r, p in zip(rows, classifier.run(rows), strict=True)}
+    difference = max(abs(together[k].scores[label] - alone[k].scores[label])
+                     for k in together for label in together[k].scores)
     seconds = {
         "mixed": timed(lambda: classifier.run(mixed)),
         "single_task": timed(lambda: classifier.run(single)),
         "per_task_batches": timed(lambda: [classifier.run(rows) for rows in per_task]),
     }
-    return {k: {"seconds": s, "rows_per_second": args.batch / s} for k, s in seconds.items()}
+    return {**{k: {"seconds": s, "rows_per_second": args.batch / s} for k, s in seconds.items()},
+            "max_score_difference": difference}
 
 
 async def _load(url: str, bodies: list[dict], rate: float, seconds: float, seed: int) -> dict:
@@ -177,15 +185,23 @@ def latency(classifier, names, args) -> list[dict]:
 
 
 def table(result: dict) -> str:
+    """The markdown of a stored result."""
+    from machine import line
+
     t = result["throughput"]
-    lines = [f"{result['model']}: {result['tasks']} tasks, batch {result['batch']}, prompts of "
-             f"{result['prompt_length']} vectors, inputs of {result['words']} words "
-             f"(length bucket {result['length']})", "",
+    lines = [f"`{result['command']}` on {result['model']}: {result['tasks']} tasks, batch "
+             f"{result['batch']}, prompts of {result['prompt_length']} vectors, inputs of "
+             f"{result['words']} words (length bucket {result['length']}); "
+             f"{line(result['machine'])}.", "",
              "| batch | seconds | rows/s |", "|---|---|---|"]
     for name, label in (("mixed", f"one batch mixing {result['tasks']} tasks"),
                         ("single_task", "one single-task batch"),
                         ("per_task_batches", "each task in its own batch, in turn")):
         lines.append(f"| {label} | {t[name]['seconds']:.4f} | {t[name]['rows_per_second']:.1f} |")
+    ratio = t["mixed"]["rows_per_second"] / t["single_task"]["rows_per_second"]
+    lines += ["", f"Mixed over single-task rows/s: {ratio:.2f}x; "
+              f"largest difference of a label's log-likelihood between the mixed batch and the "
+              f"same rows scored task by task: {t['max_score_difference']:.1e}."]
     lines += ["", "| rate (req/s) | sent | ok | 503 | answered/s | p50 ms | p99 ms | mean batch | "
               "compilations |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["latency"]:
@@ -208,29 +224,50 @@ def main() -> None:
     p.add_argument("--length", type=int, default=64, help="the input length bucket")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
-                   default=[5.0, 20.0, 50.0], help="request rates (req/s), comma-separated")
+                   default=[2.0, 5.0, 10.0, 20.0, 50.0], help="request rates (req/s), comma-separated")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per rate")
     p.add_argument("--max_wait_ms", type=float, default=5.0)
     p.add_argument("--queue_limit", type=int, default=1024)
     p.add_argument("--mesh_data", type=int, default=1)
     p.add_argument("--out", help="JSON results (default benchmarks/results/serving_<model>.json)")
+    p.add_argument("--report", action="store_true",
+                   help="print the stored result's table instead of measuring")
+    p.add_argument("--readme", action="store_true",
+                   help="also write the table into README.md (between its serving markers)")
     args = p.parse_args()
+    out = Path(args.out) if args.out else RESULTS / f"serving_{Path(args.model).name}.json"
+    if args.report:
+        if not out.exists():
+            sys.exit(f"no stored result {out}: run without --report first")
+        result = json.loads(out.read_text())
+    else:
+        result = measure(args, out)
+    print(table(result))
+    if args.readme:
+        from readme_block import write_block
+
+        write_block("serving", table(result))
+
+
+def measure(args, out: Path) -> dict:
+    """Runs the benchmark and stores its result in `out`."""
+    from machine import describe
 
     started = time.perf_counter()
     loaded, classifier, names = build(args)
     warm = classifier.warm_up()
-    result = {"model": args.model, "tasks": len(names), "batch": args.batch,
+    result = {"command": " ".join(["python", "benchmarks/serving.py", *sys.argv[1:]]),
+              "machine": describe(), "model": args.model, "tasks": len(names), "batch": args.batch,
               "prompt_length": args.prompt_length, "words": args.words, "length": args.length,
               "warm_up_compilations": warm,
               "throughput": throughput(classifier, names, args),
               "latency": latency(classifier, names, args)}
     result["compilations_after_warm_up"] = classifier.compilations_since_warm_up
     result["wall_seconds"] = time.perf_counter() - started
-    out = Path(args.out) if args.out else RESULTS / f"serving_{Path(args.model).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
-    print(f"\n-> {out}")
+    print(f"-> {out}")
+    return result
 
 
 if __name__ == "__main__":

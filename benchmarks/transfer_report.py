@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 from prompt_jax import transfer  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
-START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
 SCRIPT = "benchmarks/transfer_smollm2.sh"
 # Su et al. 2022, RoBERTa-base, the sentiment pair (their Table / Figure of zero-shot transfer).
 PAPER_SENTIMENT = {"sst2 on sst2": 77.2, "sst2 on rotten_tomatoes": 72.1,
@@ -187,13 +186,6 @@ def report(model: str = MODEL) -> str:
     return "\n\n".join(blocks)
 
 
-def write_readme(block: str, readme: Path = ROOT / "README.md") -> None:
-    text = readme.read_text()
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        sys.exit(f"{readme} has no {START} ... {END} block")
-    readme.write_text(text[:start + len(START)] + "\n" + block + "\n" + text[end:])
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,7 +195,9 @@ def main() -> None:
     block = report(args.model)
     print(block)
     if args.readme:
-        write_readme(block)
+        from readme_block import write_block
+
+        write_block("transfer", block)
 
 
 if __name__ == "__main__":
