@@ -224,7 +224,8 @@ def main() -> None:
     p.add_argument("--length", type=int, default=64, help="the input length bucket")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
-                   default=[2.0, 5.0, 10.0, 20.0, 50.0], help="request rates (req/s), comma-separated")
+                   default=[2.0, 5.0, 10.0, 20.0, 50.0],
+                   help="request rates (req/s), comma-separated")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per rate")
     p.add_argument("--max_wait_ms", type=float, default=5.0)
     p.add_argument("--queue_limit", type=int, default=1024)

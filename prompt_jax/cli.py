@@ -280,10 +280,11 @@ def _names(text: str) -> list[str]:
 def _transfer(args) -> None:
     from pathlib import Path
 
-    from prompt_jax import engine, transfer_commands
+    from prompt_jax import engine, transfer, transfer_commands
     from prompt_jax.transfer import SourceRecipe
 
-    needs = {"matrix": "sources", "init": "target", "domain-shift": "targets"}
+    needs = {"sources": "sources", "matrix": "sources", "init": "target",
+             "domain-shift": "targets"}
     if args.action in needs and not getattr(args, needs[args.action]):
         raise ValueError(f"transfer {args.action} needs --{needs[args.action]}")
     recipe = SourceRecipe(prompt_length=args.prompt_length, steps=args.steps,
@@ -292,7 +293,10 @@ def _transfer(args) -> None:
     out = Path(args.out)
     runs = Path(args.runs) if args.runs else None
     loaded = engine.load_model(args.model, mesh_data=1)
-    if args.action == "matrix":
+    if args.action == "sources":
+        transfer.train_sources(loaded, _names(args.sources), out, recipe, runs_dir=runs)
+        print(transfer_commands.sources_table(out, _names(args.sources)))
+    elif args.action == "matrix":
         sources = _names(args.sources)
         paths = transfer_commands.matrix(
             loaded, sources, _names(args.targets) if args.targets else sources, out,
@@ -322,15 +326,15 @@ def _transfer(args) -> None:
 
 def _add_transfer_parser(sub) -> None:
     p = sub.add_parser(
-        "transfer", help="cross-task prompt transfer: matrix, init, indicators, retrieve, "
-                         "domain-shift (resumable: rerun a killed command)")
-    p.add_argument("action", choices=["matrix", "init", "indicators", "retrieve",
+        "transfer", help="cross-task prompt transfer: sources, matrix, init, indicators, "
+                         "retrieve, domain-shift (resumable: rerun a killed command)")
+    p.add_argument("action", choices=["sources", "matrix", "init", "indicators", "retrieve",
                                       "domain-shift"])
     p.add_argument("--out", required=True, help="the experiment's results folder")
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="REAL_MODELS name, HF directory or GGUF file")
     p.add_argument("--runs", help="training runs' folder (default <out>/runs)")
-    p.add_argument("--sources", help="matrix: source tasks, comma-separated")
+    p.add_argument("--sources", help="sources, matrix: source tasks, comma-separated")
     p.add_argument("--targets", help="matrix, domain-shift: target tasks (matrix default: "
                                      "the sources)")
     p.add_argument("--target", help="init: the task trained")

@@ -396,7 +396,8 @@ def _curve(run_dir: Path, metric: str) -> list[list]:
     return [[r["step"], r[metric]] for r in rows if r["split"] == "eval"]
 
 
-def init_runs(loaded: engine.LoadedModel, target: str, arms: Mapping[str, np.ndarray | None],
+def init_runs(loaded: engine.LoadedModel, target: str,
+              arms: Mapping[str, np.ndarray | str | None],
               out_dir: str | Path, *, recipe: SourceRecipe = SourceRecipe(),
               seeds: Sequence[int] = (0, 1), eval_every: int = 40, eval_limit: int = 300,
               runs_dir: str | Path | None = None, metric: str = "accuracy"
@@ -410,7 +411,8 @@ def init_runs(loaded: engine.LoadedModel, target: str, arms: Mapping[str, np.nda
     Args:
       loaded: the model.
       target: the task trained.
-      arms: arm name -> starting [P, H] prompt, or None for the recipe's own init.
+      arms: arm name -> starting [P, H] prompt; None for the recipe's own init; or another
+        init by name (`prompts.INITS`; `text:<words>` for the text init).
       out_dir: where the results go.
       recipe: steps, optimizer and batch of every run (its seed is replaced by each seed).
       seeds: one run per seed per arm (the seed orders the batches and draws the init).
@@ -432,7 +434,10 @@ def init_runs(loaded: engine.LoadedModel, target: str, arms: Mapping[str, np.nda
             folder = runs_dir / "init" / target / f"{arm.replace(':', '-')}__seed{seed}"
             overrides = dict(seed=seed, eval_every=eval_every, eval_limit=eval_limit,
                              checkpoint_every=eval_every)
-            if start is not None:
+            if isinstance(start, str):
+                init, _, words = start.partition(":")
+                overrides.update(init=init, init_text=words)
+            elif start is not None:
                 folder.mkdir(parents=True, exist_ok=True)
                 np.save(folder / "init_prompt.npy", start)
                 overrides.update(init="from_array", init_prompt=str(folder / "init_prompt.npy"),

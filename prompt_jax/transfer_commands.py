@@ -44,6 +44,17 @@ def _source_names(out: Path) -> list[str]:
     return sorted(p.stem for p in (out / "sources").glob("*.json"))
 
 
+def sources_table(out: Path, names: Sequence[str]) -> str:
+    """Markdown: each source prompt's own score (its run's final evaluation)."""
+    lines = ["| source | accuracy | examples | train seconds |", "|---|---|---|---|"]
+    for name in names:
+        summary = transfer.read_json(out / "sources" / f"{name}.json")
+        final = summary["final"]
+        lines.append(f"| {name} | {final['accuracy']:.1%} | {final.get('examples', '-')} | "
+                     f"{summary['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def matrix(loaded: engine.LoadedModel, sources: Sequence[str], targets: Sequence[str],
            out: Path, *, recipe: SourceRecipe, limit: int, runs: Path | None = None,
            controls: bool = True) -> dict[str, Path]:

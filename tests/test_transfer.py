@@ -190,14 +190,17 @@ def test_matrix_command_writes_its_files_and_resumes_after_a_kill(tiny_llama, tm
 def test_init_runs_start_from_the_given_prompt_and_are_read_back(loaded, tmp_path):
     recipe = SourceRecipe(steps=2, prompt_length=4, eval_limit=8)
     start = np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)
-    arms = {transfer.BASELINE: None, "source:x": start}
+    arms = {transfer.BASELINE: None, "source:x": start, "text": "text:great movie"}
     results = transfer.init_runs(loaded, "sst2", arms, tmp_path, recipe=recipe, seeds=(0,),
                                  eval_every=1, eval_limit=8)
     assert [(r["arm"], [s for s, _ in r["curve"]]) for r in results] == [
-        ("baseline", [0, 1, 2]), ("source:x", [0, 1, 2])]
-    initial = np.load(tmp_path / "runs" / "init" / "sst2" / "source-x__seed0" /
-                      "init_prompt.npy")
+        ("baseline", [0, 1, 2]), ("source:x", [0, 1, 2]), ("text", [0, 1, 2])]
+    runs = tmp_path / "runs" / "init" / "sst2"
+    initial = np.load(runs / "source-x__seed0" / "init_prompt.npy")
     np.testing.assert_array_equal(initial, start)
+    inits = {arm: json.loads((runs / f"{arm}__seed0" / "prompt.json").read_text())["init"]
+             for arm in ("baseline", "source-x", "text")}
+    assert inits == {"baseline": "class_labels", "source-x": "from_array", "text": "text"}
     files = sorted((tmp_path / "init" / "sst2").glob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in files]
     again = transfer.init_runs(loaded, "sst2", arms, tmp_path, recipe=recipe, seeds=(0,),
@@ -208,7 +211,7 @@ def test_init_runs_start_from_the_given_prompt_and_are_read_back(loaded, tmp_pat
 def test_transfer_commands_say_what_they_need(tmp_path, capsys):
     from prompt_jax import cli
 
-    for action, flag in (("matrix", "--sources"), ("init", "--target"),
+    for action, flag in (("sources", "--sources"), ("matrix", "--sources"), ("init", "--target"),
                          ("domain-shift", "--targets")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["transfer", action, "--out", str(tmp_path)])
@@ -221,3 +224,14 @@ def test_a_target_without_a_local_validation_split_is_scored_on_test():
     assert transfer.scored_split("ag_news") == "test"  # only test.csv in ../shared/data
     with pytest.raises(FileNotFoundError, match="'qqp' has neither"):
         transfer.scored_split("qqp")
+
+
+def test_sources_table_shows_each_prompts_own_score(tmp_path):
+    from prompt_jax import transfer_commands
+
+    for name, accuracy in (("sst2", 0.875), ("trec", 0.5)):
+        transfer.write_json(tmp_path / "sources" / f"{name}.json",
+                            {"final": {"accuracy": accuracy, "examples": 200},
+                             "train_seconds": 12.4})
+    table = transfer_commands.sources_table(tmp_path, ["trec", "sst2"]).splitlines()
+    assert table[2:] == ["| trec | 50.0% | 200 | 12 |", "| sst2 | 87.5% | 200 | 12 |"]
