@@ -66,6 +66,27 @@ def matrix_part(out: Path) -> list[str]:
     return lines
 
 
+def sources_part(out: Path) -> list[str]:
+    """Each source prompt's own score at the end of its training run."""
+    paths = sorted((out / "sources").glob("*.json"))
+    if not paths:
+        return []
+    lines = ["Each source prompt's own score at the end of its run (a seeded sample of the "
+             "task's validation examples; macro-F1 shows where a prompt predicts mostly one "
+             "class):", "", "| source | accuracy | macro-F1 | examples | train seconds |",
+             "|---|---|---|---|---|"]
+    for path in paths:
+        summary = json.loads(path.read_text())
+        final = summary["final"]
+        lines.append(f"| {path.stem} | {100 * final['accuracy']:.1f}% | "
+                     f"{final.get('macro_f1', float('nan')):.2f} | {final['examples']} | "
+                     f"{summary['train_seconds']:.0f} |")
+    lines += ["", "Train seconds are wall time on a shared 2-core CPU (other jobs ran beside "
+              f"some runs). Reproduce: `prompt-jax transfer sources` or `matrix` as in "
+              f"`{SCRIPT}`."]
+    return lines
+
+
 def sentiment_part(out: Path) -> list[str]:
     cells = {(c["source"], c["target"]): c for c in _cells(out)}
     keys = [("sst2", "sst2"), ("sst2", "rotten_tomatoes"), ("rotten_tomatoes", "rotten_tomatoes")]
@@ -171,7 +192,8 @@ def retrieval_part(out: Path) -> list[str]:
 
 def report(model: str = MODEL) -> str:
     out = HERE / "results" / "transfer" / model
-    parts = [("### Zero-shot transfer between tasks", matrix_part(out)),
+    parts = [("### Source prompts", sources_part(out)),
+             ("### Zero-shot transfer between tasks", matrix_part(out)),
              ("### The paper's sentiment pair on this model", sentiment_part(out)),
              ("### Do the indicators predict transfer?", indicators_part(out)),
              ("### The indicators on the paper's own released prompts",
