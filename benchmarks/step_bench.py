@@ -128,7 +128,9 @@ def model_source(shape: str, real: bool) -> Path:
         import torch
 
         torch.manual_seed(0)
-        model = hf_class(shape).from_config(hf_config(shape))
+        config = hf_config(shape)
+        cls = hf_class(shape)
+        model = (cls.from_config(config) if hasattr(cls, "from_config") else cls(config))
         model.save_pretrained(directory)
     return directory
 
@@ -313,6 +315,8 @@ def run_ours(shape: str, args, start: float, tune_model: bool = False) -> dict:
     out = _timed(one, data, start)
     out["memory"] = memory_after_training(memory)
     out["compiles"] = step._cache_size()
+    if args.profile:
+        out["profile"] = profile_ours(step, holder["state"], frozen, data[-1])
     out["shape_buckets"] = len({tuple(np.asarray(b["inputs"]).shape) for b in data})
     out["real_tokens"] = [real_tokens(b) for b in data]
     out["needed_flops"] = [needed_flops(model, b, prompt_length) for b in data]
@@ -365,7 +369,10 @@ def run_peft(shape: str, args, start: float, best: bool = False) -> dict:
     task = {"causal": TaskType.CAUSAL_LM, "t5": TaskType.SEQ_2_SEQ_LM,
             "mlm": TaskType.FEATURE_EXTRACTION}[family]
     wrapped = base.roberta if (family == "mlm" and best) else base
-    model = get_peft_model(wrapped, PromptTuningConfig(task_type=task, num_virtual_tokens=p))
+    # One prompt before the encoder's input (Lester et al.; PEFT's seq2seq default also
+    # prepends one to the decoder's).
+    model = get_peft_model(wrapped, PromptTuningConfig(task_type=task, num_virtual_tokens=p,
+                                                       num_transformer_submodules=1))
     with torch.no_grad():  # the same init as ours: the embedding module's output
         prompt = base.get_input_embeddings()(torch.tensor(init_ids(args)))
         model.prompt_encoder["default"].embedding.weight.copy_(prompt)
@@ -411,6 +418,8 @@ def run_peft(shape: str, args, start: float, best: bool = False) -> dict:
 
     out = _timed(one, data, start)
     out["memory"] = memory_after_training(memory)
+    if args.profile:
+        out["profile"] = profile_peft(one, data[-1])
     out["threads"] = {"torch": torch.get_num_threads(),
                       "torch_interop": torch.get_num_interop_threads(),
                       "cores": len(os.sched_getaffinity(0))}
@@ -452,6 +461,90 @@ def run_peak(args) -> dict:
         out[dtype] = {"jax": best_jax, "torch": best_torch or None}
     out["torch_blas"] = "mkl" if torch.backends.mkl.is_available() else "other"
     return out
+
+
+
+# -- where the time goes --------------------------------------------------------------------
+
+def _category(op_name: str) -> str:
+    """An XLA op's part of the step, from the JAX source path in its metadata."""
+    import re
+
+    bwd = "transpose(" in op_name
+    matmul = "dot_general" in op_name
+    if re.search(r"/(mlp|wi|wo|gate|up|down)/", op_name):
+        part = "FFN matmuls" if matmul else "FFN elementwise"
+    elif re.search(r"/(q|k|v|o)/dot_general", op_name):
+        part = "attention projections"
+    elif re.search(r"/(attn|self_attn|cross_attn|relpos_bias)/", op_name) or (
+            "softmax" in op_name and "log_softmax" not in op_name):
+        part = "attention scores and mixing"
+    elif re.search(r"head|attend|mlm_logits|log_softmax", op_name):
+        part = "head"
+    elif "norm" in op_name:
+        part = "norms"
+    elif "jvp(" not in op_name and "transpose(" not in op_name:
+        part = "optimizer and glue"
+    else:
+        part = "other (layer loop copies, embeddings, gathers)"
+    return f"{part}, {'backward' if bwd else 'forward'}"
+
+
+def profile_ours(step, state, frozen, batch, repeats: int = 3) -> dict:
+    """Seconds per step by part (a jax.profiler trace of `repeats` steps on one batch, each
+    XLA op mapped to its source through the compiled HLO's metadata), and the host's share:
+    wall time not spent in XLA ops."""
+    import gzip
+    import re
+    import tempfile
+
+    import jax
+
+    compiled = step.lower(state, frozen, batch).compile().as_text()
+    source = {m.group(1): m.group(2) for m in re.finditer(
+        r"%([\w.\-]+) = .*?op_name=\"([^\"]*)\"", compiled)}
+    for _ in range(2):
+        state, metrics = step(state, frozen, batch)
+        float(metrics["loss"])
+    with tempfile.TemporaryDirectory() as directory:
+        t0 = time.perf_counter()
+        with jax.profiler.trace(directory, create_perfetto_trace=True):
+            for _ in range(repeats):
+                state, metrics = step(state, frozen, batch)
+                float(metrics["loss"])
+        wall = (time.perf_counter() - t0) / repeats
+        trace = next(Path(directory).rglob("*.trace.json.gz"))
+        events = json.load(gzip.open(trace))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    parts: dict[str, float] = {}
+    ops: dict[str, float] = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in source:
+            key = _category(source[e["name"]])
+            parts[key] = parts.get(key, 0.0) + e["dur"] / 1e6 / repeats
+            op = e["name"].rstrip("0123456789.") + " " + source[e["name"]].split("/", 1)[-1]
+            ops[op] = ops.get(op, 0.0) + e["dur"] / 1e6 / repeats
+    device = sum(parts.values())
+    parts["host, dispatch and waiting (wall - XLA ops)"] = max(wall - device, 0.0)
+    return {"step_seconds_traced": wall,
+            "parts": dict(sorted(parts.items(), key=lambda x: -x[1])),
+            "top_ops": dict(sorted(ops.items(), key=lambda x: -x[1])[:15])}
+
+
+def profile_peft(one, batch, repeats: int = 3) -> dict:
+    """Self CPU seconds per step of PEFT's top torch ops (torch.profiler)."""
+    import torch
+
+    for _ in range(2):
+        one(batch)
+    t0 = time.perf_counter()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            one(batch)
+    wall = (time.perf_counter() - t0) / repeats
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
+    return {"step_seconds_traced": wall,
+            "parts": {e.key: e.self_cpu_time_total / 1e6 / repeats for e in ops}}
 
 
 # -- the parent ------------------------------------------------------------------------------
@@ -504,6 +597,8 @@ def compare(shape: str, rows: dict, args, peak: dict) -> dict:
             r = {**r, "needed_flops": ours["needed_flops"], "real_tokens": ours["real_tokens"]}
         out["sides"][side] = summarize(r, args.batch_size, machine_peak) | {
             "memory": r["memory"], "threads": r.get("threads")}
+        if "profile" in r:
+            out["sides"][side]["profile"] = r["profile"]
     for key in ("compiles", "shape_buckets", "memory_analysis", "xla_flops_first",
                 "needed_flops_first"):
         out[key] = ours.get(key)
@@ -528,6 +623,8 @@ def main() -> None:
     parser.add_argument("--no-pack", action="store_true", help="ours without packing")
     parser.add_argument("--no-analysis", action="store_true",
                         help="skip XLA's memory and cost analyses (two more compilations)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one step of each side (on the last batch)")
     parser.add_argument("--peak-repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true",
                         help="make bench: synthetic smollm2-135m, t5-small, roberta-base, "
@@ -632,6 +729,15 @@ def table(result: dict) -> str:
                      f"{xla / 1e9:.1f} | {s.get('needed_flops_first', 0) / 1e9:.1f} | {temp} | "
                      f"{rss} |" if xla else f"| {shape} | {s.get('compiles')} / "
                      f"{s.get('shape_buckets')} | | | {temp} | {rss} |")
+    for shape, s in result["shapes"].items():
+        for side, r in s["sides"].items():
+            if "profile" in r:
+                prof = r["profile"]
+                total = prof["step_seconds_traced"]
+                lines += ["", f"Where the time goes: {shape}, {side} (one traced step, "
+                          f"{total:.3f} s)", "", "| part | seconds | share |", "|---|---|---|"]
+                lines += [f"| {k} | {v:.3f} | {v / total:.0%} |"
+                          for k, v in prof["parts"].items() if v / total >= 0.005]
     return "\n".join(lines)
 
 
