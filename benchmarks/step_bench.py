@@ -632,9 +632,21 @@ def main() -> None:
     parser.add_argument("--label", default="", help="results file suffix")
     parser.add_argument("--output", help="the JSON's path ('' = none)")
     parser.add_argument("--readme", action="store_true", help="write the README block")
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="print the tables of a stored result (with --readme: write its "
+                        "README block) without running anything")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        print(table(result))
+        if args.readme:
+            sys.path.insert(0, str(HERE))
+            from readme_block import write_block
+
+            write_block("step_bench", readme_block(result, args.from_json))
+        return
     if args.quick:
         args.shapes = [s for s in args.shapes if s in ("smollm2-135m", "t5-small",
                                                          "roberta-base")] if (
@@ -752,9 +764,10 @@ def readme_block(result: dict, output: str) -> str:
         f"Measured {machine.line(result['machine'])}: `python benchmarks/step_bench.py "
         f"{result['command']}` ({data}; batch {r['batch_size']}, {r['prompt_length']} prompt "
         f"vectors, {r['steps']} steps, AdamW, {r['dtype']}; stored in "
-        f"`{Path(output).relative_to(HERE.parent) if output else '-'}`). examples/s from the "
-        "median step (first excluded); total time includes every compilation; the loss of the "
-        "first step is equal on every side before anything is timed.", "", table(result)])
+        f"`{Path(output).resolve().relative_to(HERE.parent) if output else '-'}`). "
+        "examples/s from the median step (first excluded); total time includes every "
+        "compilation; the loss of the first step is equal on every side before anything is "
+        "timed.", "", table(result)])
 
 
 if __name__ == "__main__":
