@@ -1,11 +1,12 @@
-# Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Entry points for a fresh machine: `make demo` (the main job), `make test` (the suite) and
+# `make bench` (the quick step benchmark against PEFT and the machine's matmul peak).
 # Each creates the virtualenv and installs what it needs by itself.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Synthetic shapes (random weights, random tokens: no downloads, no data files), each side in
+# its own process, under 10 minutes on a 2-core CPU; prints the summary table and writes
+# benchmarks/results/step_bench_quick.json.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/step_bench.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,6 +17,20 @@ packed into one row (`prompt_jax.packing`; `--no-pack` turns that off).
     python benchmarks/peft_vs_prompt_jax.py --model gemma3-270m --steps 320 --seeds 0 \
         --schedule cosine
 
+Why the two sides' accuracies differ by a point or two at a constant rate although their steps
+are the same: `tests/test_peft_recipe.py` checks on a tiny Llama that prompt_jax's step (packed
+or not, either rate) reproduces PEFT's losses and prompt, and the first step's loss is equal on
+the real model (the table's step-1 column); but float32 rounding differs between the two
+programs and grows over training, so each run's end point is a draw, and a constant learning
+rate lets it vary by a few points (a cosine decay to 0 lets each run settle). The README's
+tables list the stored runs; their mean per-step training-loss differences (ours - PEFT, paired
+by batch, with standard errors) are computed from the stored losses by `results.py report`.
+prompt_jax is faster because it computes the prompt's keys and values once per batch instead of
+once per row, packs the batch's examples into one row instead of computing their padding
+(`prompt_jax/packing.py`), and computes the head at the one position the loss reads; PEFT here
+is run as users write it (`labels=`, our 16-token buckets); `benchmarks/step_bench.py` also
+runs it at its best (exact padding, the head at the last positions only).
+
 `--perturb` draws more end points of one recipe: each EPS runs both sides again with the initial
 prompt scaled by 1 + EPS, a nudge the size of float32 rounding, which float32 training grows
 until the run ends elsewhere (the README's PEFT section), so that the two sides are compared

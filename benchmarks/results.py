@@ -282,47 +282,34 @@ def curves(task: str, path: Path) -> Path | None:
 
 PEFT_NOTE = (
     "The same recipe through both libraries, each side in its own process: the SmolLM2 GGUF "
-    "(PEFT's through transformers' GGUF loader), the same batches, template, initial prompt "
-    "(20 vectors, text init), AdamW 3e-2 (constant, or decayed on a cosine on both sides), "
-    "batch 8 and 320 steps; accuracy on all 872 "
-    "validation sentences. Both take the same steps: `tests/test_peft_recipe.py` checks on a "
-    "tiny Llama that prompt_jax's step (packed or not, either rate) reproduces PEFT's losses "
-    "and prompt; on "
-    "the real model, run in float64 (a one-off check, not in the repo; inside transformers "
-    "PEFT's norms, softmax and RoPE stay float32), the two prompts agree to 5e-8 after one "
-    "step and 1.5e-3 after 60, while any two float32 runs (prompt_jax vs PEFT, or prompt_jax "
-    "vs itself with the initial prompt scaled by 1 + 1e-6) are 4-6e-2 apart by step 60: float "
-    "rounding grows chaotically, so each run's end point is a draw, and a constant learning "
-    "rate makes it vary by a few points. prompt_jax is faster because it computes the "
-    "prompt's keys and values once per batch instead of once per row and packs the batch's "
-    "examples into one row instead of computing their padding (`prompt_jax/packing.py`). "
-    "Examples/s: median step time, first step excluded; train time: all steps, compilation "
-    "included. Training losses agree too: step 1's is equal on both sides, and over seed 0's "
-    "320 cosine-rate steps the mean per-step difference is +0.005 +- 0.005 (ours - PEFT, "
-    "paired by batch). **With the rate decayed to 0 on a cosine** over the same 320 steps "
-    "(second table), which lets each run settle instead of ending wherever a constant rate "
-    "leaves it, prompt_jax matches PEFT: 86.8% vs 86.6% over seeds 0 and 3 (86.4 vs 87.7, "
-    "87.3 vs 85.6). That table was measured again on 2026-12-04 after the engine rewrite, on an "
-    "idle AMD EPYC machine with AVX-512: accuracies and losses equal the earlier run's to the "
-    "digit, while its examples/s and their ratio are this machine's (the constant-rate table "
-    "comes from an earlier machine, so compare ratios within a table, not across them). "
-    "**At the constant rate** (first table) a run ends wherever the last updates "
-    "leave it, so the table draws seed 0 four times: the plain text init, and the initial "
-    "prompt scaled by 1 + 1e-6, 2e-6 and 3e-6 on both sides (`--perturb`). prompt_jax ends "
-    "1.6, 0.1, 0.1 and 0.6 points below PEFT (85.8% vs 86.4% on average), with the lower "
-    "last-quarter training loss in three of the four: within a point of PEFT on average, half a "
-    "single run's standard error (about 1.2 points on 872 sentences), but below it in every "
-    "draw, as in every earlier run at this rate: seed 0 on an earlier day 86.1% vs 87.0%; "
-    "unpacked (`--no-pack --seeds 0 1 2`) 84.1 / 84.4 / 84.1% vs 85.9 / 87.2 / 86.7% (1.45x, "
-    "0.77x); and seed 3 twice, 72.1% vs 77.9% (1.49x, 0.73x, on a day PEFT ran at 6.8 "
-    "examples/s) and 72.0% vs 82.6% (2.22x, 0.68x; last-quarter training loss 0.354 vs "
-    "0.333), PEFT's own end point moving 4.7 points between two runs of one seed. So at a "
-    "constant rate prompt_jax is not shown to match PEFT, and the cause of the sign is not "
-    "found (the steps agree, above). The library's default optimizer (Adafactor at a constant "
-    "0.3) does not close that "
-    "gap either (85.2% at the same 320 steps and batch, SST-2 table). In the SST-2 table "
-    "above, the 20-token prompt reaches 88.9% with the rate decayed over 1280 steps, and a "
-    "100-token prompt 89.2% in the same 320 steps (PEFT not run at 100 tokens).")
+    "(PEFT's through transformers' GGUF loader), the same batches, template and initial prompt "
+    "(20 vectors, text init), AdamW 3e-2 (constant, or decayed to 0 on a cosine on both "
+    "sides), batch 8, 320 steps; accuracy on all 872 validation sentences. "
+    "`tests/test_peft_recipe.py` checks on a tiny Llama that the two steps are the same "
+    "(losses and prompt). Float32 rounding grows over training, so each run's end point is a "
+    "draw: the constant-rate table draws seed 0 four times (the initial prompt scaled by "
+    "1 + EPS, `--perturb`). Examples/s: median step, first excluded; train time: all steps, "
+    "compilation included. Machines differ between tables: compare ratios within a table. "
+    "`benchmarks/peft_vs_prompt_jax.py`'s docstring says more; `benchmarks/step_bench.py` "
+    "compares the steps alone, against PEFT at its best too.")
+
+
+def loss_difference(result: dict) -> list[str]:
+    """Per run: the mean per-step training-loss difference (ours - PEFT, paired by batch) and
+    its standard error, from the stored losses."""
+    lines = []
+    labels = [f"seed {seed}" + (f" x(1+{eps:g})" if eps else "")
+              for seed, eps in zip(result["seeds"], result.get("perturbs") or
+                                   [0.0] * len(result["seeds"]), strict=True)]
+    for label, run in zip(labels, result["runs"], strict=True):
+        ours, peft = run["ours"].get("losses"), run["peft"].get("losses")
+        if not ours or not peft:
+            continue
+        diff = np.asarray(ours) - np.asarray(peft)
+        se = diff.std(ddof=1) / np.sqrt(len(diff))
+        lines.append(f"{label}: {diff.mean():+.4f} +- {se:.4f} ({abs(diff.mean()) / se:.1f} "
+                     "standard errors)")
+    return lines
 
 
 GEMMA_PEFT_NOTE = (
@@ -357,6 +344,10 @@ def peft_table(model: str = DEFAULT_MODEL) -> str | None:
         command = (f"`python benchmarks/peft_vs_prompt_jax.py --steps {result['recipe']['steps']} "
                    f"--seeds {' '.join(map(str, dict.fromkeys(result['seeds'])))}{flag}`")
         parts += [peft_vs_prompt_jax.table(result), f"Reproduce: {command}."]
+        diffs = loss_difference(result)
+        if diffs:
+            parts.append("Mean per-step training-loss difference, ours - PEFT (paired by "
+                         "batch): " + "; ".join(diffs) + ".")
     if not parts:
         return None
     if model != DEFAULT_MODEL:
@@ -390,6 +381,30 @@ def gap_table(task: str = "sst2") -> str | None:
         "one seed each, on one task: too thin to show a trend, listed so that it can be read "
         "beside theirs. Each cell is the row of the same name in the tables above.", "",
         *lines])
+
+
+def demo_table() -> str | None:
+    """The README's demo table from the stored SST-2 rows: the demo is the zero-shot row's own
+    template and the first 320 steps of the text-init row (the same recipe and batches)."""
+    zero, soft = load("sst2", "zero-shot"), load("sst2", "soft-text-20")
+    if zero is None or soft is None:
+        return None
+    own = zero["templates"][0]  # the task's own template, which the demo scores
+    best = max(zero["templates"], key=lambda t: t["accuracy"])
+    minutes = STEPS * 8 / soft["train_examples_per_second"] / 60
+    return "\n".join([
+        "| method | accuracy | macro-F1 | trainable params | training time |",
+        "|---|---|---|---|---|",
+        f"| hand-written prompt, zero-shot (the task's template) | {own['accuracy']:.1%} | "
+        f"{own['macro_f1']:.3f} | 0 | - |",
+        f"| hand-written prompt, zero-shot (best of {len(zero['templates'])} templates: "
+        f"`{best['template']!r}`) | {best['accuracy']:.1%} | {best['macro_f1']:.3f} | 0 | - |",
+        f"| soft prompt (20 tokens, {STEPS} steps) | {soft['final']['accuracy']:.1%} | "
+        f"{soft['final']['macro_f1']:.3f} | {soft['trainable_params']:,} | about "
+        f"{minutes:.1f} min ({soft['train_examples_per_second']:.1f} examples/s) |",
+        "", "From `benchmarks/results/sst2/zero-shot.json` and `soft-text-20.json` "
+        "(`python benchmarks/results.py run sst2 zero-shot soft-text-20`; the demo runs the "
+        "same recipe)."])
 
 
 def report() -> str:
@@ -442,10 +457,13 @@ def main() -> None:
         return
     block = report()
     print(block)
+    demo = demo_table()
     if args.readme:
         from readme_block import write_block
 
         write_block("results", block)
+        if demo:
+            write_block("demo", demo)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ Every parameter is created through `with_axes`, so it carries logical axis names
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -277,6 +278,26 @@ def positions_from_mask(mask: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
 
 
+_UNROLL_SCANS = False  # set by `unrolled_scans` while a step is traced
+
+
+@contextlib.contextmanager
+def unrolled_scans() -> Iterator[None]:
+    """Layer stacks traced inside this context are unrolled (no XLA while loop).
+
+    For counting FLOPs: XLA's cost analysis counts a loop body once, whatever its trip count,
+    so a scanned model's step reports about one layer's FLOPs. Trace a fresh `jax.jit` inside
+    the context (a cached trace from outside it would still hold the loop); the results are
+    the same, only the program's shape differs.
+    """
+    global _UNROLL_SCANS
+    previous, _UNROLL_SCANS = _UNROLL_SCANS, True
+    try:
+        yield
+    finally:
+        _UNROLL_SCANS = previous
+
+
 def scan_layers(block: type[nn.Module], num_layers: int, remat: bool,
                 in_axes: tuple = (nn.broadcast,)):
     """Stacks `block` `num_layers` times with `nn.scan` (params gain a leading 'layers' axis).
@@ -293,5 +314,6 @@ def scan_layers(block: type[nn.Module], num_layers: int, remat: bool,
         split_rngs={"params": True, "dropout": True},
         in_axes=in_axes,
         length=num_layers,
+        unroll=num_layers if _UNROLL_SCANS else 1,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
