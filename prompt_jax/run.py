@@ -18,8 +18,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from prompt_jax import engine, loop, partitioning, prompts, train
+from prompt_jax import distributed, engine, loop, partitioning, prompts, train
 
 TUNES = ("prompt", "model")
 
@@ -129,15 +130,17 @@ def evaluator(loaded: engine.LoadedModel, task: engine.TaskHandle, config: RunCo
                             prompt_length=prefix_length(config))
 
 
-def train_batches(task: engine.TaskHandle, config: RunConfig) -> Callable[[int], Any]:
-    """`start_step -> iterator` of training batches: the same order from step 0 on, replayed
-    from `start_step` after a resume."""
+def train_batches(task: engine.TaskHandle, config: RunConfig, mesh: Mesh
+                  ) -> Callable[[int], Any]:
+    """`start_step -> iterator` of training batches split over the mesh's data axis: the same
+    order from step 0 on, replayed from `start_step` after a resume. Every process builds the
+    same global batches and feeds only its own rows (`partitioning.shard_batch`)."""
     packer = task.packer(prefix_length(config))
 
     def batches_from(start: int):
         it = task.batches("train", config.batch_size, seed=config.seed, shuffle=True,
                           repeat=True, packer=packer)
-        return itertools.islice(it, start, None)
+        return (partitioning.shard_batch(b, mesh) for b in itertools.islice(it, start, None))
 
     return batches_from
 
@@ -160,6 +163,10 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
     With `config.tune == "model"` it trains every weight of the model instead, on the
     hand-written template alone (no prompt is saved; the tuned params are in the last orbax
     checkpoint).
+
+    In a multi-process job (`prompt_jax.distributed`) every process calls it with the same
+    config; the result does not depend on the number of processes, and only process 0 writes
+    files (`output_dir` must be one that every process sees, for orbax).
 
     Args:
       config: the run.
@@ -197,7 +204,10 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     out = Path(config.output_dir)
     loop.claim_output_dir(out, resume=resume, overwrite=overwrite)  # before anything is read
     loaded, task = load(config, loaded)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    primary = distributed.is_primary()  # the one process of a job that writes files
+    if primary:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2)
+                                         + "\n")
     optimizer = train.make_optimizer(config.optimizer)
     if initial is None:
         initial = initial_trainable(loaded, task, config)
@@ -215,6 +225,8 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
         return None if prompt is None else np.asarray(prompt)
 
     def save_best(prompt, metrics, at_step):
+        if not primary:
+            return
         save_prompt(prompt, out / "best_prompt.npy", format="prompt_jax", overwrite=True,
                     metadata={**sidecar(loaded, task, config, steps=at_step, score=metrics),
                               **extra})
@@ -227,7 +239,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
 
     started = time.perf_counter()
     result = loop.run(
-        state, frozen, step, train_batches(task, config),
+        state, frozen, step, train_batches(task, config, loaded.mesh),
         loop.LoopConfig(steps=config.steps, eval_every=config.eval_every,
                         checkpoint_every=config.checkpoint_every,
                         keep_checkpoints=config.keep_checkpoints, log_every=config.log_every),
@@ -247,11 +259,13 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     if final is None:
         summary["checkpoints"] = str(out / "checkpoints")
     else:
-        save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
-                    metadata={**sidecar(loaded, task, config, steps=int(result.state.step),
-                                        score=result.last_metrics), **extra})
+        if primary:
+            save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
+                        metadata={**sidecar(loaded, task, config, steps=int(result.state.step),
+                                            score=result.last_metrics), **extra})
         summary.update(prompt=str(out / "prompt.npy"), best_prompt=str(out / "best_prompt.npy"))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if primary:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary, result.state.trainable
 
 
