@@ -305,7 +305,7 @@ class LoadedModel:
 
 
 def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
-               mesh_model: int = 1) -> LoadedModel:
+               mesh_model: int = 1, remat: bool = False) -> LoadedModel:
     """Reads a checkpoint once, each param straight into its shards over a ('data', 'model')
     mesh (each device reads only its slice; see `models.assemble`).
 
@@ -315,11 +315,16 @@ def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
       dtype: compute and parameter dtype ("float32", "bfloat16").
       mesh_data: devices on the data axis (0 = all devices not on the model axis).
       mesh_model: devices on the model axis.
+      remat: recompute each layer's activations in the backward pass instead of keeping
+        them (less memory, more FLOPs: for models whose activations would not fit).
     """
     source = model_source(name)
     mesh = partitioning.make_mesh(mesh_data or None, mesh_model)
     pre = load_pretrained(source, dtype=dtype, param_dtype=dtype, mesh=mesh)
-    return LoadedModel(name=name, model=pre.model, params=pre.params,
+    model = pre.model
+    if remat:  # the same params: only the backward pass changes
+        model = type(model)(dataclasses.replace(model.config, remat=True))
+    return LoadedModel(name=name, model=model, params=pre.params,
                        tokenizer=load_tokenizer(source), mesh=mesh, dtype=dtype)
 
 

@@ -63,6 +63,7 @@ class RunConfig:
     # device mesh
     mesh_data: int = 0  # 0 = all devices not used by the model axis
     mesh_model: int = 1
+    remat: bool = False  # recompute each layer in the backward pass (big models' activations)
 
     def __post_init__(self):
         prompts.check_length(self.prompt_length)
@@ -88,7 +89,8 @@ def load(config: RunConfig, loaded: engine.LoadedModel | None = None
 
         tasks.get_task(config.task)  # fails fast, before the weights load
         loaded = engine.load_model(config.model, dtype=config.dtype,
-                                   mesh_data=config.mesh_data, mesh_model=config.mesh_model)
+                                   mesh_data=config.mesh_data, mesh_model=config.mesh_model,
+                                   remat=config.remat)
     return loaded, task_for(loaded, config)
 
 

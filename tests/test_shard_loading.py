@@ -118,3 +118,30 @@ def test_shard_direct_load_equals_the_ordinary_load(family, fmt, tmp_path, count
         largest_group = max(x.nbytes for x in jax.tree.leaves(sharded.params))
         assert counter.peak == max(n for _, n in counter.reads) < largest_group // 2
         assert whole_peak == max(n for _, n in whole_reads)
+
+
+def test_the_engine_loads_sharded_and_remat_changes_no_number(tiny_llama):
+    """`engine.load_model` reads straight into shards; `remat=True` (RunConfig.remat, for models
+    whose activations would not fit) gives the same scores and prompt gradient."""
+    from prompt_jax import engine, prompts, scoring
+
+    plain = engine.load_model(str(tiny_llama), mesh_data=1)
+    sharded = engine.load_model(str(tiny_llama), mesh_data=2, mesh_model=MODEL_AXIS, remat=True)
+    assert sharded.model.config.remat and not plain.model.config.remat
+    q = sharded.params["layers"]["attn"]["q"]["kernel"]
+    assert q.sharding.spec == jax.sharding.PartitionSpec(None, None, "model", None)
+    task = plain.task("sst2", max_input_length=32)
+    texts = ["a gorgeous, witty film", "dull and tedious", "it works", "not at all"]
+    prompt = prompts.random_uniform(jax.random.key(0), 4, plain.model.d_model)
+    np.testing.assert_allclose(sharded.scores(sharded.task("sst2", max_input_length=32),
+                                              prompt, texts),
+                               plain.scores(task, prompt, texts), atol=1e-5)
+    batch = task.encode_texts(texts)
+
+    def grad(loaded):
+        def total(p):
+            return scoring.candidate_scores(loaded.model, loaded.params, p, batch,
+                                            task.candidates, "prefix").sum()
+        return np.asarray(jax.jit(jax.grad(total))(prompt))
+
+    np.testing.assert_allclose(grad(sharded), grad(plain), atol=1e-5)
