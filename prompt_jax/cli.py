@@ -504,7 +504,8 @@ def _tasks(args) -> None:
     print_tasks(data=args.data, as_json=args.json)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The `prompt-jax` argument parser (every subcommand and flag)."""
     parser = argparse.ArgumentParser(prog="prompt-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -536,8 +537,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
     p.add_argument("--json", action="store_true", help="print JSON (with missing file paths)")
     p.set_defaults(func=_tasks)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.command in ("train", "eval", "infer", "demo", "transfer", "serve"):  # seqio inside
         import_tensorflow_quietly()
     try:
