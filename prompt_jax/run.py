@@ -132,17 +132,19 @@ def evaluator(loaded: engine.LoadedModel, task: engine.TaskHandle, config: RunCo
                             prompt_length=prefix_length(config))
 
 
-def train_batches(task: engine.TaskHandle, config: RunConfig, mesh: Mesh
+def train_batches(task: engine.TaskHandle, config: RunConfig, mesh: Mesh | None = None
                   ) -> Callable[[int], Any]:
-    """`start_step -> iterator` of training batches split over the mesh's data axis: the same
-    order from step 0 on, replayed from `start_step` after a resume. Every process builds the
-    same global batches and feeds only its own rows (`partitioning.shard_batch`)."""
+    """`start_step -> iterator` of training batches: the same order from step 0 on, replayed
+    from `start_step` after a resume. Given a mesh, they are split over its data axis: every
+    process builds the same global batches and feeds only its own rows
+    (`partitioning.shard_batch`); without one, host batches."""
     packer = task.packer(prefix_length(config))
 
     def batches_from(start: int):
-        it = task.batches("train", config.batch_size, seed=config.seed, shuffle=True,
-                          repeat=True, packer=packer)
-        return (partitioning.shard_batch(b, mesh) for b in itertools.islice(it, start, None))
+        it = itertools.islice(task.batches("train", config.batch_size, seed=config.seed,
+                                           shuffle=True, repeat=True, packer=packer),
+                              start, None)
+        return it if mesh is None else (partitioning.shard_batch(b, mesh) for b in it)
 
     return batches_from
 
