@@ -7,6 +7,9 @@ files overwritten, truncated, lost) is skipped on resume with a warning: `restor
 falls back to the newest step that restores, and moves the damaged newer ones aside.
 
 The state is any pytree (a `TrainState`, a dict of arrays): nothing here depends on its fields.
+
+In a multi-process job every process saves and restores together, as orbax requires (its
+primary process writes the shared files); the folder must be one that every process sees.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from prompt_jax import distributed
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +141,9 @@ class TrainCheckpoints:
         """Deletes every checkpoint (and `damaged_directory`): a fresh start for `--overwrite`."""
         for step in self._manager.all_steps():
             self._manager.delete(step)
-        shutil.rmtree(self.damaged_directory, ignore_errors=True)
+        if distributed.is_primary():
+            shutil.rmtree(self.damaged_directory, ignore_errors=True)
+        distributed.barrier(f"clear {self.directory}")
         self._manager.reload()
 
     def close(self) -> None:
@@ -148,14 +155,16 @@ class TrainCheckpoints:
 
     def _move_aside(self, steps: list[int]) -> Path:
         target = self.damaged_directory
-        target.mkdir(parents=True, exist_ok=True)
-        for step in steps:
-            # The manager's default layout names each step's folder by the bare step number.
-            source = self.directory / str(step)
-            name, n = str(step), 1
-            while (target / name).exists():
-                name, n = f"{step}.{n}", n + 1
-            shutil.move(source, target / name)
+        if distributed.is_primary():  # the others wait for it
+            target.mkdir(parents=True, exist_ok=True)
+            for step in steps:
+                # The manager's default layout names each step's folder by the bare step number.
+                source = self.directory / str(step)
+                name, n = str(step), 1
+                while (target / name).exists():
+                    name, n = f"{step}.{n}", n + 1
+                shutil.move(source, target / name)
+        distributed.barrier(f"move aside {self.directory}")
         self._manager.reload()
         return target
 

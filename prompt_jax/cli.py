@@ -163,6 +163,47 @@ def define_task_from_flags(args) -> None:
     args.template = None  # now the task's own template
 
 
+def _add_distributed_flags(p) -> None:
+    g = p.add_argument_group(
+        "multi-process jobs (one process per host, each running the same command; see "
+        "prompt_jax/distributed.py)")
+    g.add_argument("--coordinator_address", default="",
+                   help="host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS)")
+    g.add_argument("--num_processes", type=int, default=0,
+                   help="processes in the job (default: $JAX_NUM_PROCESSES)")
+    g.add_argument("--process_id", type=int, default=-1,
+                   help="this process's index, 0 .. N-1 (default: $JAX_PROCESS_ID)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a multi-process job whose coordinator, size and index JAX "
+                        "detects (Cloud TPU VMs, Slurm, Open MPI)")
+    g.add_argument("--heartbeat_timeout", type=int, default=100,
+                   help="seconds without a heartbeat after which a process counts as dead "
+                        "and the whole job stops (default 100)")
+    g.add_argument("--init_timeout", type=int, default=300,
+                   help="seconds to wait for every process to join, and at the end for every "
+                        "process to finish (default 300)")
+
+
+def _start_distributed(args) -> None:
+    """Joins the multi-process job the flags (or the environment) name, before any device is
+    touched; a single-process job when none is named."""
+    from prompt_jax import distributed
+
+    distributed.initialize(distributed.DistributedConfig(
+        coordinator_address=args.coordinator_address, num_processes=args.num_processes,
+        process_id=args.process_id, auto=args.distributed,
+        initialization_timeout=args.init_timeout, heartbeat_timeout=args.heartbeat_timeout,
+        shutdown_timeout=args.init_timeout))
+
+
+def _print_once(text: str) -> None:
+    """Prints on the primary process only (every process of a job computes the same)."""
+    from prompt_jax import distributed
+
+    if distributed.is_primary():
+        print(text)
+
+
 def _add_run_flags(p) -> None:
     p.add_argument("--gin_file", action="append", default=[],
                    help="gin config file (repeatable; also looked up in gin_configs/)")
@@ -171,6 +212,7 @@ def _add_run_flags(p) -> None:
     for flag, kind, text in _RUN_FLAGS:
         p.add_argument(flag, type=kind, help=text)
     _add_task_file_flags(p)
+    _add_distributed_flags(p)
 
 
 def _run_config(args):
@@ -184,8 +226,10 @@ def _run_config(args):
 def _write_config(config) -> None:
     from pathlib import Path
 
-    from prompt_jax import gin_config
+    from prompt_jax import distributed, gin_config
 
+    if not distributed.is_primary():
+        return
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.gin").write_text(gin_config.operative_config())
@@ -195,26 +239,29 @@ def _train(args) -> None:
     from prompt_jax import loop, run
 
     config = _run_config(args)
+    _start_distributed(args)
     # Refuse (or clear) a folder holding another run before writing anything into it.
     loop.claim_output_dir(config.output_dir, resume=args.resume, overwrite=args.overwrite)
     _write_config(config)
     summary = run.train_prompt(config, resume=args.resume, overwrite=args.overwrite)
-    print(json.dumps(summary, indent=2))
+    _print_once(json.dumps(summary, indent=2))
 
 
 def _eval(args) -> None:
     from prompt_jax import run
 
     config = _run_config(args)
+    _start_distributed(args)
     metrics = run.evaluate_prompt(config, args.prompt, args.split)
-    print(json.dumps({"task": config.task, "template": config.template or None,
-                      "prompt": args.prompt, **metrics}, indent=2))
+    _print_once(json.dumps({"task": config.task, "template": config.template or None,
+                            "prompt": args.prompt, **metrics}, indent=2))
 
 
 def _infer(args) -> None:
     from prompt_jax import run
 
     config = _run_config(args)
+    _start_distributed(args)
     if args.bank:  # many tasks' prompts, JSON lines in and out
         if args.prompt or args.text:
             raise ValueError("infer --bank reads {\"task\", \"text\"} lines from --input (or "
@@ -225,7 +272,7 @@ def _infer(args) -> None:
         raise ValueError("infer needs --prompt (one prompt) or --bank (a folder of prompts)")
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     for text, label in zip(texts, run.infer(config, args.prompt, texts), strict=True):
-        print(f"{label}\t{text}")
+        _print_once(f"{label}\t{text}")
 
 
 def _add_run_parsers(sub) -> None:
@@ -461,7 +508,8 @@ def _tasks(args) -> None:
     print_tasks(data=args.data, as_json=args.json)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The `prompt-jax` argument parser (every subcommand and flag)."""
     parser = argparse.ArgumentParser(prog="prompt-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -493,8 +541,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", help="data folder (default: $PROMPT_JAX_DATA or ../shared/data)")
     p.add_argument("--json", action="store_true", help="print JSON (with missing file paths)")
     p.set_defaults(func=_tasks)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.command in ("train", "eval", "infer", "demo", "transfer", "serve"):  # seqio inside
         import_tensorflow_quietly()
     try:

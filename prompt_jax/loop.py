@@ -3,7 +3,11 @@
 
 An output folder holds one run: a new run refuses a folder that already holds one unless told
 to resume it (its checkpoints continue, its metrics lines after the resumed step are dropped)
-or to overwrite it (its checkpoints, metrics and events are deleted first)."""
+or to overwrite it (its checkpoints, metrics and events are deleted first).
+
+In a multi-process job every process runs the loop (the steps, evaluations and orbax saves
+are collective); only the primary process writes metrics, events and the progress bar, and
+deletes an overwritten run, which every process then waits for (`distributed`)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from prompt_jax import distributed
 from prompt_jax.checkpoints import TrainCheckpoints
 from prompt_jax.train import TrainState
 
@@ -62,6 +67,9 @@ def claim_output_dir(output_dir: str | Path, *, resume: bool = False,
     """Makes `output_dir` ready for a run: refuses one that holds a run unless `resume` (kept
     as it is) or `overwrite` (the previous run's checkpoints, metrics and events deleted).
 
+    In a multi-process job only the primary process deletes; every process returns once it
+    has (the folder must be one that every process sees: a shared filesystem).
+
     Raises:
       RunExistsError: the folder holds a run and neither flag is set.
     """
@@ -73,14 +81,16 @@ def claim_output_dir(output_dir: str | Path, *, resume: bool = False,
             raise RunExistsError(
                 f"{out} already holds a run (metrics or checkpoints); resume it (--resume), "
                 f"start over in it (--overwrite), or pick another output folder")
-        for name in RUN_FILES:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-        log.info("overwriting the run in %s", out)
+        if distributed.is_primary():
+            for name in RUN_FILES:
+                path = out / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+            log.info("overwriting the run in %s", out)
     out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(f"claim {out.resolve()}")
 
 
 def _drop_metrics_after(path: Path, step: int) -> None:
@@ -126,6 +136,16 @@ class MetricsWriter:
     def close(self) -> None:
         self._jsonl.close()
         self._tb.close()
+
+
+class NoMetrics:
+    """The `MetricsWriter` of a process that writes nothing (not the primary one)."""
+
+    def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def run(
@@ -174,11 +194,13 @@ def run(
         state, restored = checkpoints.restore_latest(state)
         log.info("resumed from step %d in %s", restored, checkpoints.directory)
     start = int(state.step)
-    writer = MetricsWriter(output_dir, start)
+    primary = distributed.is_primary()
+    writer = MetricsWriter(output_dir, start) if primary else NoMetrics()
     history: list[dict[str, Any]] = []
     best_value, best_prompt, best_metrics, last_metrics = -math.inf, None, {}, {}
     seen, train_seconds = 0, 0.0
-    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step")
+    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step",
+               disable=not primary)
     batches = train_batches(start)
     try:
         for step in range(start + 1, config.steps + 1):

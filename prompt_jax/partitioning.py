@@ -101,6 +101,24 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
+def shard_batch(batch: dict, mesh: Mesh) -> dict[str, jax.Array]:
+    """A host batch as global arrays split over 'data' (`batch_sharding`).
+
+    Every process of a multi-process job builds the same global batch (the same order from the
+    same seed); each puts on its devices only the rows those devices hold, so a step sees the
+    same batch whatever the number of processes. Arrays already placed pass through.
+    """
+    sharding = batch_sharding(mesh)
+
+    def place(value):
+        if isinstance(value, jax.Array):
+            return value
+        value = np.asarray(value)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return {key: place(value) for key, value in batch.items()}
+
+
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     data = mesh.shape["data"]
     if batch_size % data != 0:

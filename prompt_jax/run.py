@@ -18,8 +18,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from prompt_jax import engine, loop, partitioning, prompts, train
+from prompt_jax import distributed, engine, loop, partitioning, prompts, train
 
 TUNES = ("prompt", "model")
 
@@ -62,6 +63,7 @@ class RunConfig:
     # device mesh
     mesh_data: int = 0  # 0 = all devices not used by the model axis
     mesh_model: int = 1
+    remat: bool = False  # recompute each layer in the backward pass (big models' activations)
 
     def __post_init__(self):
         prompts.check_length(self.prompt_length)
@@ -87,7 +89,8 @@ def load(config: RunConfig, loaded: engine.LoadedModel | None = None
 
         tasks.get_task(config.task)  # fails fast, before the weights load
         loaded = engine.load_model(config.model, dtype=config.dtype,
-                                   mesh_data=config.mesh_data, mesh_model=config.mesh_model)
+                                   mesh_data=config.mesh_data, mesh_model=config.mesh_model,
+                                   remat=config.remat)
     return loaded, task_for(loaded, config)
 
 
@@ -129,15 +132,19 @@ def evaluator(loaded: engine.LoadedModel, task: engine.TaskHandle, config: RunCo
                             prompt_length=prefix_length(config))
 
 
-def train_batches(task: engine.TaskHandle, config: RunConfig) -> Callable[[int], Any]:
+def train_batches(task: engine.TaskHandle, config: RunConfig, mesh: Mesh | None = None
+                  ) -> Callable[[int], Any]:
     """`start_step -> iterator` of training batches: the same order from step 0 on, replayed
-    from `start_step` after a resume."""
+    from `start_step` after a resume. Given a mesh, they are split over its data axis: every
+    process builds the same global batches and feeds only its own rows
+    (`partitioning.shard_batch`); without one, host batches."""
     packer = task.packer(prefix_length(config))
 
     def batches_from(start: int):
-        it = task.batches("train", config.batch_size, seed=config.seed, shuffle=True,
-                          repeat=True, packer=packer)
-        return itertools.islice(it, start, None)
+        it = itertools.islice(task.batches("train", config.batch_size, seed=config.seed,
+                                           shuffle=True, repeat=True, packer=packer),
+                              start, None)
+        return it if mesh is None else (partitioning.shard_batch(b, mesh) for b in it)
 
     return batches_from
 
@@ -160,6 +167,10 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
     With `config.tune == "model"` it trains every weight of the model instead, on the
     hand-written template alone (no prompt is saved; the tuned params are in the last orbax
     checkpoint).
+
+    In a multi-process job (`prompt_jax.distributed`) every process calls it with the same
+    config; the result does not depend on the number of processes, and only process 0 writes
+    files (`output_dir` must be one that every process sees, for orbax).
 
     Args:
       config: the run.
@@ -197,7 +208,10 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     out = Path(config.output_dir)
     loop.claim_output_dir(out, resume=resume, overwrite=overwrite)  # before anything is read
     loaded, task = load(config, loaded)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    primary = distributed.is_primary()  # the one process of a job that writes files
+    if primary:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2)
+                                         + "\n")
     optimizer = train.make_optimizer(config.optimizer)
     if initial is None:
         initial = initial_trainable(loaded, task, config)
@@ -215,6 +229,8 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
         return None if prompt is None else np.asarray(prompt)
 
     def save_best(prompt, metrics, at_step):
+        if not primary:
+            return
         save_prompt(prompt, out / "best_prompt.npy", format="prompt_jax", overwrite=True,
                     metadata={**sidecar(loaded, task, config, steps=at_step, score=metrics),
                               **extra})
@@ -227,7 +243,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
 
     started = time.perf_counter()
     result = loop.run(
-        state, frozen, step, train_batches(task, config),
+        state, frozen, step, train_batches(task, config, loaded.mesh),
         loop.LoopConfig(steps=config.steps, eval_every=config.eval_every,
                         checkpoint_every=config.checkpoint_every,
                         keep_checkpoints=config.keep_checkpoints, log_every=config.log_every),
@@ -247,11 +263,13 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     if final is None:
         summary["checkpoints"] = str(out / "checkpoints")
     else:
-        save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
-                    metadata={**sidecar(loaded, task, config, steps=int(result.state.step),
-                                        score=result.last_metrics), **extra})
+        if primary:
+            save_prompt(final, out / "prompt.npy", format="prompt_jax", overwrite=True,
+                        metadata={**sidecar(loaded, task, config, steps=int(result.state.step),
+                                            score=result.last_metrics), **extra})
         summary.update(prompt=str(out / "prompt.npy"), best_prompt=str(out / "best_prompt.npy"))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if primary:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary, result.state.trainable
 
 

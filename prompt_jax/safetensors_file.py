@@ -16,7 +16,8 @@ import ml_dtypes  # noqa: F401
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-LazyTensor = tuple[tuple[int, ...], Callable[[], np.ndarray]]
+# read() gives the whole tensor; read(index), index a tuple of slices, only that box of it.
+LazyTensor = tuple[tuple[int, ...], Callable[..., np.ndarray]]
 
 
 def open_safetensors(path: Path, error: type[Exception]) -> dict[str, LazyTensor]:
@@ -32,7 +33,8 @@ def open_safetensors(path: Path, error: type[Exception]) -> dict[str, LazyTensor
 
     Returns:
       {name: (shape, read)}, where `read()` returns the tensor as a numpy array (BF16 as
-      `ml_dtypes.bfloat16`).
+      `ml_dtypes.bfloat16`) and `read(index)` (a tuple of slices, one per dimension) only the
+      box `index` of it, copying from the file only the bytes of that box.
 
     Raises:
       error: the file is not a valid safetensors file (naming the file, its size and the
@@ -47,9 +49,11 @@ def open_safetensors(path: Path, error: type[Exception]) -> dict[str, LazyTensor
             f"{path}: not a readable safetensors file, truncated or corrupt ({size} bytes): {e}"
         ) from None
 
-    def reader(name: str) -> Callable[[], np.ndarray]:
-        def read() -> np.ndarray:
+    def reader(name: str) -> Callable[..., np.ndarray]:
+        def read(index: tuple[slice, ...] | None = None) -> np.ndarray:
             try:
+                if index is not None:
+                    return handle.get_slice(name)[index]
                 return handle.get_tensor(name)
             # A dtype numpy has no name for (e.g. F8_E4M3) surfaces as TypeError or
             # AttributeError from the package's numpy conversion.

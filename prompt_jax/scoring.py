@@ -88,11 +88,15 @@ def jit_eval_step(eval_step: Callable, model, mesh: Mesh) -> Callable:
 
 
 def classify(eval_step: Callable, prompt, params, batches: Iterable[dict], candidates,
-             progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class, gold label) for every real row of `batches` (filler rows dropped)."""
+             progress: Callable[[int], None] | None = None,
+             place: Callable[[dict], dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, gold label) for every real row of `batches` (host batches; filler
+    rows dropped). `place` puts each batch on the mesh before the step (e.g.
+    `partitioning.shard_batch`, which a multi-process job needs)."""
     predictions, labels = [], []
     for batch in batches:
-        scores = np.asarray(eval_step(prompt, params, batch, *candidates))
+        placed = place(batch) if place is not None else batch
+        scores = np.asarray(eval_step(prompt, params, placed, *candidates))
         real = np.asarray(batch["weight"]) > 0
         predictions.append(scores.argmax(-1)[real])
         labels.append(np.asarray(batch["label"])[real])

@@ -6,7 +6,8 @@ index files too), a hub id when online, and GGUF files (llama.cpp; dequantized w
 Each family has ONE explicit key table (our param path <- checkpoint key). Loading raises
 `CheckpointError` naming the file and the key for anything unmapped, missing or of the wrong
 shape; a missing weight is never filled with random values, and nothing is returned
-half-loaded.
+half-loaded. `models.assemble` reads the tables: whole params, or (`load_pretrained(mesh=)`)
+each device's shard read from the file by itself.
 """
 
 from __future__ import annotations
@@ -14,16 +15,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from prompt_jax.models.base import Backbone, Params, dtype_of
+from prompt_jax.models.assemble import (
+    CheckpointError,
+    Entry,
+    Tensor,
+    assemble_params,
+    same_values,
+)
+from prompt_jax.models.base import Backbone, Params
 from prompt_jax.models.gemma3 import Gemma3, Gemma3Config
 from prompt_jax.models.llama import Llama, LlamaConfig
 from prompt_jax.models.roberta import Roberta, RobertaConfig
@@ -36,27 +43,15 @@ log = logging.getLogger(__name__)
 SUPPORTED_MODEL_TYPES = ("t5", "roberta", "xlm-roberta", "bert", "llama", "gemma3_text")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, or disagrees with its config or our key table."""
-
-
 # --------------------------------------------------------------------------------------------
 # Reading tensors
 # --------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Tensor:
-    """A tensor in a checkpoint file, read on demand."""
-
-    file: Path
-    shape: tuple[int, ...]
-    read: Callable[[], np.ndarray]
-
-
 def read_safetensors(path: Path) -> dict[str, Tensor]:
-    """The tensors of a .safetensors file (read lazily; header validated by `safetensors`)."""
-    return {name: Tensor(path, shape, read)
+    """The tensors of a .safetensors file (read lazily, whole or by box; header validated by
+    `safetensors`)."""
+    return {name: Tensor(path, shape, read, read_box=read)
             for name, (shape, read) in open_safetensors(path, CheckpointError).items()}
 
 
@@ -201,38 +196,6 @@ def gguf_field(meta: dict[str, Any], key: str, kind: type, path: Path, *,
 # --------------------------------------------------------------------------------------------
 # Key tables
 # --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One parameter: our path <- checkpoint key ('{i}' = layer index, stacked on axis 0).
-
-    kind: 'copy' (same shape), 'reshape' (flat -> ours, e.g. per-head biases),
-      'linear1' / 'linear2' (a torch Linear weight [out, in], transposed, with 1 or 2 of our
-      leading dims being inputs: [embed, heads, kv] and [heads, kv, embed]).
-    aliases: other keys that hold the same tensor (tied copies); used when `key` is absent,
-      checked equal when both are present.
-    """
-
-    path: tuple[str, ...]
-    key: str
-    kind: str = "copy"
-    aliases: tuple[str, ...] = ()
-
-
-def _checkpoint_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if kind == "copy":
-        return shape
-    if kind == "reshape":
-        return (math.prod(shape),)
-    n_in = {"linear1": 1, "linear2": 2}[kind]
-    return (math.prod(shape[n_in:]), math.prod(shape[:n_in]))
-
-
-def _to_ours(kind: str, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if kind.startswith("linear"):
-        x = x.T
-    return x.reshape(shape)
 
 
 def _decoder_attention_entries(lay: str, bias: bool) -> list[Entry]:
@@ -403,100 +366,6 @@ def _mlm_head_keys(variant: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Assembly
-# --------------------------------------------------------------------------------------------
-
-
-def _num_layers(path: tuple[str, ...], cfg) -> int:
-    if isinstance(cfg, T5Config):
-        return cfg.num_decoder_layers if path[0] == "decoder" else cfg.num_layers
-    return cfg.num_hidden_layers
-
-
-def _matches(key: str, pattern: str) -> bool:
-    if "{i}" not in pattern:
-        return key == pattern
-    head, tail = pattern.split("{i}")
-    middle = key[len(head):len(key) - len(tail)]
-    return key.startswith(head) and key.endswith(tail) and middle.isdigit()
-
-
-def assemble_params(
-    model: Backbone, entries: list[Entry], ignored: list[str], tensors: dict[str, Tensor],
-    param_dtype: str = "float32",
-) -> Params:
-    """Builds the param tree from checkpoint tensors following the key table, strictly."""
-    shapes, _ = model.abstract_params()
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    used: set[str] = set()
-    missing: list[str] = []
-    np_dtype = np.dtype(dtype_of(param_dtype))
-
-    def fetch(key: str, kind: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        if key not in tensors:
-            return None
-        t = tensors[key]
-        expected = _checkpoint_shape(kind, shape)
-        if tuple(t.shape) != expected:
-            raise CheckpointError(
-                f"{t.file}: {key} has shape {tuple(t.shape)} but the config expects {expected} "
-                f"({model.family}, param {'/'.join(entry.path)} {shape})"
-            )
-        used.add(key)
-        return _to_ours(kind, t.read(), shape)
-
-    for entry in entries:
-        target = _get(shapes, entry.path)
-        stacked = "{i}" in entry.key
-        layer_shape = tuple(target.shape[1:] if stacked else target.shape)
-        keys = [entry.key.format(i=i) for i in range(_num_layers(entry.path, model.config))] \
-            if stacked else [entry.key]
-        arrays = []
-        for key in keys:
-            value = fetch(key, entry.kind, layer_shape)
-            for alias in entry.aliases:
-                other = fetch(alias, entry.kind, layer_shape)
-                if value is None:
-                    value = other
-                elif other is not None and not np.array_equal(value, other):
-                    raise CheckpointError(f"{tensors[alias].file}: {alias} should equal {key} "
-                                          "(tied weights) but differs")
-            if value is None:
-                missing.append(key)
-            arrays.append(value)
-        if not missing:
-            flat[entry.path] = np.stack(arrays) if stacked else arrays[0]
-    if missing:
-        files = sorted({str(t.file) for t in tensors.values()})
-        raise CheckpointError(
-            f"{', '.join(files)}: missing weights for {model.family}: {missing[:8]}"
-            + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        )
-    unmapped = sorted(
-        k for k in tensors if k not in used and not any(_matches(k, pat) for pat in ignored)
-    )
-    if unmapped:
-        files = sorted({str(tensors[k].file) for k in unmapped})
-        raise CheckpointError(
-            f"{', '.join(files)}: unmapped tensors (not in the {model.family} key table): "
-            f"{unmapped[:8]}" + (f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else "")
-        )
-    params: dict = {}
-    for path, value in flat.items():
-        node = params
-        for p in path[:-1]:
-            node = node.setdefault(p, {})
-        node[path[-1]] = jnp.asarray(value.astype(np_dtype))
-    return params
-
-
-def _get(tree, path):
-    for p in path:
-        tree = tree[p]
-    return tree
-
-
-# --------------------------------------------------------------------------------------------
 # Sources
 # --------------------------------------------------------------------------------------------
 
@@ -517,6 +386,7 @@ def load_pretrained(
     dtype: str = "float32",
     param_dtype: str = "float32",
     revision: str | None = None,
+    mesh: Mesh | None = None,
 ) -> Pretrained:
     """Loads a pretrained backbone from a HF directory, a .gguf file, or a hub id.
 
@@ -527,20 +397,25 @@ def load_pretrained(
       dtype: compute dtype ("float32" or "bfloat16").
       param_dtype: dtype the params are stored in.
       revision: hub revision, for hub ids only.
+      mesh: read each param straight into its shards over this ('data', 'model') mesh,
+        following the rules table of `prompt_jax.partitioning`: each device gets only its
+        slice, read from the file by itself (safetensors; GGUF and .bin read one whole tensor
+        at a time), and the host never holds the whole model (see `models.assemble`). None:
+        whole params on the default device.
     """
     path = Path(source).expanduser()
     if not path.exists():
         path = _download(str(source), revision)
     if path.is_file() and path.suffix == ".gguf":
-        return _load_gguf(path, dtype, param_dtype)
+        return _load_gguf(path, dtype, param_dtype, mesh)
     if path.is_dir() and not (path / "config.json").exists():
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
-            return _load_gguf(ggufs[0], dtype, param_dtype)
+            return _load_gguf(ggufs[0], dtype, param_dtype, mesh)
         raise CheckpointError(f"{path}: no config.json (and not exactly one .gguf file)")
     if path.is_file():
         raise CheckpointError(f"{path}: expected a model directory or a .gguf file")
-    return _load_hf_dir(path, dtype, param_dtype)
+    return _load_hf_dir(path, dtype, param_dtype, mesh)
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
@@ -576,10 +451,16 @@ def _read_config(path: Path) -> dict[str, Any]:
     return hf
 
 
-def _build(family_cls, config, table_fn, tensors, param_dtype, *table_args) -> tuple:
+def _build(family_cls, config, table_fn, tensors, param_dtype, *table_args,
+           mesh: Mesh | None = None) -> tuple:
     model = family_cls(config)
     entries, ignored = table_fn(config, *table_args)
-    return model, assemble_params(model, entries, ignored, tensors, param_dtype)
+    shardings = None
+    if mesh is not None:
+        from prompt_jax import partitioning
+
+        shardings = partitioning.param_shardings(model, mesh)
+    return model, assemble_params(model, entries, ignored, tensors, param_dtype, shardings)
 
 
 def _resolve_tying(config, tensors: dict[str, Tensor], head_key: str, embed_key: str):
@@ -587,13 +468,13 @@ def _resolve_tying(config, tensors: dict[str, Tensor], head_key: str, embed_key:
     head matrix means the head is untied; a config that unties it needs the matrix."""
     if config.tie_word_embeddings and head_key in tensors and embed_key in tensors:
         head, embed = tensors[head_key], tensors[embed_key]
-        if head.shape != embed.shape or not np.array_equal(head.read(), embed.read()):
+        if not same_values(head, embed):
             log.info("%s differs from %s: loading an untied output head", head_key, embed_key)
             return dataclasses.replace(config, tie_word_embeddings=False)
     return config
 
 
-def _load_hf_dir(path: Path, dtype: str, param_dtype: str) -> Pretrained:
+def _load_hf_dir(path: Path, dtype: str, param_dtype: str, mesh: Mesh | None) -> Pretrained:
     hf = _read_config(path)
     tensors = read_hf_weights(path)
     kinds = dict(dtype=dtype, param_dtype=param_dtype)
@@ -601,11 +482,11 @@ def _load_hf_dir(path: Path, dtype: str, param_dtype: str) -> Pretrained:
         if hf["model_type"] == "t5":
             config = _resolve_tying(T5Config.from_hf(hf, **kinds), tensors, "lm_head.weight",
                                     "shared.weight")
-            model, params = _build(T5, config, t5_table, tensors, param_dtype)
+            model, params = _build(T5, config, t5_table, tensors, param_dtype, mesh=mesh)
         elif hf["model_type"] == "llama":
             config = _resolve_tying(LlamaConfig.from_hf(hf, **kinds), tensors, "lm_head.weight",
                                     "model.embed_tokens.weight")
-            model, params = _build(Llama, config, llama_table, tensors, param_dtype)
+            model, params = _build(Llama, config, llama_table, tensors, param_dtype, mesh=mesh)
         elif hf["model_type"] == "gemma3_text":
             try:
                 config = Gemma3Config.from_hf(hf, **kinds)
@@ -613,15 +494,16 @@ def _load_hf_dir(path: Path, dtype: str, param_dtype: str) -> Pretrained:
                 raise CheckpointError(f"{path / 'config.json'}: {e}") from None
             config = _resolve_tying(config, tensors, "lm_head.weight",
                                     "model.embed_tokens.weight")
-            model, params = _build(Gemma3, config, gemma3_table, tensors, param_dtype)
+            model, params = _build(Gemma3, config, gemma3_table, tensors, param_dtype,
+                                   mesh=mesh)
         else:
-            model, params = _load_encoder(hf, tensors, kinds, param_dtype)
+            model, params = _load_encoder(hf, tensors, kinds, param_dtype, mesh)
     except KeyError as e:
         raise CheckpointError(f"{path / 'config.json'}: missing field {e}") from None
     return Pretrained(model, params, str(path), hf)
 
 
-def _load_encoder(hf, tensors, kinds, param_dtype):
+def _load_encoder(hf, tensors, kinds, param_dtype, mesh):
     prefixes = [p for p in ("", "bert.", "roberta.") if p + "embeddings.word_embeddings.weight"
                 in tensors]
     if not prefixes:
@@ -637,7 +519,7 @@ def _load_encoder(hf, tensors, kinds, param_dtype):
     if has_head:
         config = _resolve_tying(config, tensors, head["decoder"] + ".weight",
                                 prefixes[0] + "embeddings.word_embeddings.weight")
-    return _build(Roberta, config, roberta_table, tensors, param_dtype, prefixes[0])
+    return _build(Roberta, config, roberta_table, tensors, param_dtype, prefixes[0], mesh=mesh)
 
 
 def _gguf_getters(meta: dict, path: Path, arch: str):
@@ -788,7 +670,7 @@ def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _load_gguf(path: Path, dtype: str, param_dtype: str) -> Pretrained:
+def _load_gguf(path: Path, dtype: str, param_dtype: str, mesh: Mesh | None) -> Pretrained:
     meta, raw = read_gguf(path)
     arch_name = gguf_field(meta, "general.architecture", str, path)
     if arch_name not in _GGUF_ARCHS:
@@ -808,7 +690,7 @@ def _load_gguf(path: Path, dtype: str, param_dtype: str) -> Pretrained:
                 config, parts[2], t)
         else:
             tensors[name] = t  # reported as unmapped by assemble_params
-    model, params = _build(arch.family, config, arch.table, tensors, param_dtype)
+    model, params = _build(arch.family, config, arch.table, tensors, param_dtype, mesh=mesh)
     hf = {"model_type": arch.model_type, **dataclasses.asdict(config)}
     return Pretrained(model, params, str(path), hf)
 
