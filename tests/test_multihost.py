@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from prompt_jax import cli, distributed
+from prompt_jax.tasks import registry
 from prompt_jax.tasks.readers import data_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +119,12 @@ def one_process(tiny_llama, task_flags, tmp_path_factory) -> Path:
     """The reference: this test process, its eight devices, no jax.distributed."""
     assert jax.device_count() == 8 and jax.process_count() == 1
     out = tmp_path_factory.mktemp("one") / "run"
-    cli.main(_args(tiny_llama, out, task_flags))
+    before = dict(registry._REGISTRY)
+    try:
+        cli.main(_args(tiny_llama, out, task_flags))
+    finally:  # the run registers its task file; later test modules see the built-in tasks only
+        registry._REGISTRY.clear()
+        registry._REGISTRY.update(before)
     return out
 
 

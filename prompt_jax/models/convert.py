@@ -143,14 +143,18 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     for t in reader.tensors:
         shape = tuple(int(s) for s in reversed(t.shape.tolist()))
 
-        def read(t=t, shape=shape):
+        def dequantize(data, t=t):
             try:
-                values = gguf.quants.dequantize(t.data, t.tensor_type)
+                return gguf.quants.dequantize(data, t.tensor_type)
             except NotImplementedError as e:
                 raise CheckpointError(f"{path}: tensor {t.name} is of GGUF type "
                                       f"{t.tensor_type.name}, which cannot be dequantized ({e})"
                                       ) from None
-            return values.astype(np.float32).reshape(shape)
+
+        dequantize(t.data[:1])  # an unsupported type fails here, before any other check
+
+        def read(t=t, shape=shape, dequantize=dequantize):
+            return dequantize(t.data).astype(np.float32).reshape(shape)
 
         tensors[t.name] = Tensor(path, shape, read)
     return meta, tensors
