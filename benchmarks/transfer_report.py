@@ -158,7 +158,8 @@ def init_part(out: Path) -> list[str]:
             speed = "-" if arm["speedup"] is None else f"{arm['speedup']:.2f}x"
             lines.append(f"| {s['target']} (zero-shot {s['zero_shot']:.1%}) | {name} | "
                          f"{arm['final']:.1%} | {steps} | {speed} |")
-    lines += ["", "baseline: the target's own class-label init; source:best: the best other "
+    lines += ["", "baseline: the target's own class-label init; random_uniform: uniform "
+              "random vectors; source:best: the best other "
               "source in the matrix (a source sharing the target's texts left out); "
               "spot:ON_inputs:3: the three sources whose ON with a briefly trained target "
               "prompt (40 steps) is highest, averaged with ON weights (SPoT-style). Scores on "

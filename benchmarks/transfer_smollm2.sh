@@ -15,6 +15,6 @@ $PJ transfer indicators --out $OUT --modes paper,inputs,prompt
 $PJ transfer domain-shift --out $OUT --runs $RUNS --source sst2 --targets $SENTIMENT --limit 500
 for target in rotten_tomatoes laptop; do
   $PJ transfer init --out $OUT --runs $RUNS --target $target --limit 300 \
-    --arms baseline,source:best,spot:ON_inputs:3
+    --arms baseline,random_uniform,source:best,spot:ON_inputs:3
 done
 $PJ transfer retrieve --out $OUT --runs $RUNS --modes paper,inputs

@@ -387,7 +387,8 @@ def _add_transfer_parser(sub) -> None:
     p.add_argument("--target", help="init: the task trained")
     p.add_argument("--source", default="sst2", help="domain-shift: the source task")
     p.add_argument("--arms", default="baseline,source:best,spot:ON_paper:3",
-                   help="init: baseline, source:<task>, source:best, spot:<indicator>:<k>")
+                   help="init: baseline, random_uniform, sampled_vocab, text:<words>, "
+                        "source:<task>, source:best, spot:<indicator>:<k>")
     p.add_argument("--seeds", default="0,1", help="init: seeds per arm")
     p.add_argument("--limit", type=int, default=500,
                    help="examples per evaluation (a seeded sample; 0 = all)")

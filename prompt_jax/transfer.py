@@ -539,6 +539,16 @@ def _probe_batch(loaded: engine.LoadedModel, task: engine.TaskHandle, mode: str,
                               for e in picked])
 
 
+def label_positions(model, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    """[B] the input position where each row's label is predicted, the one ON reads: a
+    masked LM's <mask> (`target_position`); for a decoder the last input token, whose next
+    token is the label (and for T5's encoder, whose activations ON reads, the input's end).
+    Rows are right-padded."""
+    if model.prompt_style == "mlm":
+        return np.asarray(batch["target_position"])
+    return np.asarray(batch["input_mask"]).sum(-1) - 1
+
+
 def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np.ndarray],
                     target: str, reference: str, *, mode: str = "paper", n_inputs: int = 16,
                     layers: str | tuple[int, int] = "all", seed: int = 0) -> dict[str, float]:
@@ -560,7 +570,7 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
     ids = jnp.asarray(batch["inputs"])
     embeds = loaded.model.embed(loaded.params, ids)
     mask = jnp.asarray(batch["input_mask"])
-    positions = jnp.asarray(batch["target_position"])
+    positions = jnp.asarray(label_positions(loaded.model, batch))
 
     @jax.jit
     def masks_of(prompt):  # -> [B, L', K * F]

@@ -29,7 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from prompt_jax import engine, transfer
+from prompt_jax.prompts import INITS
 from prompt_jax.transfer import SourceRecipe
+
+INIT_ARMS = tuple(i for i in INITS if i != "from_array")  # init arms by name
 
 
 def _prompt_files(out: Path, names: Sequence[str]) -> dict[str, Path]:
@@ -173,7 +176,8 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
          recipe: SourceRecipe, seeds: Sequence[int], eval_every: int, eval_limit: int,
          brief: SourceRecipe, runs: Path | None = None, n_inputs: int = 16) -> dict:
     """Transfer-initialized training of `target` (see `transfer.init_runs`); arms are
-    `baseline` (the recipe's init), `source:<task>`, `source:best` (the best other source on
+    `baseline` (the recipe's init), another init by name (`random_uniform`, `sampled_vocab`,
+    `text:<words>`), `source:<task>`, `source:best` (the best other source on
     the target in the matrix, a source sharing its texts left out) and `spot:<indicator>:<k>`
     (the top-k sources by the indicator against a briefly trained target prompt)."""
     sources = [s for s in _source_names(out) if s != target]
@@ -184,6 +188,8 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
         kind, _, rest = arm.partition(":")
         if arm == transfer.BASELINE:
             starts[arm] = None
+        elif kind in INIT_ARMS:
+            starts[arm] = arm  # another init by name, e.g. random_uniform or text:<words>
         elif kind == "source":
             name = rest
             if rest == "best":
@@ -212,8 +218,8 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
                                  f"{list(transfer.EMBEDDING_INDICATORS)} or ON_<mode>")
             starts[arm], notes[arm] = transfer.spot_mix(prompts, sims, int(k or 3))
         else:
-            raise ValueError(f"unknown arm {arm!r}: baseline, source:<task>, source:best or "
-                             "spot:<indicator>:<k>")
+            raise ValueError(f"unknown arm {arm!r}: baseline, {', '.join(INIT_ARMS)}, "
+                             "source:<task>, source:best or spot:<indicator>:<k>")
     zero_path = out / "init" / target / "zero_shot.json"
     if not zero_path.exists():
         task = loaded.task(target)
@@ -244,8 +250,15 @@ def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str]
                            tune="model", optimizer=OptimizerConfig(
                                name="adamw", learning_rate=learning_rate,
                                weight_decay=tuning.weight_decay))
-    summary = transfer.train_run(loaded, config)
-    params = transfer.restore_tuned_params(loaded, config)
+    run_file = out / "domain_shift" / "model_tuning_run.json"
+    done = run_file.exists() and all(
+        (out / "domain_shift" / f"{row}__{t}.json").exists()
+        for row in ("prompt", "model_tuning") for t in targets)
+    if done:  # every cell is scored: the tuned model (maybe deleted with its runs) is not needed
+        summary, params = transfer.read_json(run_file), None
+    else:
+        summary = transfer.train_run(loaded, config)
+        params = transfer.restore_tuned_params(loaded, config)
     rows = transfer.domain_shift(loaded, prompt, params, targets, out, limit=limit)
     by = {(r["row"], r["target"]): r["accuracy"] for r in rows}
     lines = [f"| target | soft prompt ({source}) | model tuning ({source}) | "
@@ -256,5 +269,5 @@ def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str]
                                                    else "")
         lines.append(f"| {t}{mark} | {p:.1%} | {m:.1%} | {100 * (p - m):+.1f} points |")
     (out / "domain_shift.md").write_text("\n".join(lines) + "\n")
-    transfer.write_json(out / "domain_shift" / "model_tuning_run.json", summary)
+    transfer.write_json(run_file, summary)
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,6 +122,22 @@ def test_neuron_overlaps_on_a_model(loaded):
         transfer.neuron_overlaps(loaded, prompts, "sst2", "a", mode="everywhere")
 
 
+def test_on_reads_the_label_position_so_the_input_text_matters(loaded):
+    """A decoder predicts the label after its last input token: ON reads there, where the
+    text has been seen (reading position 0 would give the same masks for any input)."""
+    task = loaded.task("sst2")
+    batch = task.encode_texts(["a fine film", "dull, dull and long"])
+    positions = transfer.label_positions(loaded.model, batch)
+    np.testing.assert_array_equal(positions, batch["input_mask"].sum(-1) - 1)
+    assert positions[0] != positions[1]
+    rng = np.random.default_rng(1)
+    prompts = {"a": rng.normal(size=(4, 32)).astype(np.float32),
+               "b": rng.normal(size=(4, 32)).astype(np.float32)}
+    paper = transfer.neuron_overlaps(loaded, prompts, "sst2", "a", mode="paper")
+    inputs = transfer.neuron_overlaps(loaded, prompts, "sst2", "a", mode="inputs", n_inputs=8)
+    assert paper["b"] != pytest.approx(inputs["b"], abs=1e-4)
+
+
 def test_domain_shift_scores_the_prompt_and_the_tuned_model(loaded, tmp_path):
     from prompt_jax import transfer_commands
 
@@ -139,6 +156,11 @@ def test_domain_shift_scores_the_prompt_and_the_tuned_model(loaded, tmp_path):
     assert any(changed)
     md = (tmp_path / "domain_shift.md").read_text()
     assert "| sst2 (same task) |" in md and "| rotten_tomatoes † |" in md
+    # a rerun with every cell scored needs neither the tuned model nor its run
+    shutil.rmtree(tmp_path / "runs")
+    again = transfer_commands.domain_shift(loaded, "sst2", ["sst2", "rotten_tomatoes"],
+                                           tmp_path, tuning=recipe, learning_rate=1e-2, limit=8)
+    assert again == rows and not (tmp_path / "runs").exists()
 
 
 def jax_leaves(tree):
