@@ -136,12 +136,17 @@ def indicators_part(out: Path) -> list[str]:
     if not path.exists():
         return ["Indicator correlations on this matrix: not measured yet."]
     result = json.loads(path.read_text())
+    corr = result["correlations"]
+    pairs = max(c["pairs"] for c in corr.values())
     lines = ["Rank correlation of each indicator with relative performance over the matrix's "
              f"(source, target) pairs ({len(result['sources'])} sources, own prompts left "
-             f"out; ON over {result['layers']} layers, `inputs` mode on "
-             f"{result['n_inputs']} real inputs per target):", "",
-             (out / "indicators.md").read_text().strip(), ""]
-    corr = result["correlations"]
+             f"out). ON over {result['layers']} layers: `paper` at the label position with an "
+             f"empty text, `inputs` there over {result['n_inputs']} real inputs per target, "
+             "`prompt` at every prompt position:", "",
+             (out / "indicators.md").read_text().strip(), "",
+             f"Pooled over {pairs} pairs, a Spearman beyond ±{1.96 / np.sqrt(pairs - 1):.3f} "
+             "differs from zero at p < 0.05 (normal approximation); the per-target means "
+             f"average correlations over {len(result['sources']) - 1} sources each."]
     best_on = max((k for k in corr if k.startswith("ON_")),
                   key=lambda k: corr[k]["spearman_per_target"], default=None)
     if best_on and "E_cos" in corr and np.isfinite(
@@ -149,9 +154,9 @@ def indicators_part(out: Path) -> list[str]:
         on, cos = corr[best_on]["spearman_per_target"], corr["E_cos"]["spearman_per_target"]
         verdict = ("predicts transfer better than" if on > cos else
                    "does not predict transfer better than")
-        lines.append(f"Here {best_on} (Spearman {on:+.3f}) {verdict} E_cos ({cos:+.3f}); the "
-                     "paper finds ON the better predictor.")
-    lines.append(f"Reproduce: `prompt-jax transfer indicators` as in `{SCRIPT}`.")
+        lines.append(f"Here {best_on} (per-target Spearman {on:+.3f}) {verdict} E_cos "
+                     f"({cos:+.3f}); the paper finds ON the better predictor.")
+    lines += ["", f"Reproduce: `prompt-jax transfer indicators` as in `{SCRIPT}`."]
     return lines
 
 
