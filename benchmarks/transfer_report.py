@@ -197,7 +197,8 @@ def init_part(out: Path) -> list[str]:
               "random vectors; source:best: the best other "
               "source in the matrix (a source sharing the target's texts left out); "
               "spot:ON_inputs:3: the three sources whose ON with a briefly trained target "
-              "prompt (40 steps) is highest, averaged with ON weights (SPoT-style). Scores on "
+              "prompt (40 steps) is highest, averaged with ON weights (SPoT-style; a source "
+              "sharing the target's texts is not left out of it). Scores on "
               "a seeded sample of validation examples every 40 steps.", ""]
     lines += [f"![init curves {p.parent.name}]({_rel(out / f'init_{p.parent.name}.png')})"
               for p in summaries]
