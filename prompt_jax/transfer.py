@@ -617,7 +617,7 @@ def correlations(indicator: np.ndarray, transfer: np.ndarray, valid: np.ndarray
 
 # --- domain shift ---------------------------------------------------------------------------
 
-def domain_shift(loaded: engine.LoadedModel, prompt: np.ndarray, tuned_params,
+def domain_shift(loaded: engine.LoadedModel, prompt: np.ndarray, tuned_params: Callable[[], Any],
                  targets: Sequence[str], out_dir: str | Path, *, limit: int = 500,
                  batch_size: int = 32) -> list[dict[str, Any]]:
     """A soft prompt and a tuned model of the same source task, each zero-shot on other
@@ -625,17 +625,23 @@ def domain_shift(loaded: engine.LoadedModel, prompt: np.ndarray, tuned_params,
 
     Args:
       prompt: the source task's [P, H] prompt (on the frozen model).
-      tuned_params: the source task's tuned model params (used with no prompt).
+      tuned_params: returns the source task's tuned model params (used with no prompt);
+        called once, and only if a model-tuning cell is missing.
       targets: the tasks scored.
     """
     out = Path(out_dir) / "domain_shift"
+    tuned = None
     rows = []
     for target in tqdm(targets, desc="domain shift", unit="target"):
         evaluate = None
-        for row, args in (("prompt", (jnp.asarray(prompt),)),
-                          ("model_tuning", (None, tuned_params))):
+        for row in ("prompt", "model_tuning"):
             path = out / f"{row}__{target}.json"
             if not path.exists():
+                if row == "prompt":
+                    args = (jnp.asarray(prompt),)
+                else:
+                    tuned = tuned_params() if tuned is None else tuned
+                    args = (None, tuned)
                 if evaluate is None:
                     evaluate = loaded.evaluator(loaded.task(target), scored_split(target),
                                                 batch_size=batch_size, limit=limit,

@@ -250,16 +250,13 @@ def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str]
                            tune="model", optimizer=OptimizerConfig(
                                name="adamw", learning_rate=learning_rate,
                                weight_decay=tuning.weight_decay))
-    run_file = out / "domain_shift" / "model_tuning_run.json"
-    done = run_file.exists() and all(
-        (out / "domain_shift" / f"{row}__{t}.json").exists()
-        for row in ("prompt", "model_tuning") for t in targets)
-    if done:  # every cell is scored: the tuned model (maybe deleted with its runs) is not needed
-        summary, params = transfer.read_json(run_file), None
-    else:
+
+    def tuned_params():  # trained (or its finished run read back) only for a missing cell
         summary = transfer.train_run(loaded, config)
-        params = transfer.restore_tuned_params(loaded, config)
-    rows = transfer.domain_shift(loaded, prompt, params, targets, out, limit=limit)
+        transfer.write_json(out / "domain_shift" / "model_tuning_run.json", summary)
+        return transfer.restore_tuned_params(loaded, config)
+
+    rows = transfer.domain_shift(loaded, prompt, tuned_params, targets, out, limit=limit)
     by = {(r["row"], r["target"]): r["accuracy"] for r in rows}
     lines = [f"| target | soft prompt ({source}) | model tuning ({source}) | "
              "prompt - model tuning |", "|---|---|---|---|"]
@@ -269,5 +266,4 @@ def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str]
                                                    else "")
         lines.append(f"| {t}{mark} | {p:.1%} | {m:.1%} | {100 * (p - m):+.1f} points |")
     (out / "domain_shift.md").write_text("\n".join(lines) + "\n")
-    transfer.write_json(run_file, summary)
     return rows
