@@ -174,6 +174,47 @@ def released_part(name: str) -> list[str]:
     return [text, "", f"Reproduce: `python benchmarks/{name}.py run`."]
 
 
+def init_reading(summaries: list[dict]) -> str:
+    """Whether the transferred starts (`source:*`, `spot:*`) beat the baseline's steps by more
+    than the evaluation interval (the resolution of a steps count), target by target."""
+    faster = slower = level = 0
+    gaps, vs_random = [], []
+    for s in summaries:
+        arms = {a["arm"]: a for a in s["arms"]}
+        base, interval = arms["baseline"], s.get("eval_every", 40)
+        if base["mean_steps"] is None:  # a seed of the baseline never got there
+            continue
+        for name, arm in arms.items():
+            if not name.startswith(("source:", "spot:")):
+                continue
+            gaps.append(100 * (arm["final"] - base["final"]))
+            if "random_uniform" in arms:
+                rand = arms["random_uniform"]["mean_steps"]
+                vs_random.append(arm["mean_steps"] is not None and (
+                    rand is None or rand - arm["mean_steps"] >= interval))
+            if arm["mean_steps"] is None or arm["mean_steps"] - base["mean_steps"] >= interval:
+                slower += 1
+            elif base["mean_steps"] - arm["mean_steps"] >= interval:
+                faster += 1
+            else:
+                level += 1
+    n = faster + slower + level
+    if not n:
+        return ""
+    verdict = ("it does here" if faster > n / 2 else
+               "that does not hold on this model and recipe" if faster == 0 else
+               "it does on some targets only")
+    return (f"Reading it: of the {n} transferred starts on {len(summaries)} targets, "
+            f"{faster} reach 90% of the baseline's gain faster than the baseline by at least "
+            f"one evaluation interval (the resolution of these counts), {slower} slower, "
+            f"{level} within one interval; their final accuracy differs from the baseline's "
+            f"by {min(gaps):+.1f} to {max(gaps):+.1f} points"
+            + (f"; against random_uniform (nearer the paper's plain start) {sum(vs_random)} of "
+               f"{len(vs_random)} are faster by at least one interval" if vs_random else "")
+            + ". Su et al. 2022 find that a "
+            f"transferred start speeds up prompt tuning: {verdict}.")
+
+
 def init_part(out: Path) -> list[str]:
     summaries = sorted((out / "init").glob("*/summary.json"))
     if not summaries:
@@ -193,6 +234,7 @@ def init_part(out: Path) -> list[str]:
             speed = "-" if arm["speedup"] is None else f"{arm['speedup']:.2f}x"
             lines.append(f"| {s['target']} (zero-shot {s['zero_shot']:.1%}) | {name} | "
                          f"{arm['final']:.1%} | {steps} | {speed} |")
+    lines += ["", init_reading([json.loads(p.read_text()) for p in summaries])]
     lines += ["", "baseline: the target's own class-label init; random_uniform: uniform "
               "random vectors; source:best: the best other "
               "source in the matrix (a source sharing the target's texts left out); "

@@ -232,7 +232,8 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
     transfer.plot_init_curves(results, zero, out / f"init_{target}.png",
                               f"{loaded.name}: {target}, from each starting prompt")
     report = {"target": target, "zero_shot": zero, "arms": summary, "notes": notes,
-              "recipe": dataclasses.asdict(recipe), "eval_limit": eval_limit}
+              "recipe": dataclasses.asdict(recipe), "eval_limit": eval_limit,
+              "eval_every": eval_every}
     transfer.write_json(out / "init" / target / "summary.json", report)
     return report
 
