@@ -231,7 +231,8 @@ def init_part(out: Path) -> list[str]:
             elif isinstance(note, dict):
                 name += " (" + ", ".join(f"{k} {v:.2f}" for k, v in note.items()) + ")"
             steps = ", ".join("never" if x is None else str(x) for x in arm["steps"])
-            speed = "-" if arm["speedup"] is None else f"{arm['speedup']:.2f}x"
+            speed = ("there at step 0" if arm["mean_steps"] == 0 else "-"
+                     if arm["speedup"] is None else f"{arm['speedup']:.2f}x")
             lines.append(f"| {s['target']} (zero-shot {s['zero_shot']:.1%}) | {name} | "
                          f"{arm['final']:.1%} | {steps} | {speed} |")
     lines += ["", init_reading([json.loads(p.read_text()) for p in summaries])]
