@@ -226,8 +226,20 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
         zero = loaded.evaluator(task, "validation", limit=eval_limit)(None)
         transfer.write_json(zero_path, zero)
     zero = json.loads(zero_path.read_text())["accuracy"]
+    # The speedups are relative to the baseline: arms split over several processes each get
+    # their runs done, and whichever one finds the baseline's runs stored writes the summary.
+    baseline_files = [zero_path.parent / f"{transfer.BASELINE}__seed{s}.json" for s in seeds]
+    if transfer.BASELINE not in starts and not all(p.exists() for p in baseline_files):
+        print(f"[init {target}] no baseline among the arms and not all of its runs stored: "
+              "training these arms, but the summary (speedups are relative to the baseline) "
+              "waits for a run with baseline among --arms (finished runs are read back)",
+              flush=True)
     results = transfer.init_runs(loaded, target, starts, out, recipe=recipe, seeds=seeds,
                                  eval_every=eval_every, eval_limit=eval_limit, runs_dir=runs)
+    if transfer.BASELINE not in starts:
+        if not all(p.exists() for p in baseline_files):
+            return {"target": target, "zero_shot": zero, "arms": [], "notes": notes}
+        results = [transfer.read_json(p) for p in baseline_files] + results
     summary = transfer.init_summary(results, zero)
     transfer.plot_init_curves(results, zero, out / f"init_{target}.png",
                               f"{loaded.name}: {target}, from each starting prompt")

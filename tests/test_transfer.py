@@ -230,6 +230,25 @@ def test_init_runs_start_from_the_given_prompt_and_are_read_back(loaded, tmp_pat
     assert again == results and [p.stat().st_mtime_ns for p in files] == stamps
 
 
+def test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored(
+        loaded, tmp_path, capsys):
+    from prompt_jax import transfer_commands
+
+    recipe = SourceRecipe(steps=2, prompt_length=4, eval_limit=8)
+    kwargs = dict(recipe=recipe, seeds=(0,), eval_every=1, eval_limit=8, brief=recipe)
+    summary = tmp_path / "init" / "sst2" / "summary.json"
+    alone = transfer_commands.init(loaded, "sst2", ["random_uniform"], tmp_path, **kwargs)
+    assert alone["arms"] == [] and not summary.exists()  # no baseline to be relative to
+    assert "waits for a run with baseline among --arms" in capsys.readouterr().out
+    stored = tmp_path / "init" / "sst2" / "random_uniform__seed0.json"
+    stamp = stored.stat().st_mtime_ns
+    transfer_commands.init(loaded, "sst2", ["baseline"], tmp_path, **kwargs)
+    again = transfer_commands.init(loaded, "sst2", ["random_uniform"], tmp_path, **kwargs)
+    assert [a["arm"] for a in again["arms"]] == ["baseline", "random_uniform"]
+    assert json.loads(summary.read_text())["eval_every"] == 1
+    assert stored.stat().st_mtime_ns == stamp  # read back, not trained again
+
+
 def test_transfer_commands_say_what_they_need(tmp_path, capsys):
     from prompt_jax import cli
 
