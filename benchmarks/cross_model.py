@@ -297,9 +297,8 @@ def init_table(source: str = "smollm2", target: str = "gemma3") -> list[str]:
              "(per seed) | speedup |", "|---|---|---|---|"]
     for arm in summary["arms"]:
         steps = ", ".join("-" if s is None else str(s) for s in arm["steps"])
-        speed = ("there at step 0" if arm["mean_steps"] == 0 else "-"
-                 if arm["speedup"] is None else f"{arm['speedup']:.2f}x")
-        lines.append(f"| {arm['arm']} | {_pct(arm['final'])} | {steps} | {speed} |")
+        lines.append(f"| {arm['arm']} | {_pct(arm['final'])} | {steps} | "
+                     f"{transfer.speedup_text(arm)} |")
     return lines
 
 

@@ -176,7 +176,8 @@ def released_part(name: str) -> list[str]:
 
 def init_reading(summaries: list[dict]) -> str:
     """Whether the transferred starts (`source:*`, `spot:*`) beat the baseline's steps by more
-    than the evaluation interval (the resolution of a steps count), target by target."""
+    than the evaluation interval (the resolution of a steps count), and whether they beat the
+    random_uniform start, counted over all the targets' transferred arms."""
     faster = slower = level = 0
     gaps, vs_random = [], []
     for s in summaries:
@@ -234,10 +235,8 @@ def init_part(out: Path) -> list[str]:
             elif isinstance(note, dict):
                 name += " (" + ", ".join(f"{k} {v:.2f}" for k, v in note.items()) + ")"
             steps = ", ".join("never" if x is None else str(x) for x in arm["steps"])
-            speed = ("there at step 0" if arm["mean_steps"] == 0 else "-"
-                     if arm["speedup"] is None else f"{arm['speedup']:.2f}x")
             lines.append(f"| {s['target']} (zero-shot {s['zero_shot']:.1%}) | {name} | "
-                         f"{arm['final']:.1%} | {steps} | {speed} |")
+                         f"{arm['final']:.1%} | {steps} | {transfer.speedup_text(arm)} |")
     lines += ["", init_reading([json.loads(p.read_text()) for p in summaries])]
     lines += ["", "baseline: the target's own class-label init; random_uniform: uniform "
               "random vectors; source:best: the best other "

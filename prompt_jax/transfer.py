@@ -479,6 +479,15 @@ def init_summary(results: Sequence[dict[str, Any]], zero_shot: float,
     return rows
 
 
+def speedup_text(arm: Mapping[str, Any]) -> str:
+    """An `init_summary` row's speedup for a table: "1.25x", "there at step 0" (a start that
+    already holds the gain: the speedup over 0 steps is unbounded) or "-" (a seed never got
+    there)."""
+    if arm["mean_steps"] == 0:
+        return "there at step 0"
+    return "-" if arm["speedup"] is None else f"{arm['speedup']:.2f}x"
+
+
 def plot_init_curves(results: Sequence[dict[str, Any]], zero_shot: float, path: str | Path,
                      title: str = "") -> Path:
     """Score against step for each arm (the mean over seeds, the range shaded), zero-shot as a

@@ -90,6 +90,11 @@ def test_steps_to_fraction_counts_the_gain_over_zero_shot():
     assert rows["source:sst2"]["steps"] == [40, 40]
     assert rows["source:sst2"]["speedup"] == 2.0
     assert rows["source:sst2"]["final"] == pytest.approx(0.805)
+    assert transfer.speedup_text(rows["source:sst2"]) == "2.00x"
+    there = [{**r, "curve": [(0, 0.80), (40, 0.80), (80, 0.80)]} for r in results[2:]]
+    start = {r["arm"]: r for r in transfer.init_summary(results[:2] + there, 0.70)}
+    assert start["source:sst2"]["steps"] == [0, 0]
+    assert transfer.speedup_text(start["source:sst2"]) == "there at step 0"
 
 
 def test_correlations_pool_pairs_and_average_per_target():
