@@ -396,6 +396,11 @@ def _curve(run_dir: Path, metric: str) -> list[list]:
     return [[r["step"], r[metric]] for r in rows if r["split"] == "eval"]
 
 
+def init_run_name(arm: str, seed: int) -> str:
+    """The file and folder stem of one (arm, seed) of `init_runs`."""
+    return f"{arm.replace(':', '-')}__seed{seed}"
+
+
 def init_runs(loaded: engine.LoadedModel, target: str,
               arms: Mapping[str, np.ndarray | str | None],
               out_dir: str | Path, *, recipe: SourceRecipe = SourceRecipe(),
@@ -426,12 +431,12 @@ def init_runs(loaded: engine.LoadedModel, target: str,
     results = []
     for arm, start in arms.items():
         for seed in seeds:
-            path = out / f"{arm.replace(':', '-')}__seed{seed}.json"
+            path = out / f"{init_run_name(arm, seed)}.json"
             if path.exists():
                 results.append(read_json(path))
                 continue
             print(f"[init {target}] {arm}, seed {seed}", flush=True)
-            folder = runs_dir / "init" / target / f"{arm.replace(':', '-')}__seed{seed}"
+            folder = runs_dir / "init" / target / init_run_name(arm, seed)
             overrides = dict(seed=seed, eval_every=eval_every, eval_limit=eval_limit,
                              checkpoint_every=eval_every)
             if isinstance(start, str):
