@@ -21,6 +21,7 @@ validation examples, the same rows for every prompt of a task):
 
     python benchmarks/cross_model.py run               # all of it, resumable (CPU-hours)
     python benchmarks/cross_model.py run --parts sources,distance
+    python benchmarks/cross_model.py run --parts init --arms text,projected  # beside another
     python benchmarks/cross_model.py report --readme   # the README block from the stored files
 
 Every evaluation is one JSON under `benchmarks/results/cross_model/` (a killed run continues
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ TUNED_TASK = "sst2"
 INIT_TASK = "laptop"
 INIT_TEXT = "Is the opinion of this review about the aspect positive, negative or neutral?"
 INIT_SEEDS = (0, 1)
+INIT_ARMS = (transfer.BASELINE, "random", "text", "projected")
 METHODS = ("flat", "token", "linear")
 # Task tuning: the paper's flat projector at its hidden width, AdamW as `prompt-jax project
 # train --mode task` defaults to, the recipe's 320 steps of 8 examples.
@@ -189,8 +192,13 @@ def _mean_pairwise_cosine(stack: np.ndarray) -> float:
     return float(cos[~np.eye(len(stack), dtype=bool)].mean())
 
 
-def init(source: str = "smollm2", target: str = "gemma3", loaded=None) -> None:
-    """Prompt tuning of `INIT_TASK` on the target from several starting prompts."""
+def init(source: str = "smollm2", target: str = "gemma3", loaded=None,
+         arms: Sequence[str] | None = None) -> None:
+    """Prompt tuning of `INIT_TASK` on the target from several starting prompts.
+
+    `arms` trains only those (all of `INIT_ARMS` by default), so that processes can share the
+    runs; the summary and plot are written once every arm's runs are stored.
+    """
     from released_projectors import fit
 
     from prompt_jax import projectors
@@ -200,16 +208,25 @@ def init(source: str = "smollm2", target: str = "gemma3", loaded=None) -> None:
     i = TASKS.index(INIT_TASK)
     keep = [j for j in range(len(TASKS)) if j != i]
     config, params, _ = fit("flat", xs[keep], ys[keep])
-    arms = {transfer.BASELINE: None, "random": "random_uniform", "text": f"text:{INIT_TEXT}",
-            "projected": np.asarray(projectors.apply(config, params, xs[i]))}
+    starts = {transfer.BASELINE: None, "random": "random_uniform",
+              "text": f"text:{INIT_TEXT}",
+              "projected": np.asarray(projectors.apply(config, params, xs[i]))}
     out = OUT / "init" / f"{source}_to_{target}"
     zero_path = out / "init" / INIT_TASK / "zero_shot.json"
     if not zero_path.exists():
         write_json(zero_path, loaded.evaluator(loaded.task(INIT_TASK), "validation",
                                                limit=LIMIT)(None))
-    results = transfer.init_runs(loaded, INIT_TASK, arms, out, recipe=SourceRecipe(),
-                                 seeds=INIT_SEEDS, eval_every=40, eval_limit=LIMIT,
-                                 runs_dir=RUNS / "init" / f"{source}_to_{target}")
+    settings = dict(recipe=SourceRecipe(), seeds=INIT_SEEDS, eval_every=40, eval_limit=LIMIT,
+                    runs_dir=RUNS / "init" / f"{source}_to_{target}")
+    transfer.init_runs(loaded, INIT_TASK, {a: starts[a] for a in arms or INIT_ARMS}, out,
+                       **settings)
+    waiting = [a for a in INIT_ARMS for seed in INIT_SEEDS if not (
+        out / "init" / INIT_TASK / f"{transfer.init_run_name(a, seed)}.json").exists()]
+    if waiting:
+        print(f"[init {source} -> {target}] the summary waits for {sorted(set(waiting))}",
+              flush=True)
+        return
+    results = transfer.init_runs(loaded, INIT_TASK, starts, out, **settings)  # all stored
     zero = read_json(zero_path)["accuracy"]
     transfer.plot_init_curves(results, zero, out / f"init_{INIT_TASK}.png",
                               f"{LABELS[target]}: {INIT_TASK}, from each starting prompt")
@@ -217,8 +234,9 @@ def init(source: str = "smollm2", target: str = "gemma3", loaded=None) -> None:
                                       "arms": transfer.init_summary(results, zero)})
 
 
-def run(parts) -> None:
-    """The parts in order, each model loaded once per part that scores on it."""
+def run(parts, arms: Sequence[str] | None = None) -> None:
+    """The parts in order, each model loaded once per part that scores on it (`arms`: the
+    init part's arms to train, default all)."""
     if "sources" in parts:
         for model in MODELS:
             train_sources(model)
@@ -232,7 +250,7 @@ def run(parts) -> None:
         if "task" in parts:
             task_tuning(source, target, loaded)
         if "init" in parts and (source, target) == ("smollm2", "gemma3"):
-            init(source, target, loaded)
+            init(source, target, loaded, arms)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,13 +276,44 @@ def distance_table(source: str, target: str) -> list[str]:
             ("linear", "least-squares linear"),
             ("flat_random_input", "flat projector fed a random array"),
             ("flat_other_task", "flat projector fed the next task's prompt")]
-    head = f"| {LABELS[source]} -> {LABELS[target]} | " + " | ".join(TASKS) + " | mean |"
-    lines = [head, "|" + "---|" * (len(TASKS) + 2)]
+    head = (f"| {LABELS[source]} -> {LABELS[target]} | " + " | ".join(TASKS)
+            + " | mean | mean relative to own |")
+    lines = [head, "|" + "---|" * (len(TASKS) + 3)]
+    own = _scores(cells, "own")
     for key, label in rows:
-        values = [cells.get((key, t), {}).get("accuracy") for t in TASKS]
-        done = [v for v in values if v is not None]
-        mean = float(np.mean(done)) if len(done) == len(values) else None
-        lines.append(f"| {label} | " + " | ".join(_pct(v) for v in values) + f" | {_pct(mean)} |")
+        values = _scores(cells, key)
+        done = None not in values and None not in own
+        mean = float(np.mean(values)) if done else None
+        relative = float(np.mean([v / o for v, o in zip(values, own, strict=True)])) if done \
+            else None
+        lines.append(f"| {label} | " + " | ".join(_pct(v) for v in values)
+                     + f" | {_pct(mean)} | {_pct(relative)} |")
+    return lines + _distance_reading(cells)
+
+
+def _scores(cells, key: str) -> list[float | None]:
+    """`key`'s accuracy on each of `TASKS` (None where not measured)."""
+    return [cells.get((key, t), {}).get("accuracy") for t in TASKS]
+
+
+def _wins(cells, key: str, against: str) -> str:
+    """'k of N' tasks where `key` scores above `against`."""
+    pairs = [(a, b) for a, b in zip(_scores(cells, key), _scores(cells, against), strict=True)
+             if a is not None and b is not None]
+    return f"{sum(a > b for a, b in pairs)} of {len(pairs)}"
+
+
+def _distance_reading(cells) -> list[str]:
+    """One computed sentence per projector: how often the held-out projection beats the
+    controls."""
+    if any(None in _scores(cells, k) for k in ("none", "random", "flat")):
+        return []
+    lines = ["", "Held-out projections, tasks where each beats a control (no prompt / random "
+                 "prompt / the flat projector fed a random array / fed the next task's prompt):"]
+    for key, label in (("flat", "flat"), ("token", "per-vector"), ("linear", "linear")):
+        lines.append(f"- {label}: {_wins(cells, key, 'none')} / {_wins(cells, key, 'random')} "
+                     f"/ {_wins(cells, key, 'flat_random_input')} / "
+                     f"{_wins(cells, key, 'flat_other_task')}")
     return lines
 
 
@@ -279,10 +328,14 @@ def task_table(source: str, target: str) -> list[str]:
     for key, label in (("projected", "the task's source prompt projected"),
                        ("random_input", "a random array projected"),
                        ("none", "no prompt")):
-        lines.append(f"| {label} | " + " | ".join(
-            _pct(cells.get((key, t), {}).get("accuracy")) for t in TASKS) + " |")
-    lines += ["", f"Mean pairwise cosine of the projections of the tasks other than "
-                  f"{TUNED_TASK}: {info['mean_pairwise_cosine']:.3f} (of their source prompts: "
+        lines.append(f"| {label} | " + " | ".join(_pct(v) for v in _scores(cells, key)) + " |")
+    unseen = [t for t in TASKS if t != TUNED_TASK]
+    unseen_cells = {k: v for k, v in cells.items() if k[1] in unseen}
+    lines += ["", f"On the {len(unseen)} tasks other than {TUNED_TASK}, the projected source "
+                  f"prompt beats the projected random array on "
+                  f"{_wins(unseen_cells, 'projected', 'random_input')} and no prompt on "
+                  f"{_wins(unseen_cells, 'projected', 'none')}. Mean pairwise cosine of their "
+                  f"projections: {info['mean_pairwise_cosine']:.3f} (of their source prompts: "
                   f"{info['source_mean_pairwise_cosine']:.3f})."]
     return lines
 
@@ -325,6 +378,9 @@ def main() -> None:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="measure (resumable)")
     r.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
+    r.add_argument("--arms", default=",".join(INIT_ARMS),
+                   help=f"the init part's arms to train, comma-separated: {INIT_ARMS} (split "
+                        "them across processes; the last one to finish writes the summary)")
     s = sub.add_parser("report", help="print the tables from the stored files")
     s.add_argument("--readme", action="store_true", help="also write them into README.md")
     args = p.parse_args()
@@ -333,7 +389,11 @@ def main() -> None:
         unknown = sorted(set(parts) - set(PARTS))
         if unknown:
             sys.exit(f"unknown parts {unknown}; use {PARTS}")
-        run(parts)
+        arms = args.arms.split(",")
+        unknown = sorted(set(arms) - set(INIT_ARMS))
+        if unknown:
+            sys.exit(f"unknown arms {unknown}; use {INIT_ARMS}")
+        run(parts, arms)
     block = report()
     print(block)
     if args.command == "report" and args.readme:
