@@ -13,8 +13,9 @@ validation examples, the same rows for every prompt of a task):
   norm, and the flat projector fed another task's source prompt (the next task in `TASKS`);
 - task: a flat projector task-tuned on `TUNED_TASK` (the source prompt projected, the target
   model's loss back-propagated into the projector only), applied to every other task's source
-  prompt, and to a random array: a projector that ignores its input scores the same on both,
-  and its projections of different tasks are one prompt (their mean pairwise cosine is stored);
+  prompt, to the next task's, and to a random array: a projector that ignores its input scores
+  the same on all, and its projections of different tasks are one prompt (their mean pairwise
+  cosine is stored);
 - init: prompt tuning of `INIT_TASK` on Gemma 3 from its class-label init (the recipe's),
   random, text, and SmolLM2's prompt projected by the held-out distance projector; two seeds,
   steps to 90% of the baseline's final gain over zero-shot.
@@ -176,8 +177,9 @@ def task_tuning(source: str, target: str, loaded=None) -> None:
     noise = saved.apply(_norm_matched(xs[0].shape, _mean_norm(xs), seed=0))
     for i, task in enumerate(TASKS):
         print(f"[task {source} -> {target}] {task}", flush=True)
-        score_cells(loaded, task, {"projected": projected[i], "random_input": noise,
-                                   "none": None}, folder)
+        score_cells(loaded, task, {"projected": projected[i],
+                                   "other_task": projected[(i + 1) % len(TASKS)],
+                                   "random_input": noise, "none": None}, folder)
     others = [i for i, t in enumerate(TASKS) if t != TUNED_TASK]
     write_json(folder / "projections.json",
                {"tuned_task": TUNED_TASK, "tasks": [TASKS[i] for i in others],
@@ -323,20 +325,27 @@ def task_table(source: str, target: str) -> list[str]:
     if not cells or not (folder / "projections.json").exists():
         return []
     info = read_json(folder / "projections.json")
+    # The random prompt of matched norm is the distance part's (the same prompt and rows).
+    random = _cells(OUT / "distance" / f"{source}_to_{target}")
+    cells.update({k: v for k, v in random.items() if k[0] == "random"})
     lines = [f"| {LABELS[source]} -> {LABELS[target]}, tuned on {TUNED_TASK} | "
              + " | ".join(TASKS) + " |", "|" + "---|" * (len(TASKS) + 1)]
     for key, label in (("projected", "the task's source prompt projected"),
+                       ("other_task", "the next task's source prompt projected"),
                        ("random_input", "a random array projected"),
+                       ("random", "random prompt, matched norm"),
                        ("none", "no prompt")):
         lines.append(f"| {label} | " + " | ".join(_pct(v) for v in _scores(cells, key)) + " |")
     unseen = [t for t in TASKS if t != TUNED_TASK]
     unseen_cells = {k: v for k, v in cells.items() if k[1] in unseen}
     lines += ["", f"On the {len(unseen)} tasks other than {TUNED_TASK}, the projected source "
                   f"prompt beats the projected random array on "
-                  f"{_wins(unseen_cells, 'projected', 'random_input')} and no prompt on "
-                  f"{_wins(unseen_cells, 'projected', 'none')}. Mean pairwise cosine of their "
-                  f"projections: {info['mean_pairwise_cosine']:.3f} (of their source prompts: "
-                  f"{info['source_mean_pairwise_cosine']:.3f})."]
+                  f"{_wins(unseen_cells, 'projected', 'random_input')}, the next task's "
+                  f"prompt projected on {_wins(unseen_cells, 'projected', 'other_task')} and "
+                  f"no prompt on {_wins(unseen_cells, 'projected', 'none')}. Mean pairwise "
+                  f"cosine of their "
+                  f"projections: {info['mean_pairwise_cosine']:.4f} (of their source prompts: "
+                  f"{info['source_mean_pairwise_cosine']:.4f})."]
     return lines
 
 
