@@ -56,6 +56,7 @@ TUNED_TASK = "sst2"
 INIT_TASK = "laptop"
 INIT_TEXT = "Is the opinion of this review about the aspect positive, negative or neutral?"
 INIT_SEEDS = (0, 1)
+INIT_EVAL_EVERY = 40
 INIT_ARMS = (transfer.BASELINE, "random", "text", "projected")
 METHODS = ("flat", "token", "linear")
 # Task tuning: the paper's flat projector at its hidden width, AdamW as `prompt-jax project
@@ -218,8 +219,8 @@ def init(source: str = "smollm2", target: str = "gemma3", loaded=None,
     if not zero_path.exists():
         write_json(zero_path, loaded.evaluator(loaded.task(INIT_TASK), "validation",
                                                limit=LIMIT)(None))
-    settings = dict(recipe=SourceRecipe(), seeds=INIT_SEEDS, eval_every=40, eval_limit=LIMIT,
-                    runs_dir=RUNS / "init" / f"{source}_to_{target}")
+    settings = dict(recipe=SourceRecipe(), seeds=INIT_SEEDS, eval_every=INIT_EVAL_EVERY,
+                    eval_limit=LIMIT, runs_dir=RUNS / "init" / f"{source}_to_{target}")
     transfer.init_runs(loaded, INIT_TASK, {a: starts[a] for a in arms or INIT_ARMS}, out,
                        **settings)
     waiting = [a for a in INIT_ARMS for seed in INIT_SEEDS if not (
@@ -233,6 +234,7 @@ def init(source: str = "smollm2", target: str = "gemma3", loaded=None,
     transfer.plot_init_curves(results, zero, out / f"init_{INIT_TASK}.png",
                               f"{LABELS[target]}: {INIT_TASK}, from each starting prompt")
     write_json(out / "summary.json", {"target": INIT_TASK, "zero_shot": zero,
+                                      "eval_every": INIT_EVAL_EVERY,
                                       "arms": transfer.init_summary(results, zero)})
 
 
@@ -361,7 +363,31 @@ def init_table(source: str = "smollm2", target: str = "gemma3") -> list[str]:
         steps = ", ".join("-" if s is None else str(s) for s in arm["steps"])
         lines.append(f"| {arm['arm']} | {_pct(arm['final'])} | {steps} | "
                      f"{transfer.speedup_text(arm)} |")
-    return lines
+    return lines + _init_reading(summary)
+
+
+def _init_reading(summary: dict[str, Any]) -> list[str]:
+    """The projected start against each other start: faster or slower to 90% of the gain by
+    at least one evaluation interval (the resolution of a steps count), and the final gap."""
+    arms = {a["arm"]: a for a in summary["arms"]}
+    projected, interval = arms.get("projected"), summary["eval_every"]
+    if projected is None:
+        return []
+    parts = []
+    for name, arm in arms.items():
+        if name == "projected":
+            continue
+        a, b = projected["mean_steps"], arm["mean_steps"]
+        pace = ("neither start reached 90% of the gain on every seed" if a is None and b is None
+                else "projected never got there on every seed" if a is None
+                else f"{name} never got there on every seed" if b is None
+                else "projected faster" if b - a >= interval
+                else "projected slower" if a - b >= interval
+                else "within one evaluation interval")
+        gap = 100 * (projected["final"] - arm["final"])
+        parts.append(f"{name}: {pace}, final {gap:+.1f} pts")
+    return ["", f"The projected start against each other start (steps counted every {interval}"
+                f"): " + "; ".join(parts) + "."]
 
 
 def report() -> str:
