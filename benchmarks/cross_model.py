@@ -328,8 +328,8 @@ def task_table(source: str, target: str) -> list[str]:
         return []
     info = read_json(folder / "projections.json")
     # The random prompt of matched norm is the distance part's (the same prompt and rows).
-    random = _cells(OUT / "distance" / f"{source}_to_{target}")
-    cells.update({k: v for k, v in random.items() if k[0] == "random"})
+    distance_cells = _cells(OUT / "distance" / f"{source}_to_{target}")
+    cells.update({k: v for k, v in distance_cells.items() if k[0] == "random"})
     lines = [f"| {LABELS[source]} -> {LABELS[target]}, tuned on {TUNED_TASK} | "
              + " | ".join(TASKS) + " |", "|" + "---|" * (len(TASKS) + 1)]
     for key, label in (("projected", "the task's source prompt projected"),
@@ -345,9 +345,8 @@ def task_table(source: str, target: str) -> list[str]:
                   f"{_wins(unseen_cells, 'projected', 'random_input')}, the next task's "
                   f"prompt projected on {_wins(unseen_cells, 'projected', 'other_task')} and "
                   f"no prompt on {_wins(unseen_cells, 'projected', 'none')}. Mean pairwise "
-                  f"cosine of their "
-                  f"projections: {info['mean_pairwise_cosine']:.4f} (of their source prompts: "
-                  f"{info['source_mean_pairwise_cosine']:.4f})."]
+                  f"cosine of their projections: {info['mean_pairwise_cosine']:.4f} (of their "
+                  f"source prompts: {info['source_mean_pairwise_cosine']:.4f})."]
     return lines
 
 
