@@ -223,8 +223,8 @@ def init(source: str = "smollm2", target: str = "gemma3", loaded=None,
                     eval_limit=LIMIT, runs_dir=RUNS / "init" / f"{source}_to_{target}")
     transfer.init_runs(loaded, INIT_TASK, {a: starts[a] for a in arms or INIT_ARMS}, out,
                        **settings)
-    waiting = [a for a in INIT_ARMS for seed in INIT_SEEDS if not (
-        out / "init" / INIT_TASK / f"{transfer.init_run_name(a, seed)}.json").exists()]
+    waiting = [a for a in INIT_ARMS for seed in INIT_SEEDS
+               if not transfer.init_run_path(out, INIT_TASK, a, seed).exists()]
     if waiting:
         print(f"[init {source} -> {target}] the summary waits for {sorted(set(waiting))}",
               flush=True)

@@ -401,6 +401,11 @@ def init_run_name(arm: str, seed: int) -> str:
     return f"{arm.replace(':', '-')}__seed{seed}"
 
 
+def init_run_path(out_dir: str | Path, target: str, arm: str, seed: int) -> Path:
+    """The result file `init_runs` writes for one (arm, seed) under `out_dir`."""
+    return Path(out_dir) / "init" / target / f"{init_run_name(arm, seed)}.json"
+
+
 def init_runs(loaded: engine.LoadedModel, target: str,
               arms: Mapping[str, np.ndarray | str | None],
               out_dir: str | Path, *, recipe: SourceRecipe = SourceRecipe(),
@@ -426,12 +431,11 @@ def init_runs(loaded: engine.LoadedModel, target: str,
       runs_dir: the runs' folders (default `out_dir/runs`).
       metric: the score of the curves.
     """
-    out = Path(out_dir) / "init" / target
     runs_dir = Path(runs_dir) if runs_dir else Path(out_dir) / "runs"
     results = []
     for arm, start in arms.items():
         for seed in seeds:
-            path = out / f"{init_run_name(arm, seed)}.json"
+            path = init_run_path(out_dir, target, arm, seed)
             if path.exists():
                 results.append(read_json(path))
                 continue

@@ -228,8 +228,7 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
     zero = json.loads(zero_path.read_text())["accuracy"]
     # The speedups are relative to the baseline: arms split over several processes each get
     # their runs done, and whichever one finds the baseline's runs stored writes the summary.
-    baseline_files = [zero_path.parent / f"{transfer.init_run_name(transfer.BASELINE, s)}.json"
-                      for s in seeds]
+    baseline_files = [transfer.init_run_path(out, target, transfer.BASELINE, s) for s in seeds]
     if transfer.BASELINE not in starts and not all(p.exists() for p in baseline_files):
         print(f"[init {target}] no baseline among the arms and not all of its runs stored: "
               "training these arms, but the summary (speedups are relative to the baseline) "
