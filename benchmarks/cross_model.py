@@ -356,13 +356,18 @@ def init_table(source: str = "smollm2", target: str = "gemma3") -> list[str]:
         return []
     summary = read_json(path)
     lines = [f"{LABELS[target]}, {summary['target']} (zero-shot {_pct(summary['zero_shot'])}):",
-             "", "| start | final accuracy (mean of seeds) | steps to 90% of the gain "
-             "(per seed) | speedup |", "|---|---|---|---|"]
+             "", "| start | accuracy at step 0 (per seed) | final accuracy (mean of seeds) | "
+             "steps to 90% of the gain (per seed) | speedup |", "|---|---|---|---|---|"]
     for arm in summary["arms"]:
+        firsts = ", ".join(_pct(read_json(transfer.init_run_path(
+            path.parent, summary["target"], arm["arm"], seed))["curve"][0][1])
+            for seed in INIT_SEEDS)
         steps = ", ".join("-" if s is None else str(s) for s in arm["steps"])
-        lines.append(f"| {arm['arm']} | {_pct(arm['final'])} | {steps} | "
+        lines.append(f"| {arm['arm']} | {firsts} | {_pct(arm['final'])} | {steps} | "
                      f"{transfer.speedup_text(arm)} |")
-    return lines + _init_reading(summary)
+    plot = (path.parent / f"init_{summary['target']}.png").relative_to(HERE.parent)
+    return lines + _init_reading(summary) + [
+        "", f"![{LABELS[target]} {summary['target']}, from each starting prompt]({plot})"]
 
 
 def _init_reading(summary: dict[str, Any]) -> list[str]:
@@ -378,8 +383,8 @@ def _init_reading(summary: dict[str, Any]) -> list[str]:
             continue
         a, b = projected["mean_steps"], arm["mean_steps"]
         pace = ("neither start reached 90% of the gain on every seed" if a is None and b is None
-                else "projected never got there on every seed" if a is None
-                else f"{name} never got there on every seed" if b is None
+                else "projected did not reach 90% of the gain on every seed" if a is None
+                else f"{name} did not reach 90% of the gain on every seed" if b is None
                 else "projected faster" if b - a >= interval
                 else "projected slower" if a - b >= interval
                 else "within one evaluation interval")
