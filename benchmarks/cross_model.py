@@ -384,7 +384,7 @@ def _init_reading(summary: dict[str, Any]) -> list[str]:
         a, b = projected["mean_steps"], arm["mean_steps"]
         pace = ("neither start reached 90% of the gain on every seed" if a is None and b is None
                 else "projected did not reach 90% of the gain on every seed" if a is None
-                else f"{name} did not reach 90% of the gain on every seed" if b is None
+                else "it did not reach 90% of the gain on every seed" if b is None
                 else "projected faster" if b - a >= interval
                 else "projected slower" if a - b >= interval
                 else "within one evaluation interval")
