@@ -1,7 +1,7 @@
 """Per-device memory of the prompt-tuning train step for big frozen models (T5-XXL, Llama 8B),
 compiled ahead of time on fake CPU devices: no weights, no accelerator needed.
 
-For each model shape, dtype and mesh it compiles the real train step (`prompt_jax.aot`) and
+For each model shape, dtype and mesh it compiles the real train step (`prompt_jax.training.aot`) and
 records, per device, the frozen params' share under the rules table, the compiled step's
 arguments and temporaries, and any large param left whole on every device.
 
@@ -38,7 +38,8 @@ def measure(args) -> dict:
     import jax
     from machine import describe
 
-    from prompt_jax import aot, partitioning
+    from prompt_jax import partitioning
+    from prompt_jax.training import aot
 
     rows = []
     for shape in args.shapes.split(","):
@@ -57,7 +58,7 @@ def table(result: dict) -> str:
     from machine import line
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from prompt_jax import aot
+    from prompt_jax.training import aot
 
     reports = [aot.MemoryReport(**{**r, "mesh": tuple(r["mesh"]),
                                    "replicated": tuple(map(tuple, r["replicated"]))})
@@ -73,7 +74,7 @@ def table(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shapes", default="t5-xxl,llama-8b", help="prompt_jax.aot.SHAPES names")
+    p.add_argument("--shapes", default="t5-xxl,llama-8b", help="names in training.aot.SHAPES")
     p.add_argument("--dtypes", default="bfloat16,float32")
     p.add_argument("--meshes", default="8x8,1x8", help="data x model, comma-separated")
     p.add_argument("--devices", type=int, default=64, help="fake CPU devices")

@@ -89,7 +89,7 @@ def train_sources(model: str, loaded=None) -> dict[str, Path]:
 
 def prompts_of(model: str) -> np.ndarray:
     """[N, P, d] source prompts of `TASKS` on `model`, in order."""
-    from prompt_jax.prompt_io import load_prompt
+    from prompt_jax.prompts.files import load_prompt
 
     missing = [t for t in TASKS if not (sources_dir(model) / "sources" / f"{t}.json").exists()]
     if missing:
@@ -155,8 +155,10 @@ def distance(source: str, target: str, loaded=None) -> None:
 
 def task_tuning(source: str, target: str, loaded=None) -> None:
     """A flat projector task-tuned on `TUNED_TASK`, applied to every task's source prompt."""
-    from prompt_jax import loop, projector_commands, projectors
-    from prompt_jax.train import OptimizerConfig
+    from prompt_jax import projectors
+    from prompt_jax.commands import projector_commands
+    from prompt_jax.training import loop
+    from prompt_jax.training.train import OptimizerConfig
 
     loaded = loaded or load(target)
     xs = prompts_of(source)

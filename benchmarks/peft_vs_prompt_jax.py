@@ -8,7 +8,7 @@ text), the same optimizer (AdamW), batch size and step count, and the same evalu
 classification between " negative" and " positive" on the validation split). Each side runs in
 its own subprocess so that its peak memory (max RSS) is its own. prompt_jax runs as the library
 does by default: the prompt's keys and values computed once per batch, and the batch's examples
-packed into one row (`prompt_jax.packing`; `--no-pack` turns that off).
+packed into one row (`prompt_jax.training.packing`; `--no-pack` turns that off).
 
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0        # constant rate
     python benchmarks/peft_vs_prompt_jax.py --steps 320 --seeds 0 3 --schedule cosine
@@ -27,9 +27,10 @@ tables list the stored runs; their mean per-step training-loss differences (ours
 by batch, with standard errors) are computed from the stored losses by `results.py report`.
 prompt_jax is faster because it computes the prompt's keys and values once per batch instead of
 once per row, packs the batch's examples into one row instead of computing their padding
-(`prompt_jax/packing.py`), and computes the head at the one position the loss reads; PEFT here
-is run as users write it (`labels=`, our 16-token buckets); `benchmarks/step_bench.py` also
-runs it at its best (exact padding, the head at the last positions only).
+(`prompt_jax/training/packing.py`), and computes the head at the one position the loss
+reads; PEFT here is run as users write it (`labels=`, our 16-token buckets);
+`benchmarks/step_bench.py` also runs it at its best (exact padding, the head at the last
+positions only).
 
 `--perturb` draws more end points of one recipe: each EPS runs both sides again with the initial
 prompt scaled by 1 + EPS, a nudge the size of float32 rounding, which float32 training grows
@@ -103,7 +104,8 @@ def _data(args, tok):
 
 def run_ours(args) -> dict:
     """prompt_jax as a user runs it: the engine's loaded model and task, the library's step."""
-    from prompt_jax import engine, train
+    from prompt_jax import engine
+    from prompt_jax.training import train
 
     loaded = engine.load_model(args.model, mesh_data=1)
     # The library's default (RunConfig.pack): same examples, less padding.

@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax import indicators
-from prompt_jax.prompt_io import load_prompt
-from prompt_jax.prompt_registry import parse_transferability_name, read_result
+from prompt_jax.prompts.files import load_prompt
+from prompt_jax.prompts.registry import parse_transferability_name, read_result
 from prompt_jax.transfer import EMBEDDING_INDICATORS, correlations
 
 REPO = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prompt_jax import indicators, projectors
-from prompt_jax.prompt_io import load_prompt
+from prompt_jax.prompts.files import load_prompt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from released_indicators import (  # noqa: E402

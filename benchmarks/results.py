@@ -107,8 +107,8 @@ def results_dir(model: str) -> Path:
 
 
 def config_for(task: str, row: str, output_dir: Path, model: str = DEFAULT_MODEL):
-    from prompt_jax import run
-    from prompt_jax.train import OptimizerConfig
+    from prompt_jax.training import run
+    from prompt_jax.training.train import OptimizerConfig
 
     _, overrides, extra = ROWS[row]
     long = LONG.get(task, STEPS) if model == DEFAULT_MODEL else STEPS
@@ -128,7 +128,7 @@ def config_for(task: str, row: str, output_dir: Path, model: str = DEFAULT_MODEL
 
 
 def run_zero_shot(task: str, model: str) -> dict:
-    from prompt_jax import run
+    from prompt_jax.training import run
 
     config = config_for(task, "soft-text-20", runs_dir(model) / task / "zero-shot", model)
     loaded = run.load(config)[0]
@@ -151,8 +151,9 @@ def runs_dir(model: str) -> Path:
 
 
 def run_training(task: str, row: str, model: str) -> dict:
-    from prompt_jax import run, scoring
+    from prompt_jax import scoring
     from prompt_jax.tasks.metrics import classification_metrics
+    from prompt_jax.training import run
 
     config = config_for(task, row, runs_dir(model) / task / row, model)
     out = Path(config.output_dir)

@@ -47,9 +47,9 @@ def build(args):
     import numpy as np
 
     from prompt_jax import engine, prompts, tasks
-    from prompt_jax.prompt_bank import PromptBank
-    from prompt_jax.prompt_io import save_prompt
-    from prompt_jax.serving import Buckets, MixedClassifier
+    from prompt_jax.prompts.files import save_prompt
+    from prompt_jax.serving.bank import PromptBank
+    from prompt_jax.serving.classifier import Buckets, MixedClassifier
 
     loaded = engine.load_model(args.model, mesh_data=args.mesh_data)
     names = [n for n in tasks.list_tasks() if not tasks.get_task(n).is_generation][:args.tasks]
@@ -151,7 +151,7 @@ def latency(classifier, names, args) -> list[dict]:
     import httpx
     import uvicorn
 
-    from prompt_jax.server import ServerConfig, create_app
+    from prompt_jax.serving.server import ServerConfig, create_app
 
     config = ServerConfig(max_batch=args.batch, max_wait_ms=args.max_wait_ms,
                           queue_limit=args.queue_limit)

@@ -280,8 +280,9 @@ def _timed(step, batches_: list, start: float) -> dict:
 def run_ours(shape: str, args, start: float, tune_model: bool = False) -> dict:
     import jax
 
-    from prompt_jax import packing, partitioning, train
+    from prompt_jax import partitioning
     from prompt_jax.models import layers, load_pretrained
+    from prompt_jax.training import packing, train
 
     pre = load_pretrained(model_source(shape, args.real), dtype=args.dtype,
                           param_dtype=args.dtype)

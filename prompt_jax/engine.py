@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from prompt_jax import packing, partitioning, prompts, scoring
+from prompt_jax import partitioning, prompts, scoring
 from prompt_jax.models import REAL_MODELS, fetch, load_pretrained, load_tokenizer
 from prompt_jax.models.base import Backbone, Params
+from prompt_jax.training import packing
 
 
 def model_source(name: str) -> str:
@@ -352,7 +353,7 @@ def initial_prompt(loaded: LoadedModel, task: TaskHandle, init: str, length: int
         return prompts.text(loaded.embed, tok(init_text, add_special_tokens=False)["input_ids"],
                             length)
     if init == "from_array":
-        from prompt_jax.prompt_io import load_prompt_for
+        from prompt_jax.prompts.files import load_prompt_for
 
         loaded_prompt = load_prompt_for(model, init_prompt)
         return prompts.from_array(loaded_prompt.array, model.d_model, length, init_prompt,

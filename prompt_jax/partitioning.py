@@ -1,8 +1,9 @@
 """Device meshes and the ONE table mapping logical axis names to mesh axes.
 
-Parameters carry logical axis names (see `models.layers.LOGICAL_AXES`); this module turns them
-into `NamedSharding`s over a ('data', 'model') mesh. The soft prompt and the optimizer state are
-replicated; batches are split over 'data'; large frozen matrices are split over 'model'.
+Parameters carry logical axis names (`LOGICAL_AXES`, defined here beside their rules); this
+module turns them into `NamedSharding`s over a ('data', 'model') mesh. The soft prompt and the
+optimizer state are replicated; batches are split over 'data'; large frozen matrices are split
+over 'model'.
 """
 
 from __future__ import annotations
@@ -14,29 +15,27 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from prompt_jax.models.layers import LOGICAL_AXES
-
 log = logging.getLogger(__name__)
 
 MESH_AXES = ("data", "model")
 
-# logical axis -> mesh axis (None = replicated). Every name in LOGICAL_AXES appears here once.
+# Every logical axis name a parameter or a large activation may carry, and the mesh axis it maps
+# to (None = replicated): the ONE rules table.
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("batch", "data"),
     ("vocab", "model"),
-    ("mlp", "model"),
+    ("mlp", "model"),  # FFN hidden width
     ("heads", "model"),
-    ("embed", None),
-    ("kv", None),
-    ("layers", None),
+    ("embed", None),  # d_model
+    ("kv", None),  # per-head width
+    ("layers", None),  # stacked (scanned) transformer blocks
     ("length", None),
     ("prompt", None),
-    ("relpos_buckets", None),
-    ("abspos", None),
-    ("token_types", None),
+    ("relpos_buckets", None),  # T5 relative position buckets
+    ("abspos", None),  # learned absolute positions (BERT / RoBERTa)
+    ("token_types", None),  # BERT segment ids
 )
-
-assert sorted(n for n, _ in LOGICAL_AXIS_RULES) == sorted(LOGICAL_AXES)
+LOGICAL_AXES: tuple[str, ...] = tuple(name for name, _ in LOGICAL_AXIS_RULES)
 
 
 def make_mesh(data: int | None = None, model: int = 1,

@@ -343,7 +343,7 @@ def task_tune(config, projector: ProjectorConfig, params: Params, source_prompt,
       ValueError: the source prompt does not fit the projector, or the projector's target
         width is not the model's (naming both).
     """
-    from prompt_jax import loop, run, train
+    from prompt_jax.training import loop, run, train
 
     source = jnp.asarray(source_prompt, jnp.float32)  # [P_s, d_s]
     check_prompt(projector, source.shape)
@@ -414,7 +414,7 @@ def save_projector(path: str | os.PathLike, config: ProjectorConfig, params: Par
     """
     from safetensors.numpy import save_file
 
-    from prompt_jax.prompt_formats import write_atomic
+    from prompt_jax.prompts.formats import write_atomic
 
     path = projector_path(path)
     sidecar = path.with_suffix(".json")
@@ -437,7 +437,7 @@ def load_projector(path: str | os.PathLike) -> SavedProjector:
       ValueError: the sidecar is not a projector's, or a tensor is missing, extra or of the
         wrong shape (naming the file, the key and both shapes).
     """
-    from prompt_jax.safetensors_file import open_safetensors
+    from prompt_jax.prompts.safetensors_file import open_safetensors
 
     path = projector_path(path)
     sidecar = path.with_suffix(".json")

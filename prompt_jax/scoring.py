@@ -9,7 +9,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from prompt_jax import packing, partitioning, prompts
+from prompt_jax import partitioning, prompts
+from prompt_jax.training import packing
 
 
 def candidate_scores(model, params, prompt, batch, candidates, placement, *,
@@ -32,12 +33,12 @@ def candidate_scores(model, params, prompt, batch, candidates, placement, *,
     A single [P, H] prefix prompt, or a PromptSet of prefix prompts, on a backbone that
     `shares_prefix` (decoder-only models) is computed once per batch (once per prompt of the
     set) rather than once per row: same result, fewer FLOPs. A packed batch
-    (`prompt_jax.packing`) also skips the rows' padding. Each row gets the scores it would get
-    in a batch of its own.
+    (`training.packing`) also skips the rows' padding. Each row gets the scores it would get in
+    a batch of its own.
     """
     ids, cmask = candidates
     kwargs = {"deterministic": deterministic, "rngs": rngs}
-    if packing.is_packed(batch):  # several examples per row (see prompt_jax.packing)
+    if packing.is_packed(batch):  # several examples per row (see prompt_jax.training.packing)
         if isinstance(prompt, prompts.PromptSet):
             raise ValueError("a packed batch takes one [P, H] prefix prompt, not a PromptSet: "
                              "packed rows share one prefix's keys and values; score a "

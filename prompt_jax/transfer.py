@@ -34,8 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from prompt_jax import engine, indicators, loop, run
-from prompt_jax.train import OptimizerConfig
+from prompt_jax import engine, indicators
+from prompt_jax.training import loop, run
+from prompt_jax.training.train import OptimizerConfig
 
 NO_PROMPT = "none"  # control row: the hand-written template alone
 RANDOM_PROMPT = "random"  # control row: a random prompt of the sources' mean norm
@@ -139,7 +140,7 @@ def train_sources(loaded: engine.LoadedModel, tasks: Sequence[str], out_dir: str
 def load_prompts(loaded: engine.LoadedModel, paths: Mapping[str, str | Path]
                  ) -> dict[str, np.ndarray]:
     """name -> [P, H] prompt, from files in any format `prompt_io` reads."""
-    from prompt_jax.prompt_io import load_prompt_for
+    from prompt_jax.prompts.files import load_prompt_for
 
     return {name: np.asarray(load_prompt_for(loaded.model, str(p)).array, np.float32)
             for name, p in paths.items()}
@@ -673,8 +674,8 @@ def domain_shift(loaded: engine.LoadedModel, prompt: np.ndarray, tuned_params: C
 def restore_tuned_params(loaded: engine.LoadedModel, config: run.RunConfig):
     """The params of a finished model-tuning run (`config.tune == "model"`), from its last
     checkpoint."""
-    from prompt_jax import train
-    from prompt_jax.checkpoints import TrainCheckpoints
+    from prompt_jax.training import train
+    from prompt_jax.training.checkpoints import TrainCheckpoints
 
     like = train.init_state(loaded.params, train.make_optimizer(config.optimizer), config.seed)
     manager = TrainCheckpoints(Path(config.output_dir) / "checkpoints")

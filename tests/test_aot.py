@@ -6,7 +6,8 @@ from __future__ import annotations
 import jax
 import pytest
 
-from prompt_jax import aot, partitioning
+from prompt_jax import partitioning
+from prompt_jax.training import aot
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax.checkpoints import CheckpointRestoreError, TrainCheckpoints
+from prompt_jax.training.checkpoints import CheckpointRestoreError, TrainCheckpoints
 
 
 def _state(step):
@@ -69,7 +69,7 @@ def test_restore_latest_returns_the_newest_step_exactly(saved):
 @pytest.mark.parametrize("damage", sorted(ARRAY_DATA))
 def test_damaged_newest_step_falls_back_to_the_previous_one(saved, damage, caplog):
     assert _corrupt(saved.directory / "4", ARRAY_DATA[damage]) > 0
-    with caplog.at_level(logging.WARNING, logger="prompt_jax.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="prompt_jax.training.checkpoints"):
         state, step = saved.restore_latest(_state(0))
     assert step == 2
     _assert_same(state, _state(2))

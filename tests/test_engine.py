@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import engine, loop, partitioning, prompts, run, train
+from prompt_jax import engine, partitioning, prompts
 from prompt_jax.models import convert
+from prompt_jax.training import loop, run, train
 from tests.test_interface import TINY
 from tests.test_train_step import _batch, _expressive
 
@@ -127,7 +128,7 @@ def test_an_output_folder_holds_one_run(tmp_path):
 
 
 def test_cli_train_refuses_a_folder_with_a_run_unless_told(tiny_llama, tmp_path, capsys):
-    from prompt_jax import cli
+    from prompt_jax.commands import cli
 
     out = tmp_path / "run"
     args = ["train", "--gin_file", "test/tiny.gin", "--model", str(tiny_llama),

@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from prompt_jax import engine, prompts, tasks, train
+from prompt_jax import engine, prompts, tasks
+from prompt_jax.training import train
 
 SHARED = tasks.data_root()
 HEADS = {  # folder -> (file copied from, file written, header lines kept), ...

@@ -17,7 +17,7 @@ import transformers
 
 from prompt_jax import prompts
 from prompt_jax.models import CheckpointError, Gemma3, load_pretrained
-from prompt_jax.prompt_io import save_prompt
+from prompt_jax.prompts.files import save_prompt
 from tests.hf_models import load_reference, save_tiny
 
 ATOL = 1e-4

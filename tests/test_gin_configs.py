@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from prompt_jax import demo, gin_config, run
+from prompt_jax.commands import demo, gin_config
+from prompt_jax.training import run
 
 ROOT = Path(__file__).resolve().parent.parent
 GIN_FILES = sorted(p.relative_to(gin_config.GIN_DIR).as_posix()

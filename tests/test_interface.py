@@ -23,8 +23,8 @@ from prompt_jax.models import (
     RobertaConfig,
     T5Config,
 )
-from prompt_jax.models.layers import LOGICAL_AXES
 from prompt_jax.models.t5 import relative_position_buckets
+from prompt_jax.partitioning import LOGICAL_AXES
 
 TINY = {
     "t5": lambda **kw: T5(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2,

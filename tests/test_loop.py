@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from prompt_jax import loop, partitioning, prompts, train
+from prompt_jax import partitioning, prompts
+from prompt_jax.training import loop, train
 from tests.test_interface import TINY
 from tests.test_train_step import _batch, _expressive
 

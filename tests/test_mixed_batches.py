@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import prompts, scoring, train
+from prompt_jax import prompts, scoring
 from prompt_jax.models import (
     T5,
     Gemma3,
@@ -21,6 +21,7 @@ from prompt_jax.models import (
     T5Config,
 )
 from prompt_jax.tasks import FAMILY_STYLE
+from prompt_jax.training import train
 from tests.test_interface import TINY
 from tests.test_train_step import _expressive
 

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from prompt_jax import cli, distributed
+from prompt_jax import distributed
+from prompt_jax.commands import cli
 from prompt_jax.tasks import registry
 from prompt_jax.tasks.readers import data_root
 
@@ -50,7 +51,7 @@ def hook(event, args):
         record.write(os.path.relpath(path, under) + "\\n")
 
 sys.addaudithook(hook)
-from prompt_jax.cli import main
+from prompt_jax.commands.cli import main
 main(sys.argv[1:])
 """
 

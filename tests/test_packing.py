@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import packing, partitioning, prompts, scoring, train
+from prompt_jax import partitioning, prompts, scoring
+from prompt_jax.training import packing, train
 from tests.test_interface import TINY
 from tests.test_train_step import _expressive
 

@@ -11,8 +11,9 @@ import torch
 from peft import PromptTuningConfig, TaskType, get_peft_model
 
 from benchmarks.peft_vs_prompt_jax import learning_rates, peft_loss
-from prompt_jax import packing, partitioning, train
+from prompt_jax import partitioning
 from prompt_jax.models import load_pretrained
+from prompt_jax.training import packing, train
 from tests.hf_models import load_reference, save_tiny
 
 B, T, P, STEPS, LR = 4, 8, 3, 6, 3e-2

@@ -10,7 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import cli, engine, projector_commands, projectors, prompt_io, run, train
+from prompt_jax import engine, projectors
+from prompt_jax.commands import cli, projector_commands
+from prompt_jax.prompts import files as prompt_io
+from prompt_jax.training import run, train
 
 SOURCE_WIDTH = 48  # the tiny target Llama is 32 wide
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_jax import cli
-from prompt_jax.prompt_io import load_prompt
-from prompt_jax.prompt_registry import identify, list_prompts, parse_transferability_name
+from prompt_jax.commands import cli
+from prompt_jax.prompts.files import load_prompt
+from prompt_jax.prompts.registry import identify, list_prompts, parse_transferability_name
 from tests.shared_prompts import shared_prompts_dir
 
 SHARED = shared_prompts_dir()

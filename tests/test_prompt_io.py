@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from prompt_jax.models import T5, Llama, LlamaConfig, Roberta, RobertaConfig, T5Config
-from prompt_jax.prompt_io import (
+from prompt_jax.prompts.files import (
     LoadedPrompt,
     PromptFormatError,
     PromptShapeError,

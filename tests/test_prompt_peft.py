@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from prompt_jax.prompt_io import PromptFormatError, load_prompt, save_prompt
+from prompt_jax.prompts.files import PromptFormatError, load_prompt, save_prompt
 
 
 def _tiny(kind: str):

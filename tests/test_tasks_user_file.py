@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prompt_jax import cli
+from prompt_jax.commands import cli
 from prompt_jax.tasks import (
     batches,
     candidates,
@@ -171,11 +171,11 @@ TF_LINES = ("oneDNN", "cuInit", "TF_ENABLE", "tensorflow", "cuda drivers", "absl
 
 
 def test_the_cli_prints_our_lines_only():
-    done = _cli("-m", "prompt_jax.cli", "tasks")
+    done = _cli("-m", "prompt_jax", "tasks")
     assert done.returncode == 0 and "sst2" in done.stdout
     assert not [x for x in done.stderr.splitlines() if any(t in x for t in TF_LINES)], done.stderr
     # A command that runs pipelines imports TensorFlow: quietly, and our error still shows.
-    done = _cli("-m", "prompt_jax.cli", "eval", "--task", "nope", "--model", "x")
+    done = _cli("-m", "prompt_jax", "eval", "--task", "nope", "--model", "x")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "prompt-jax eval: error: \"unknown task 'nope'; known tasks: "

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from prompt_jax import cli
-from prompt_jax.gin_config import find_gin_file
+from prompt_jax.commands import cli
+from prompt_jax.commands.gin_config import find_gin_file
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "tpu_scripts"

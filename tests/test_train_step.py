@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import partitioning, prompts, scoring, train
+from prompt_jax import partitioning, prompts, scoring
+from prompt_jax.training import train
 from tests.test_interface import TINY
 
 B, T, K, P = 8, 6, 2, 4

@@ -144,7 +144,7 @@ def test_on_reads_the_label_position_so_the_input_text_matters(loaded):
 
 
 def test_domain_shift_scores_the_prompt_and_the_tuned_model(loaded, tmp_path):
-    from prompt_jax import transfer_commands
+    from prompt_jax.commands import transfer_commands
 
     recipe = SourceRecipe(steps=2, prompt_length=4, eval_limit=8)
     transfer.train_sources(loaded, ["sst2"], tmp_path, recipe)
@@ -175,7 +175,7 @@ def jax_leaves(tree):
 
 
 def _matrix_command(model: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "prompt_jax.cli", "transfer", "matrix", "--model", str(model),
+    return [sys.executable, "-m", "prompt_jax", "transfer", "matrix", "--model", str(model),
             "--out", str(out), "--sources", "sst2,trec", "--targets", "sst2,trec,rte",
             "--steps", "3", "--prompt_length", "6", "--limit", "16"]
 
@@ -237,7 +237,7 @@ def test_init_runs_start_from_the_given_prompt_and_are_read_back(loaded, tmp_pat
 
 def test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored(
         loaded, tmp_path, capsys):
-    from prompt_jax import transfer_commands
+    from prompt_jax.commands import transfer_commands
 
     recipe = SourceRecipe(steps=2, prompt_length=4, eval_limit=8)
     kwargs = dict(recipe=recipe, seeds=(0,), eval_every=1, eval_limit=8, brief=recipe)
@@ -255,7 +255,7 @@ def test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored
 
 
 def test_transfer_commands_say_what_they_need(tmp_path, capsys):
-    from prompt_jax import cli
+    from prompt_jax.commands import cli
 
     for action, flag in (("sources", "--sources"), ("matrix", "--sources"), ("init", "--target"),
                          ("domain-shift", "--targets")):
@@ -273,7 +273,7 @@ def test_a_target_without_a_local_validation_split_is_scored_on_test():
 
 
 def test_sources_table_shows_each_prompts_own_score(tmp_path):
-    from prompt_jax import transfer_commands
+    from prompt_jax.commands import transfer_commands
 
     for name, accuracy in (("sst2", 0.875), ("trec", 0.5)):
         transfer.write_json(tmp_path / "sources" / f"{name}.json",

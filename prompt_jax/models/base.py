@@ -31,7 +31,7 @@ class Backbone(Protocol):
     prompt_style: str  # task template style: "t5" | "mlm" | "causal" (tasks.FAMILY_STYLE)
     default_placement: str  # where a soft prompt goes: "prefix" | "after_bos"
     shares_prefix: bool  # `score` / `hidden_states` accept `prefix=` (computed once per batch)
-    packs: bool  # `score_packed`: several examples per row (see prompt_jax.packing)
+    packs: bool  # `score_packed`: several examples per row (see prompt_jax.training.packing)
 
     @property
     def d_model(self) -> int: ...
@@ -105,7 +105,7 @@ class Backbone(Protocol):
     def score_packed(self, params: Params, embeds: jax.Array, segment_ids: jax.Array,
                      positions: jax.Array, last: jax.Array, candidate_ids: jax.Array,
                      candidate_mask: jax.Array, **kwargs) -> jax.Array:
-        """`score` [B, C] of B examples packed into rows (see `prompt_jax.packing`), when
+        """`score` [B, C] of B examples packed into rows (see `prompt_jax.training.packing`), when
         `packs`."""
 
     def pack_keys_per_token(self) -> float:

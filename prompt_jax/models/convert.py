@@ -35,8 +35,8 @@ from prompt_jax.models.gemma3 import Gemma3, Gemma3Config
 from prompt_jax.models.llama import Llama, LlamaConfig
 from prompt_jax.models.roberta import Roberta, RobertaConfig
 from prompt_jax.models.t5 import T5, T5Config
-from prompt_jax.safetensors_file import open_safetensors
-from prompt_jax.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
+from prompt_jax.prompts.safetensors_file import open_safetensors
+from prompt_jax.prompts.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Building blocks shared by the backbone families.
 
 Every parameter is created through `with_axes`, so it carries logical axis names (see
-`LOGICAL_AXES`); `partitioning.py` maps those names onto a device mesh. Computation runs in
-`dtype`, parameters are stored in `param_dtype`; norms and softmax always run in float32.
+`partitioning.LOGICAL_AXES`), which `partitioning.py` maps onto a device mesh. Computation runs
+in `dtype`, parameters are stored in `param_dtype`; norms and softmax always run in float32.
 """
 
 from __future__ import annotations
@@ -16,21 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Every logical axis name a parameter or a large activation may carry.
-LOGICAL_AXES = (
-    "layers",  # stacked (scanned) transformer blocks
-    "vocab",
-    "embed",  # d_model
-    "mlp",  # FFN hidden width
-    "heads",
-    "kv",  # per-head width
-    "relpos_buckets",  # T5 relative position buckets
-    "abspos",  # learned absolute positions (BERT / RoBERTa)
-    "token_types",  # BERT segment ids
-    "batch",
-    "length",
-    "prompt",
-)
+from prompt_jax.partitioning import LOGICAL_AXES
 
 # Added to attention logits of masked positions. Finite so that fully masked rows stay finite.
 MASK_VALUE = -1e9

@@ -210,8 +210,8 @@ class LlamaModule(nn.Module):
         `prefix_kv` ([L, 1, P, K, D] each, shared by all rows, or [L, B, P, K, D], one prefix
         per row): keys and values of a prefix (see `Llama.prefix_kv`), visible to every
         position except where `prefix_mask` ([B, P], default all 1) is 0. `segment_ids`
-        [B, T]: packed rows (see `prompt_jax.packing`), each token attending only within its
-        own segment; `mask` is then ignored.
+        [B, T]: packed rows (see `training.packing`), each token attending only within its own
+        segment; `mask` is then ignored.
         """
         cfg = self.config
         bias = decoder_attention_bias(mask, segment_ids, prefix_kv, prefix_mask)
@@ -257,7 +257,7 @@ class Llama(FlaxBackbone):
     prompt_style = "causal"
     default_placement = "prefix"
     shares_prefix = True  # `score` / `hidden_states` accept `prefix=`: a prompt computed once
-    packs = True  # `score_packed`: several examples per row (see prompt_jax.packing)
+    packs = True  # `score_packed`: several examples per row (see prompt_jax.training.packing)
 
     def __init__(self, config: LlamaConfig):
         self.config = config
@@ -417,7 +417,7 @@ class Llama(FlaxBackbone):
 
     def score_packed(self, params, embeds, segment_ids, positions, last, candidate_ids,
                      candidate_mask, *, prefix=None, deterministic=True, rngs=None):
-        """`score` [B, C] of B examples packed into R rows (see `prompt_jax.packing`).
+        """`score` [B, C] of B examples packed into R rows (see `prompt_jax.training.packing`).
 
         Args:
           embeds: [R, S, H] the packed rows' token embeddings.

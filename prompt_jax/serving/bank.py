@@ -243,7 +243,8 @@ class PromptBank:
         """Adds a saved prompt (any format `prompt_io` reads) with its sidecar's task, template
         and model; `name` defaults to the file's stem, `task` to the sidecar's (or the stem,
         when that is a registered task)."""
-        from prompt_jax import prompt_io, tasks
+        from prompt_jax import tasks
+        from prompt_jax.prompts import files as prompt_io
 
         path = Path(path)
         loaded = prompt_io.load_prompt(path)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax import partitioning, prompts, scoring
-from prompt_jax.prompt_bank import BankArrays, BankEntry, PromptBank
+from prompt_jax.serving.bank import BankArrays, BankEntry, PromptBank
 
 OVERLONG = ("truncate", "reject")
 

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from prompt_jax import serve_commands
+from prompt_jax.commands import serve_commands
 
 # Our lines only: TensorFlow (which runs the data pipelines) logs its build and device probing
 # on import unless told not to. Set before anything imports it; a user's own value wins.
@@ -71,21 +71,21 @@ def _info(args) -> None:
 
 
 def _demo(args) -> None:
-    from prompt_jax import demo
+    from prompt_jax.commands import demo
 
     demo.main(demo.with_overrides(data=args.data, steps=args.steps, eval_limit=args.eval_limit,
                                   output_dir=args.output_dir))
 
 
 def _prompts_ls(args) -> None:
-    from prompt_jax.prompt_registry import format_listing, list_prompts
+    from prompt_jax.prompts.registry import format_listing, list_prompts
 
     print(format_listing(list_prompts(args.path)))
 
 
 def _prompts_convert(args) -> None:
-    from prompt_jax import prompt_io
-    from prompt_jax.prompt_registry import BACKBONES, identify
+    from prompt_jax.prompts import files as prompt_io
+    from prompt_jax.prompts.registry import BACKBONES, identify
 
     prompt = prompt_io.load_prompt(args.src)
     known = identify(prompt_io.split_spec(args.src)[0], prompt.array.shape)
@@ -216,7 +216,7 @@ def _add_run_flags(p) -> None:
 
 
 def _run_config(args):
-    from prompt_jax import gin_config
+    from prompt_jax.commands import gin_config
 
     define_task_from_flags(args)
     overrides = {flag[2:]: getattr(args, flag[2:]) for flag, _, _ in _RUN_FLAGS}
@@ -226,7 +226,8 @@ def _run_config(args):
 def _write_config(config) -> None:
     from pathlib import Path
 
-    from prompt_jax import distributed, gin_config
+    from prompt_jax import distributed
+    from prompt_jax.commands import gin_config
 
     if not distributed.is_primary():
         return
@@ -236,7 +237,7 @@ def _write_config(config) -> None:
 
 
 def _train(args) -> None:
-    from prompt_jax import loop, run
+    from prompt_jax.training import loop, run
 
     config = _run_config(args)
     _start_distributed(args)
@@ -248,7 +249,7 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
-    from prompt_jax import run
+    from prompt_jax.training import run
 
     config = _run_config(args)
     _start_distributed(args)
@@ -258,7 +259,7 @@ def _eval(args) -> None:
 
 
 def _infer(args) -> None:
-    from prompt_jax import run
+    from prompt_jax.training import run
 
     config = _run_config(args)
     _start_distributed(args)
@@ -327,7 +328,8 @@ def _names(text: str) -> list[str]:
 def _transfer(args) -> None:
     from pathlib import Path
 
-    from prompt_jax import engine, transfer, transfer_commands
+    from prompt_jax import engine, transfer
+    from prompt_jax.commands import transfer_commands
     from prompt_jax.transfer import SourceRecipe
 
     needs = {"sources": "sources", "matrix": "sources", "init": "target",
@@ -413,7 +415,7 @@ def _add_transfer_parser(sub) -> None:
 
 
 def _project(args) -> None:
-    from prompt_jax import projector_commands
+    from prompt_jax.commands import projector_commands
 
     if args.action == "apply":
         if not (args.projector and args.prompt and args.output):
@@ -434,7 +436,8 @@ def _project(args) -> None:
             source_backbone=args.source_backbone, target_backbone=args.target_backbone,
             overwrite=args.overwrite)
     else:  # task
-        from prompt_jax import gin_config, loop
+        from prompt_jax.commands import gin_config
+        from prompt_jax.training import loop
 
         missing = [f"--{name}" for name in ("model", "task", "source_prompt")
                    if not getattr(args, name)]

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import gin
 
-from prompt_jax.run import RunConfig
-from prompt_jax.train import OptimizerConfig
+from prompt_jax.training.run import RunConfig
+from prompt_jax.training.train import OptimizerConfig
 
 gin.external_configurable(RunConfig, module="prompt_jax")
 gin.external_configurable(OptimizerConfig, module="prompt_jax")
 
-GIN_DIR = Path(__file__).resolve().parent.parent / "gin_configs"
+GIN_DIR = Path(__file__).resolve().parents[2] / "gin_configs"
 
 
 def find_gin_file(name: str) -> Path:

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from prompt_jax.prompt_io import PEFT_CONFIG, load_prompt, sidecar_path, sniff
+from prompt_jax.prompts.files import PEFT_CONFIG, load_prompt, sidecar_path, sniff
 
 
 @dataclasses.dataclass(frozen=True)

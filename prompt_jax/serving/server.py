@@ -30,7 +30,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from prompt_jax.serving import EncodedRow, MixedClassifier, PromptChanged
+from prompt_jax.serving.classifier import EncodedRow, MixedClassifier, PromptChanged
 
 
 @dataclasses.dataclass(frozen=True)

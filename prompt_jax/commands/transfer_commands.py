@@ -256,7 +256,7 @@ def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str]
     """The source task's prompt (from the matrix's sources) and the model tuned on the same
     task (every weight, AdamW at `learning_rate`, `tuning`'s steps and batch), each zero-shot
     on the targets."""
-    from prompt_jax.train import OptimizerConfig
+    from prompt_jax.training.train import OptimizerConfig
 
     prompt = transfer.load_prompts(loaded, _prompt_files(out, [source]))[source]
     config = tuning.config(loaded.name, source, (runs or out / "runs") / f"model-{source}",

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from prompt_jax.prompt_formats import (
+from prompt_jax.prompts.formats import (
     PEFT_CONFIG,
     PEFT_OPTIONS,
     PEFT_WEIGHTS,
@@ -53,7 +53,7 @@ from prompt_jax.prompt_formats import (
     write_npy,
     write_peft,
 )
-from prompt_jax.torch_pickle import load_torch_file, save_torch_file
+from prompt_jax.prompts.torch_pickle import load_torch_file, save_torch_file
 
 __all__ = [
     "PEFT_CONFIG", "PEFT_OPTIONS", "PEFT_WEIGHTS", "SIDECAR_FIELDS", "WRITABLE_FORMATS",

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from prompt_jax import projectors
-from prompt_jax.prompt_io import load_prompt, save_prompt
+from prompt_jax.prompts.files import load_prompt, save_prompt
 
 PAIR_FOLDERS = ("source", "target")
 
@@ -147,7 +147,7 @@ def task_tune_from_file(config, source_prompt: str, *, kind: str = "flat", hidde
     Returns:
       The run's summary (with the projector's path).
     """
-    from prompt_jax import loop, run
+    from prompt_jax.training import loop, run
 
     source = load_prompt(source_prompt)
     loop.claim_output_dir(config.output_dir, resume=resume, overwrite=overwrite)

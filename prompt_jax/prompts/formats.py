@@ -17,8 +17,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from prompt_jax.safetensors_file import open_safetensors
-from prompt_jax.torch_pickle import load_torch_file
+from prompt_jax.prompts.safetensors_file import open_safetensors
+from prompt_jax.prompts.torch_pickle import load_torch_file
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")

@@ -26,8 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from prompt_jax import distributed
-from prompt_jax.checkpoints import TrainCheckpoints
-from prompt_jax.train import TrainState
+from prompt_jax.training.checkpoints import TrainCheckpoints
+from prompt_jax.training.train import TrainState
 
 log = logging.getLogger(__name__)
 

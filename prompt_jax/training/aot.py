@@ -24,9 +24,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 
-from prompt_jax import partitioning, train
+from prompt_jax import partitioning
 from prompt_jax.models import T5, Llama, LlamaConfig, T5Config
 from prompt_jax.models.base import Backbone
+from prompt_jax.training import train
 
 # A param at least this large that is whole on every device is reported as replicated.
 LARGE_BYTES = 1 << 20

@@ -7,8 +7,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from prompt_jax import run
-from prompt_jax.train import OptimizerConfig
+from prompt_jax.training import run
+from prompt_jax.training.train import OptimizerConfig
 
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
 # Other hand-written templates the demo also scores zero-shot (benchmarks/results.py's), so

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from prompt_jax import distributed, engine, loop, partitioning, prompts, train
+from prompt_jax import distributed, engine, partitioning, prompts
+from prompt_jax.training import loop, train
 
 TUNES = ("prompt", "model")
 
@@ -51,7 +52,7 @@ class RunConfig:
     max_input_length: int = 128  # input tokens, the prompt not included
     dropout: bool = False
     seed: int = 0
-    pack: bool = True  # several examples per row where that pays (see prompt_jax.packing)
+    pack: bool = True  # several examples per row where that pays (see prompt_jax.training.packing)
     # evaluation, logging, checkpoints
     eval_split: str = "validation"
     eval_batch_size: int = 32
@@ -203,7 +204,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     Returns:
       (the summary also written to `summary.json`, the trained pytree at the last step).
     """
-    from prompt_jax.prompt_io import save_prompt
+    from prompt_jax.prompts.files import save_prompt
 
     out = Path(config.output_dir)
     loop.claim_output_dir(out, resume=resume, overwrite=overwrite)  # before anything is read
@@ -274,7 +275,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
 
 
 def _load_prompt(loaded: engine.LoadedModel, path: str) -> jax.Array:
-    from prompt_jax.prompt_io import load_prompt_for
+    from prompt_jax.prompts.files import load_prompt_for
 
     return jnp.asarray(load_prompt_for(loaded.model, path).array)
 

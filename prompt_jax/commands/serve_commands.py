@@ -39,8 +39,8 @@ def load_bank(model: str, bank_dir: str, args, *, dtype: str = "float32", mesh_d
               mesh_model: int = 1, max_input_length: int = 128):
     """Loads the model once, fills a bank from `bank_dir` and returns its classifier."""
     from prompt_jax import engine
-    from prompt_jax.prompt_bank import PromptBank
-    from prompt_jax.serving import Buckets, MixedClassifier
+    from prompt_jax.serving.bank import PromptBank
+    from prompt_jax.serving.classifier import Buckets, MixedClassifier
 
     loaded = engine.load_model(model, dtype=dtype, mesh_data=mesh_data, mesh_model=mesh_model)
     bank = PromptBank(loaded, slots=args.slots,
@@ -54,7 +54,7 @@ def infer_bank(args, config) -> None:
     """`prompt-jax infer --bank DIR --input requests.jsonl`: JSON lines in, JSON lines out."""
     from tqdm import tqdm
 
-    from prompt_jax import serving
+    from prompt_jax.serving import classifier as serving
 
     classifier = load_bank(config.model, args.bank, args, dtype=config.dtype,
                            mesh_data=config.mesh_data, mesh_model=config.mesh_model,
@@ -82,7 +82,7 @@ def infer_bank(args, config) -> None:
 
 def serve(args) -> None:
     """`prompt-jax serve --model M --bank DIR`: the HTTP server (127.0.0.1 by default)."""
-    from prompt_jax import server
+    from prompt_jax.serving import server
 
     if not args.bank:
         raise ValueError("serve needs --bank (a folder of saved prompts)")

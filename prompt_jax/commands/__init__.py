@@ -1,0 +1,1 @@
+"""The command line: `cli` builds the parser; one module per command group."""
