@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+from prompt_jax.provenance import write_result
+
 RESULTS = Path(__file__).resolve().parent / "results" / "aot_memory.json"
 
 
@@ -90,7 +92,7 @@ def main() -> None:
         result = json.loads(out.read_text())
     else:
         result = measure(args)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(out, result)
     block = table(result)
     print(block)
     if args.readme:

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 
-
-def cpu_name() -> str:
-    """The processor's model name (Linux /proc/cpuinfo), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from prompt_jax.provenance import cpu_name
 
 
 def describe() -> dict:

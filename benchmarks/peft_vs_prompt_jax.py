@@ -57,6 +57,8 @@ import sys
 import time
 from pathlib import Path
 
+from prompt_jax.provenance import write_result
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEDULES = ("constant", "cosine")  # the rates both sides can take (train.make_schedule's)
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
@@ -254,8 +256,7 @@ def main() -> None:
         done.append((seed, eps))
         result = _result(args, done, per_run)
         if output:  # after every run, so that a long run interrupted keeps what it did
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            Path(output).write_text(json.dumps(result, indent=1) + "\n")
+            write_result(output, result, indent=1)
         print("\n" + table(result), flush=True)
 
 

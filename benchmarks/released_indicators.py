@@ -49,6 +49,7 @@ import numpy as np
 from prompt_jax import indicators
 from prompt_jax.prompts.files import load_prompt
 from prompt_jax.prompts.registry import parse_transferability_name, read_result
+from prompt_jax.provenance import write_result
 from prompt_jax.transfer import EMBEDDING_INDICATORS, correlations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -313,7 +314,7 @@ def command_line(doc: str, evaluate_fn, markdown_fn, output_path: Path, script: 
             sys.exit(f"{args.prompts}: no {PROMPTS_FOLDER}/ folder; pass --prompts")
         result = evaluate_fn(args.prompts)
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(dumps(result))
+        write_result(output, result, dumps=dumps)
     else:
         if not output.is_file():
             sys.exit(f"{output}: not written yet; run `{script} run` first")

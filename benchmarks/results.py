@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prompt_jax.provenance import write_result
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CURVE_BATCHES = 6  # x eval batch 32 = the first 192 validation examples
@@ -202,8 +204,7 @@ def run_row(task: str, row: str, model: str = DEFAULT_MODEL) -> None:
               else run_training(task, row, model))
     result["wall_seconds"] = time.perf_counter() - t0
     path = results_dir(model) / task / f"{row}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(path, result, indent=1)
     print(f"{task} / {row}: {result['final']['accuracy']:.1%} -> {path}", flush=True)
 
 

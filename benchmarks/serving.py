@@ -31,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+from prompt_jax.provenance import write_result
+
 RESULTS = Path(__file__).resolve().parent / "results"
 WORDS = ("the film was a witty gorgeous mess of boring long scenes and great acting but "
          "the plot felt thin").split()
@@ -265,8 +267,7 @@ def measure(args, out: Path) -> dict:
               "latency": latency(classifier, names, args)}
     result["compilations_after_warm_up"] = classifier.compilations_since_warm_up
     result["wall_seconds"] = time.perf_counter() - started
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result)
     print(f"-> {out}")
     return result
 

@@ -57,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prompt_jax.provenance import write_result
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = Path(os.environ.get("PROMPT_JAX_BENCH_CACHE", "/tmp/prompt_jax_bench"))
@@ -692,8 +694,7 @@ def main() -> None:
         rows = {side: child(args, side, shape) for side in sides}
         result["shapes"][shape] = compare(shape, rows, args, result["peak"])
         if output:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            Path(output).write_text(json.dumps(result, indent=1) + "\n")
+            write_result(output, result, indent=1)
         print(table(result), flush=True)
     if args.readme:
         from readme_block import write_block

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from prompt_jax import distributed, engine, partitioning, prompts
+from prompt_jax import distributed, engine, partitioning, prompts, provenance
 from prompt_jax.training import loop, train
 
 TUNES = ("prompt", "model")
@@ -270,7 +270,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
                                             score=result.last_metrics), **extra})
         summary.update(prompt=str(out / "prompt.npy"), best_prompt=str(out / "best_prompt.npy"))
     if primary:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        provenance.write_result(out / "summary.json", summary)
     return summary, result.state.trainable
 
 
