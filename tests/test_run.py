@@ -126,12 +126,21 @@ def test_demo_prints_the_table_and_saves_the_prompt(tiny_llama, tmp_path, capsys
     table = [line for line in printed.splitlines() if line.startswith("| ")]
     assert table[0] == "| method | accuracy | macro-F1 | trainable params | training time |"
     zero, tuned = table[1], table[2]
-    assert zero.startswith("| hand-written prompt, zero-shot | "
-                           f"{result['zero_shot']['accuracy']:.1%} |")
+    assert zero.startswith("| hand-written prompt, zero-shot, best of 3 templates")
+    assert f"(`{demo._template_text(result['best_template'])}`) | " in zero
+    assert f" | {result['zero_shot']['accuracy']:.1%} |" in zero
     assert tuned.startswith("| soft prompt (20 tokens, 4 steps) | "
-                            f"{result['final']['accuracy']:.1%} |")
+                            f"{result['soft_prompt']['final']['accuracy']:.1%} |")
     assert f"| {20 * 32:,} |" in tuned  # 20 vectors of the tiny model's width 32
-    prompt = Path(result["prompt"])
+    # the templates were ranked on the sample, the winner scored (here the same 16 rows)
+    assert [r["examples"] for r in result["templates"]] == [16, 16, 16]
+    best = max(result["templates"], key=lambda r: r["accuracy"])
+    assert result["best_template"] == best["template"]
+    assert result["zero_shot"]["accuracy"] == best["accuracy"]
+    stored = json.loads((out / "demo.json").read_text())
+    assert stored["total_seconds"] > stored["zero_shot_seconds"] > 0
+    assert stored["provenance"]["machine"]["cores"] >= 1
+    prompt = Path(result["soft_prompt"]["prompt"])
     assert f"The trained prompt is {prompt.resolve()}" in printed
     assert np.load(prompt).shape == (20, 32)
     assert json.loads(prompt.with_suffix(".json").read_text())["length"] == 20

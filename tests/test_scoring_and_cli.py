@@ -109,6 +109,7 @@ def test_demo_zero_shot_then_prompt_tuning_on_the_real_model(smollm2_gguf, tmp_p
     result = demo.main(demo.with_overrides(steps=2, eval_limit=48, checkpoint_every=2,
                                            output_dir=str(tmp_path / "demo")))
     assert result["zero_shot"]["accuracy"] >= 0.65  # 78.6% on the full split; chance is 50%
-    assert result["steps"] == 2 and (tmp_path / "demo" / "prompt.npy").is_file()
+    assert result["soft_prompt"]["steps"] == 2 and (tmp_path / "demo" / "prompt.npy").is_file()
     out = capsys.readouterr().out
-    assert "| hand-written prompt, zero-shot |" in out and "| soft prompt (20 tokens" in out
+    assert "| hand-written prompt, zero-shot, best of 3 templates" in out
+    assert "| soft prompt (20 tokens" in out
