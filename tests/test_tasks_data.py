@@ -27,10 +27,9 @@ from prompt_jax.tasks.registry import CARVE_MAX, CARVED, carve_indices
 DATA = data_root()
 
 # The classification tasks of Prompt-Transferability that can be trained here (locally, or
-# from TFDS); its generation tasks, TweetEval emoji (emoji labels) and ETHICS (no data) are not
-# registered.
+# from TFDS); its generation tasks and TweetEval emoji (emoji labels) are not registered.
 PAPER_TASKS = {"imdb", "sst2", "laptop", "restaurant", "movie_rationales", "mnli", "qnli",
-               "snli", "qqp", "mrpc"}
+               "snli", "qqp", "mrpc", "ethics_deontology", "ethics_justice"}
 UNREGISTERED = {"tweet_emoji", "deontology", "justice", "squad", "nq_open", "multi_news", "samsum"}
 # Tasks without local train files: they train from TFDS only.
 TFDS_TRAIN = {"movie_rationales", "mnli", "qnli", "snli", "qqp", "ag_news"}
@@ -61,6 +60,12 @@ FILE_SPLITS = {
     ("trec", "test"): {"ABBR": 9, "DESC": 138, "ENTY": 94, "HUM": 65, "LOC": 81, "NUM": 113},
     ("tweet_irony", "validation"): {"non_irony": 499, "irony": 456},
     ("tweet_stance_climate", "train"): {"none": 151, "against": 13, "favor": 191},
+    ("ethics_deontology", "train"): {"unacceptable": 8374, "acceptable": 9790},
+    ("ethics_deontology", "validation"): {"unacceptable": 1810, "acceptable": 1786},
+    ("ethics_deontology", "test"): {"unacceptable": 1773, "acceptable": 1763},
+    ("ethics_justice", "train"): {"unacceptable": 9961, "acceptable": 11830},
+    ("ethics_justice", "validation"): {"unacceptable": 1350, "acceptable": 1354},
+    ("ethics_justice", "test"): {"unacceptable": 1002, "acceptable": 1050},
 }
 # Tasks whose validation split is carved from a train file in shared/: (task, train rows).
 CARVED_TASKS = {"imdb": 25000, "laptop": 2328, "restaurant": 3608, "mrpc": 4076,
@@ -130,6 +135,12 @@ def test_independent_counts_of_the_raw_files():
         assert collections.Counter(line.split("\t")[0] for line in f) == {"1": 1147, "0": 578}
     with open(DATA / "mnli/dev.jsonl", encoding="utf-8") as f:
         assert collections.Counter(json.loads(x)["label"] for x in f)["entailment"] == 3479
+    with open(DATA / "ethics/justice/justice_test_hard.csv", encoding="utf-8") as f:
+        assert collections.Counter(r["label"] for r in csv.DictReader(f)) == {"0": 1002,
+                                                                              "1": 1050}
+    with open(DATA / "ethics/deontology/deontology_train.csv", encoding="utf-8") as f:
+        assert collections.Counter(r["label"] for r in csv.DictReader(f)) == {"0": 8374,
+                                                                              "1": 9790}
     with gzip.open(DATA / "imdb/train.jsonl.gz", "rt", encoding="utf-8") as f:
         assert collections.Counter(json.loads(x)["label"] for x in f) == {0: 12500, 1: 12500}
     lines = (DATA / "semeval14_absa/Laptops_Train.xml.seg").read_text().splitlines()

@@ -5,10 +5,11 @@ Every task reads its train and validation splits from the local files (../shared
 TFDS: mnli, qnli, snli, qqp, movie_rationales and ag_news lack local train files, so they train
 only with `$PROMPT_JAX_SOURCE=tfds` (online, or with the dataset prepared under
 $TFDS_DATA_DIR); their error for a missing local file says so. The paper's generation tasks
-(SQuAD, NQ-Open, Multi-News, SAMSum) and ETHICS deontology / justice (no files, no TFDS
-builder) are not registered: nothing here could train them. TweetEval's classification tasks
-are (emoji aside: its 20 labels are emoji); ../shared/data lacks its sentiment task's train
-text, so that one is an evaluation target only here. A dataset of one's own:
+(SQuAD, NQ-Open, Multi-News, SAMSum) are not registered: nothing here decodes yet. ETHICS
+deontology and justice are, on their own splits (validation = the release's test, test = its
+adversarial hard test). TweetEval's classification tasks are (emoji aside: its 20 labels are
+emoji); ../shared/data lacks its sentiment task's train text, so that one is an evaluation
+target only here. A dataset of one's own:
 `prompt_jax.tasks.define_file_task`.
 
 Local file layouts follow each public release (GLUE tsv, SuperGLUE jsonl, the MSR, SemEval,
@@ -266,6 +267,34 @@ TASKS += [
     *(_tweeteval(f"tweet_stance_{target}", f"stance/{target}", ("none", "against", "favor"),
                  f"Stance on {topic}:", family="stance")
       for target, topic in TWEET_STANCE_TARGETS.items()),
+]
+
+# --- ETHICS (Hendrycks et al. 2021): the paper's ethics family ---
+# Each trains on its train file and scores the release's test file as `validation`; the
+# adversarial hard test set is the `test` split, a second evaluation split.
+ETHICS = ("unacceptable", "acceptable")
+
+
+def _ethics(name: str, t5: str, causal: str, pair: bool) -> TaskSpec:
+    part = name.removeprefix("ethics_")
+    fields = (("text_a", "scenario"),) + ((("text_b", "excuse"),) if pair else ()) + (
+        ("label", "label"),)
+    return TaskSpec(
+        name=name, family="ethics", labels=ETHICS, verbalizers=("no", "yes"),
+        t5_verbalizers=ETHICS, metric_names=ACC, pair=pair,
+        label_aliases=_digits(2) + _names(ETHICS), templates=(("t5", t5), ("causal", causal)),
+        local=LocalSource("csv", (("train", (f"ethics/{part}/{part}_train.csv",)),
+                                  ("validation", (f"ethics/{part}/{part}_test.csv",)),
+                                  ("test", (f"ethics/{part}/{part}_test_hard.csv",))), fields),
+        tfds=None, description=f"ETHICS {part} (validation = the release's test, "
+                               "test = its hard test)")
+
+
+TASKS += [
+    _ethics("ethics_deontology", "ethics_deontology scenario: {text_a} excuse: {text_b}",
+            "Request: {text_a}\nExcuse: {text_b}\nIs this excuse reasonable? Answer:", True),
+    _ethics("ethics_justice", "ethics_justice scenario: {text_a}",
+            "Statement: {text_a}\nIs this claim fair and reasonable? Answer:", False),
 ]
 
 for _spec in TASKS:
