@@ -72,11 +72,10 @@ def command_lines(path: Path) -> list[str]:
         if pending:
             joined.append(pending)
         found += [c for c in map(_strip_prefix, joined) if c.startswith("prompt-jax ")]
-    for line in prose:
-        for span in re.findall(r"`([^`]+)`", line):
-            span = _strip_prefix(span)
-            if span.startswith("prompt-jax "):
-                found.append(span)
+    for span in re.findall(r"`([^`]+)`", "\n".join(prose)):  # a span may cross a line break
+        span = _strip_prefix(" ".join(span.split()))
+        if span.startswith("prompt-jax "):
+            found.append(span)
     return found
 
 
