@@ -7,7 +7,7 @@ arguments and temporaries, and any large param left whole on every device.
 
     python benchmarks/aot_memory.py              # 64 fake devices: 8 x 8 and 1 x 8 meshes
     python benchmarks/aot_memory.py --report     # print the stored table
-    python benchmarks/aot_memory.py --readme     # and put it into the README
+    python benchmarks/aot_memory.py --docs       # and put it into docs/results.md
 
 Writes `benchmarks/results/aot_memory.json` and prints a markdown table.
 """
@@ -70,7 +70,7 @@ def table(result: dict) -> str:
         f"Train step of prompt tuning (Adafactor, {first.prompt_length}-vector prompt, global "
         f"batch {first.batch_size} x {first.input_length} input tokens, each layer "
         f"rematerialized), compiled ahead of time by XLA:CPU on fake devices; "
-        f"{line(result['machine'])}. `python benchmarks/aot_memory.py --readme` rewrites this "
+        f"{line(result['machine'])}. `python benchmarks/aot_memory.py --docs` rewrites this "
         "block.", "", aot.format_table(reports)])
 
 
@@ -85,7 +85,8 @@ def main() -> None:
     p.add_argument("--prompt_length", type=int, default=100)
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--report", action="store_true", help="print the stored table, measure nothing")
-    p.add_argument("--readme", action="store_true", help="also write the table into the README")
+    p.add_argument("--docs", "--readme", dest="readme", action="store_true",
+                   help="also write the table into docs/results.md")
     args = p.parse_args()
     out = Path(args.out)
     if args.report or args.readme and out.exists():

@@ -23,7 +23,7 @@ validation examples, the same rows for every prompt of a task):
     python benchmarks/cross_model.py run               # all of it, resumable (CPU-hours)
     python benchmarks/cross_model.py run --parts sources,distance
     python benchmarks/cross_model.py run --parts init --arms text,projected  # beside another
-    python benchmarks/cross_model.py report --readme   # the README block from the stored files
+    python benchmarks/cross_model.py report --docs     # docs/results.md's block, stored files
 
 Every evaluation is one JSON under `benchmarks/results/cross_model/` (a killed run continues
 where it stopped); the runs (checkpoints) go to `runs/cross_model/`.
@@ -260,12 +260,18 @@ def run(parts, arms: Sequence[str] | None = None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The README block, from the stored files
+# The docs block (docs/results.md), from the stored files
 # --------------------------------------------------------------------------------------------
 
 
 def _cells(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {tuple(p.stem.split("__")): read_json(p) for p in folder.glob("*__*.json")}
+
+
+def _sizes(cells) -> str:
+    """The sample sizes behind a table's cells: '200 examples per cell' or the range."""
+    n = sorted({c["examples"] for c in cells.values() if "examples" in c})
+    return "?" if not n else str(n[0]) if len(n) == 1 else f"{n[0]} to {n[-1]}"
 
 
 def _pct(x) -> str:
@@ -294,7 +300,9 @@ def distance_table(source: str, target: str) -> list[str]:
             else None
         lines.append(f"| {label} | " + " | ".join(_pct(v) for v in values)
                      + f" | {_pct(mean)} | {_pct(relative)} |")
-    return lines + _distance_reading(cells)
+    return [f"Scored on a seeded sample of {_sizes(cells)} validation examples per cell (the "
+            "same rows for every prompt of a task), one projector fit and one source prompt "
+            "per task:", "", *lines, *_distance_reading(cells)]
 
 
 def _scores(cells, key: str) -> list[float | None]:
@@ -332,7 +340,9 @@ def task_table(source: str, target: str) -> list[str]:
     # The random prompt of matched norm is the distance part's (the same prompt and rows).
     distance_cells = _cells(OUT / "distance" / f"{source}_to_{target}")
     cells.update({k: v for k, v in distance_cells.items() if k[0] == "random"})
-    lines = [f"| {LABELS[source]} -> {LABELS[target]}, tuned on {TUNED_TASK} | "
+    lines = [f"One projector task-tuned on {TUNED_TASK}; {_sizes(cells)} validation examples "
+             "per cell:", "",
+             f"| {LABELS[source]} -> {LABELS[target]}, tuned on {TUNED_TASK} | "
              + " | ".join(TASKS) + " |", "|" + "---|" * (len(TASKS) + 1)]
     for key, label in (("projected", "the task's source prompt projected"),
                        ("other_task", "the next task's source prompt projected"),
@@ -357,7 +367,11 @@ def init_table(source: str = "smollm2", target: str = "gemma3") -> list[str]:
     if not path.exists():
         return []
     summary = read_json(path)
-    lines = [f"{LABELS[target]}, {summary['target']} (zero-shot {_pct(summary['zero_shot'])}):",
+    zero = path.parent / "init" / summary["target"] / "zero_shot.json"
+    examples = read_json(zero)["examples"] if zero.exists() else "?"
+    lines = [f"{LABELS[target]}, {summary['target']} (zero-shot {_pct(summary['zero_shot'])}; "
+             f"every score on the same {examples} validation examples, {len(INIT_SEEDS)} seeds "
+             "per start):",
              "", "| start | accuracy at step 0 (per seed) | final accuracy (mean of seeds) | "
              "steps to 90% of the gain (per seed) | speedup |", "|---|---|---|---|---|"]
     for arm in summary["arms"]:
@@ -367,7 +381,9 @@ def init_table(source: str = "smollm2", target: str = "gemma3") -> list[str]:
         steps = ", ".join("-" if s is None else str(s) for s in arm["steps"])
         lines.append(f"| {arm['arm']} | {firsts} | {_pct(arm['final'])} | {steps} | "
                      f"{transfer.speedup_text(arm)} |")
-    plot = (path.parent / f"init_{summary['target']}.png").relative_to(HERE.parent)
+    from readme_block import link
+
+    plot = link(path.parent / f"init_{summary['target']}.png")
     return lines + _init_reading(summary) + [
         "", f"![{LABELS[target]} {summary['target']}, from each starting prompt]({plot})"]
 
@@ -406,7 +422,7 @@ def report() -> str:
     measured = [p for p in parts if p]
     if not measured:
         return ("Not measured yet: run `python benchmarks/cross_model.py run` (CPU-hours), "
-                "then `python benchmarks/cross_model.py report --readme`.")
+                "then `python benchmarks/cross_model.py report --docs`.")
     missing = [name for name, p in zip(
         ["distance SmolLM2 -> Gemma", "distance Gemma -> SmolLM2", "task SmolLM2 -> Gemma",
          "task Gemma -> SmolLM2", "init"], parts, strict=True) if not p]
@@ -423,7 +439,8 @@ def main() -> None:
                    help=f"the init part's arms to train, comma-separated: {INIT_ARMS} (split "
                         "them across processes; the last one to finish writes the summary)")
     s = sub.add_parser("report", help="print the tables from the stored files")
-    s.add_argument("--readme", action="store_true", help="also write them into README.md")
+    s.add_argument("--docs", "--readme", dest="readme", action="store_true",
+                   help="also write them into docs/results.md")
     args = p.parse_args()
     if args.command == "run":
         parts = args.parts.split(",")

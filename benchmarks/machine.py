@@ -19,6 +19,6 @@ def describe() -> dict:
 
 
 def line(info: dict) -> str:
-    """One line for a README: date, machine and backend."""
+    """One line for the docs: date, machine and backend."""
     return (f"{info['date']}, {info['cpu']} ({info['cores']} cores), JAX {info['jax']} on "
             f"{info['backend']}")

@@ -22,9 +22,10 @@ are the same: `tests/test_peft_recipe.py` checks on a tiny Llama that prompt_jax
 or not, either rate) reproduces PEFT's losses and prompt, and the first step's loss is equal on
 the real model (the table's step-1 column); but float32 rounding differs between the two
 programs and grows over training, so each run's end point is a draw, and a constant learning
-rate lets it vary by a few points (a cosine decay to 0 lets each run settle). The README's
-tables list the stored runs; their mean per-step training-loss differences (ours - PEFT, paired
-by batch, with standard errors) are computed from the stored losses by `results.py report`.
+rate lets it vary by a few points (a cosine decay to 0 lets each run settle). The tables of
+docs/results.md list the stored runs; their mean per-step training-loss differences (ours -
+PEFT, paired by batch, with standard errors) are computed from the stored losses by
+`results.py report`.
 prompt_jax is faster because it computes the prompt's keys and values once per batch instead of
 once per row, packs the batch's examples into one row instead of computing their padding
 (`prompt_jax/training/packing.py`), and computes the head at the one position the loss
@@ -34,7 +35,7 @@ positions only).
 
 `--perturb` draws more end points of one recipe: each EPS runs both sides again with the initial
 prompt scaled by 1 + EPS, a nudge the size of float32 rounding, which float32 training grows
-until the run ends elsewhere (the README's PEFT section), so that the two sides are compared
+until the run ends elsewhere (docs/results.md's PEFT section), so that the two sides are compared
 over several draws instead of one.
 
 Prints a markdown table (accuracy, the first step's and the last quarter's training loss,
@@ -42,7 +43,7 @@ training examples/s from the median step time with the first step excluded, trai
 RSS, and ours/PEFT ratios) and writes the numbers to
 `benchmarks/results/peft_vs_prompt_jax.json` (`_cosine.json` for the cosine rate, `_draws.json`
 for a run with `--perturb`, `_gemma3-270m` before those for that model), from which
-`results.py report` puts the tables in the README.
+`results.py report` puts the tables in docs/results.md.
 """
 
 from __future__ import annotations

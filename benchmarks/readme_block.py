@@ -1,25 +1,124 @@
-"""Writes a generated markdown block into the README between its `<!-- name:start -->` and
-`<!-- name:end -->` markers, so that every number there comes from a stored result file."""
+"""Writes a generated markdown block into a docs file between its `<!-- name:start -->` and
+`<!-- name:end -->` markers, so that every number there comes from a stored result file.
+
+Every generated block lives in `docs/results.md` (the default target), except the README's one
+headline table, the demo's (`demo`, written into README.md). `tests/test_docs.py` regenerates
+each block from the stored files (`generators`) and compares it with the docs text byte for byte.
+
+    python benchmarks/readme_block.py          # rewrite every block from the stored files
+    python benchmarks/readme_block.py --check  # only say which blocks differ (exit 1 if any)
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+RESULTS_MD = DOCS / "results.md"
+# The blocks that live elsewhere than docs/results.md.
+TARGETS = {"demo": README}
+
+
+def target(name: str) -> Path:
+    """The file that holds block `name`."""
+    return TARGETS.get(name, RESULTS_MD)
+
+
+def link(path: Path | str, name: str = "") -> str:
+    """`path` (absolute, or relative to the repository root) as a markdown link target relative
+    to the file that holds block `name` (docs/results.md by default)."""
+    path = Path(path)
+    if not path.is_absolute():
+        path = ROOT / path
+    return Path(os.path.relpath(path, target(name).parent)).as_posix()
 
 
 def markers(name: str) -> tuple[str, str]:
-    """The README markers of block `name`."""
+    """The markers of block `name`."""
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
-def write_block(name: str, block: str, readme: Path = README) -> None:
-    """Replaces what stands between block `name`'s markers with `block` (exits naming the
-    markers when the README lacks them)."""
+def read_block(name: str, doc: Path | None = None) -> str:
+    """What stands between block `name`'s markers (exits naming them when they are missing)."""
+    doc = doc or target(name)
     start_marker, end_marker = markers(name)
-    text = readme.read_text()
+    text = doc.read_text()
     start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
-        sys.exit(f"{readme} has no {start_marker} ... {end_marker} block")
-    readme.write_text(text[:start + len(start_marker)] + "\n" + block + "\n" + text[end:])
+        sys.exit(f"{doc} has no {start_marker} ... {end_marker} block")
+    return text[start + len(start_marker) + 1:end - 1]
+
+
+def write_block(name: str, block: str, doc: Path | None = None) -> None:
+    """Replaces what stands between block `name`'s markers in `doc` (default: the block's own
+    file, see `target`) with `block` (exits naming the markers when the file lacks them)."""
+    doc = doc or target(name)
+    start_marker, end_marker = markers(name)
+    text = doc.read_text()
+    start, end = text.find(start_marker), text.find(end_marker)
+    if start < 0 or end < start:
+        sys.exit(f"{doc} has no {start_marker} ... {end_marker} block")
+    doc.write_text(text[:start + len(start_marker)] + "\n" + block + "\n" + text[end:])
+    where = doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc
+    print(f"wrote block {name} into {where}", file=sys.stderr)
+
+
+STEP_BENCH_BLOCKS = ("step_bench_quick", "step_bench_real_smollm2", "step_bench_real_gemma3",
+                     "step_bench_t5_base")
+
+
+def generators() -> dict:
+    """Every generated block's name -> a function that returns its text from the stored result
+    files alone (no model, no measurement, nothing drawn), as the benchmarks' `--docs` flags
+    write it."""
+    sys.path.insert(0, str(HERE))
+    import aot_memory
+    import cross_model
+    import results
+    import serving
+    import step_bench
+    import transfer_report
+
+    stored = HERE / "results"
+    blocks = {"demo": results.demo_table,
+              "results": lambda: results.report(draw=False),
+              "transfer": transfer_report.report,
+              "cross_model": cross_model.report,
+              "step_bench_peers": step_bench.peers_block,
+              "serving": lambda: serving.table(json.loads(
+                  (stored / "serving_smollm2-135m-instruct.json").read_text())),
+              "aot": lambda: aot_memory.table(json.loads(
+                  (stored / "aot_memory.json").read_text()))}
+    for name in STEP_BENCH_BLOCKS:
+        path = stored / f"{name}.json"
+        blocks[name] = (lambda path=path: step_bench.readme_block(
+            json.loads(path.read_text()), str(path)))
+    return blocks
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="rewrite every generated docs block from the "
+                                "stored result files")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any differs")
+    args = p.parse_args()
+    stale = []
+    for name, make in generators().items():
+        block = make()
+        if block != read_block(name):
+            stale.append(name)
+            if not args.check:
+                write_block(name, block)
+    print("differ: " + ", ".join(stale) if stale else "every block is up to date")
+    if args.check and stale:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

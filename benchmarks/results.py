@@ -1,17 +1,17 @@
-"""The README's results: prompt tuning real models (SmolLM2-135M-Instruct, and Gemma 3 270M on
-SST-2) on real tasks, row by row.
+"""The results of docs/results.md (and the README's demo table): prompt tuning real models
+(SmolLM2-135M-Instruct, and Gemma 3 270M on SST-2) on real tasks, row by row.
 
 Every row is one command; it trains (or scores) on the task's local train split and evaluates on
 its validation split, then writes `benchmarks/results/<task>/<row>.json` (SmolLM2) or
-`benchmarks/results/<model>/<task>/<row>.json` (the numbers the README shows, and the
-accuracy-vs-step curve). `report` turns those files into the README's markdown
+`benchmarks/results/<model>/<task>/<row>.json` (the numbers the docs show, and the
+accuracy-vs-step curve). `report` turns those files into docs/results.md's markdown
 tables and the SST-2 training curves (`benchmarks/results/sst2_curves.png`).
 
     python benchmarks/results.py run sst2 soft-text-20   # one row
     python benchmarks/results.py run sst2                # every row of SST-2 not measured yet
     python benchmarks/results.py run --model gemma3-270m sst2   # Gemma 3 270M's rows
     python benchmarks/results.py report                  # tables + curves from the JSON files
-    python benchmarks/results.py report --readme         # ... and into the README
+    python benchmarks/results.py report --docs           # ... into docs/results.md, README
 
 The shared recipe is the demo's (and the PEFT comparison's): 20 prompt vectors, AdamW 3e-2
 (weight decay 0.01), batch 8, 320 steps, inputs truncated to 128 tokens, rank classification
@@ -38,6 +38,9 @@ import numpy as np
 from prompt_jax.provenance import write_result
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from readme_block import link  # noqa: E402
+
 RESULTS = HERE / "results"
 CURVE_BATCHES = 6  # x eval batch 32 = the first 192 validation examples
 
@@ -203,6 +206,10 @@ def run_row(task: str, row: str, model: str = DEFAULT_MODEL) -> None:
     result = (run_zero_shot(task, model) if row == "zero-shot"
               else run_training(task, row, model))
     result["wall_seconds"] = time.perf_counter() - t0
+    sys.path.insert(0, str(HERE))
+    import machine
+
+    result["machine"] = machine.describe()
     path = results_dir(model) / task / f"{row}.json"
     write_result(path, result, indent=1)
     print(f"{task} / {row}: {result['final']['accuracy']:.1%} -> {path}", flush=True)
@@ -320,10 +327,49 @@ GEMMA_PEFT_NOTE = (
     "cosine, batch 8, accuracy on all 872 validation sentences, for fewer steps than SmolLM2's "
     "because PEFT is slow here: as users write it, it computes the 262,144-wide vocabulary's "
     "logits at every position of every row, while prompt_jax computes the head at the one "
-    "position that predicts the verbalizer. This is PEFT as users write it; PEFT at its best "
-    "was measured on SmolLM2 only (the table above). One seed of 80 steps: both start from the "
-    "same loss and end within a point of each other, so the table speaks to speed and memory "
-    "more than to accuracy.")
+    "position that predicts the verbalizer. One seed of 80 steps: both start from the same "
+    "loss and end within a point of each other, so the table speaks to speed and memory more "
+    "than to accuracy.")
+GEMMA_STEP_BENCH = "step_bench_real_gemma3.json"
+
+
+def gemma_peft_reading(side_by_side: dict) -> str | None:
+    """This side by side against the step benchmark's run of the same model
+    (`GEMMA_STEP_BENCH`): PEFT at its best, and why the ratio against PEFT as users write it
+    is not the step benchmark's, computed from the two stored files."""
+    path = RESULTS / GEMMA_STEP_BENCH
+    if not path.is_file():
+        return None
+    bench = json.loads(path.read_text())
+    sides = bench["shapes"]["gemma3-270m"]["sides"]
+    ours, peft, best = sides["ours"], sides["peft"], sides["peft-best"]
+    run = side_by_side["runs"][0]
+    here_ours, here_peft = run["ours"]["examples_per_second"], run["peft"]["examples_per_second"]
+
+    def ratios(side: dict) -> str:
+        return (f"{ours['examples_per_second'] / side['examples_per_second']:.2f}x per step, "
+                f"{side['total_seconds'] / ours['total_seconds']:.2f}x on total time")
+
+    return (
+        f"PEFT at its best (the head only at the positions the loss reads) was measured on "
+        f"Gemma 3 too, by the step benchmark (`benchmarks/results/{GEMMA_STEP_BENCH}`, "
+        f"{bench['recipe']['steps']} steps): ours / PEFT at its best "
+        f"{ratios(best)}"
+        + (", so prompt_jax is slower in total there" if best["total_seconds"]
+           < ours["total_seconds"] else "") + "; ours / PEFT as users write it "
+        f"{ratios(peft)}. The side by side below finds {here_ours / here_peft:.2f}x against "
+        f"PEFT as users write it, not the step benchmark's "
+        f"{ours['examples_per_second'] / peft['examples_per_second']:.2f}x: ours runs at the "
+        f"same speed in both ({here_ours:.2f} and {ours['examples_per_second']:.2f} "
+        f"examples/s), PEFT at {here_peft:.2f} here against {peft['examples_per_second']:.2f} "
+        f"there, with a peak RSS of {run['peft']['max_rss_mb'] / 1024:.2f} GB here against "
+        f"{peft['memory']['max_rss_mb'] / 1024:.2f} GB there. The two runs of PEFT differ in "
+        "its batches' padding (here our 16-token buckets plus one column, there each batch's "
+        "exact longest row: every padded position costs a 262,144-wide row of logits), in "
+        "whether the peak RSS covers the evaluation pass (here it does), in their length and "
+        "in the day the shared machine ran them; no stored measurement separates these, so "
+        "read the step benchmark's ratios, taken side by side in one run, as the comparison, "
+        "and this table for accuracy and memory.")
 
 
 def peft_table(model: str = DEFAULT_MODEL) -> str | None:
@@ -353,8 +399,9 @@ def peft_table(model: str = DEFAULT_MODEL) -> str | None:
     if not parts:
         return None
     if model != DEFAULT_MODEL:
+        reading = gemma_peft_reading(result) if model == "gemma3-270m" else None
         return "\n\n".join([f"#### prompt_jax vs Hugging Face PEFT on {MODELS[model][0]}",
-                             GEMMA_PEFT_NOTE, *parts])
+                             GEMMA_PEFT_NOTE, *([reading] if reading else []), *parts])
     return "\n\n".join(["#### prompt_jax vs Hugging Face PEFT, side by side", PEFT_NOTE, *parts])
 
 
@@ -385,6 +432,25 @@ def gap_table(task: str = "sst2") -> str | None:
         *lines])
 
 
+def stored(paths: list[Path]) -> str:
+    """When and where the result files `paths` were measured: the machine line each records
+    (`results.py run` stores one), else the date and commit that last stored them (git)."""
+    import subprocess
+
+    sys.path.insert(0, str(HERE))
+    import machine
+
+    lines = {machine.line(r["machine"]) for r in map(json.loads, (p.read_text() for p in paths))
+             if "machine" in r}
+    if len(lines) == 1:
+        return f"measured {lines.pop()}"
+    log = subprocess.run(["git", "log", "-1", "--format=%ad %h", "--date=short", "--",
+                          *map(str, paths)], cwd=HERE.parent, capture_output=True, text=True)
+    date, _, commit = log.stdout.strip().partition(" ")
+    return (f"stored {date} in commit {commit}; these files do not record the machine "
+            "(`results.py run` records it since)" if date else "date and machine not recorded")
+
+
 def demo_table() -> str | None:
     """The README's demo table from the stored SST-2 rows: the demo is the zero-shot row's own
     template and the first 320 steps of the text-init row (the same recipe and batches)."""
@@ -394,7 +460,11 @@ def demo_table() -> str | None:
     own = zero["templates"][0]  # the task's own template, which the demo scores
     best = max(zero["templates"], key=lambda t: t["accuracy"])
     minutes = STEPS * 8 / soft["train_examples_per_second"] / 60
+    paths = [results_dir(DEFAULT_MODEL) / "sst2" / f"{row}.json"
+             for row in ("zero-shot", "soft-text-20")]
     return "\n".join([
+        f"{MODELS[DEFAULT_MODEL][0]} (frozen) on {TASKS['sst2']['name']}; "
+        f"{stored(paths)}.", "",
         "| method | accuracy | macro-F1 | trainable params | training time |",
         "|---|---|---|---|---|",
         f"| hand-written prompt, zero-shot (the task's template) | {own['accuracy']:.1%} | "
@@ -409,16 +479,18 @@ def demo_table() -> str | None:
         "same recipe)."])
 
 
-def report() -> str:
-    """The README's results block: every task's table, the SST-2 curves, the PEFT comparison;
-    then the other models' tables, their PEFT comparisons and the prompt-vs-model-tuning gap."""
+def report(draw: bool = True) -> str:
+    """docs/results.md's results block: every task's table, the SST-2 curves, the PEFT comparison;
+    then the other models' tables, their PEFT comparisons and the prompt-vs-model-tuning gap.
+    `draw=False` links the stored curves instead of drawing them again."""
     parts = []
     for task in TASK_ROWS:
         parts.append(table(task))
         if task == "sst2":
-            png = curves("sst2", RESULTS / "sst2_curves.png")
+            png = RESULTS / "sst2_curves.png"  # drawn anew, or the stored one
+            png = curves("sst2", png) if draw else png if png.is_file() else None
             if png:
-                parts.append(f"![SST-2 training curves]({png.relative_to(HERE.parent)})")
+                parts.append(f"![SST-2 training curves]({link(png)})")
             peft = peft_table()
             if peft:
                 parts.append(peft)
@@ -445,8 +517,9 @@ def main() -> None:
                    help="the real model (default %(default)s)")
     p.add_argument("rows", nargs="*", help=f"rows (default: all not measured): {list(ROWS)}")
     p = sub.add_parser("report", help="print the markdown tables and draw the curves")
-    p.add_argument("--readme", action="store_true",
-                   help="also write them into README.md (between its results markers)")
+    p.add_argument("--docs", "--readme", dest="readme", action="store_true",
+                   help="also write them into docs/results.md (its results block) and the demo "
+                   "table into README.md (its demo block)")
     args = parser.parse_args()
     if args.command == "run":
         rows = MODELS[args.model][1].get(args.task, ())

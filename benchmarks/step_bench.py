@@ -39,8 +39,9 @@ peak measured in the same run (`peak`: JAX and torch, float32 and bfloat16).
     python benchmarks/step_bench.py --profile --shapes smollm2-135m --real   # where time goes
     JAX_PLATFORMS=cuda python benchmarks/step_bench.py --dtype bfloat16 --shapes t5-base
 
-Writes `benchmarks/results/step_bench[_<label>].json`; `--readme` puts the table into the
-README's `step_bench` block.
+Writes `benchmarks/results/step_bench[_<label>].json`; `--docs` puts the table into the
+`step_bench[_<label>]` block of docs/results.md, and `--peers --docs` the ratios against PEFT
+of every stored result into its `step_bench_peers` block.
 """
 
 from __future__ import annotations
@@ -641,13 +642,26 @@ def main() -> None:
                         "12 steps, 64-token inputs")
     parser.add_argument("--label", default="", help="results file suffix")
     parser.add_argument("--output", help="the JSON's path ('' = none)")
-    parser.add_argument("--readme", action="store_true", help="write the README block")
+    parser.add_argument("--docs", "--readme", dest="readme", action="store_true",
+                        help="write the block into docs/results.md")
     parser.add_argument("--from-json", metavar="PATH",
-                        help="print the tables of a stored result (with --readme: write its "
-                        "README block) without running anything")
+                        help="print the tables of a stored result (with --docs: write its "
+                        "docs block) without running anything")
+    parser.add_argument("--peers", action="store_true",
+                        help="print the ratios against PEFT of every stored result (with "
+                        "--docs: write its docs block) without running anything")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peers:
+        block = peers_block()
+        print(block)
+        if args.readme:
+            sys.path.insert(0, str(HERE))
+            from readme_block import write_block
+
+            write_block("step_bench_peers", block)
+        return
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
         print(table(result))
@@ -765,8 +779,58 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+PEER_RESULTS = ("step_bench_quick", "step_bench_real_smollm2", "step_bench_real_gemma3",
+                "step_bench_t5_base")
+
+
+def peers_block(names: tuple[str, ...] = PEER_RESULTS) -> str:
+    """Ours against PEFT as users write it and at its best, per step and on total time, for
+    every shape of the stored results `names` (under benchmarks/results/), with a computed
+    reading: where we are slower on total time is said, not left out."""
+    lines = ["| result | shape | data | ours / PEFT as written, per step | total time | "
+             "ours / PEFT at its best, per step | total time |", "|---|---|---|---|---|---|---|"]
+    rows = {"peft": [], "peft-best": []}  # (shape (result), per step, total)
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        data = "SST-2, real weights" if result["recipe"]["real"] else "random weights"
+        for shape, s in result["shapes"].items():
+            ours = s["sides"]["ours"]
+            cells = []
+            for side in ("peft", "peft-best"):
+                r = s["sides"].get(side)
+                if r is None:
+                    cells += ["-", "-"]
+                    continue
+                step = ours["examples_per_second"] / r["examples_per_second"]
+                total = r["total_seconds"] / ours["total_seconds"]
+                cells += [f"{step:.2f}x", f"{total:.2f}x"]
+                rows[side].append((f"{shape} ({name})", step, total))
+            lines.append(f"| `{name}.json` | {shape} | {data} | " + " | ".join(cells) + " |")
+
+    def reading(side: str, label: str) -> str:
+        found = rows[side]
+        slower = [f"{n} {t:.2f}x" for n, _, t in found if round(t, 2) < 1]
+        level = [n for n, _, t in found if round(t, 2) == 1]
+        return (f"Against PEFT {label}, prompt_jax is faster per step on "
+                f"{sum(step > 1 for _, step, _ in found)} of {len(found)} shapes; on total time "
+                "it is slower on " + (f"{len(slower)} ({'; '.join(slower)})" if slower else "none")
+                + (f" and level on {len(level)} ({'; '.join(level)})" if level else "") + ".")
+
+    return "\n".join(lines + [
+        "", "Ratios above 1x: prompt_jax is faster. Per step is the median step (first "
+        "excluded); total time is every step with compilation included, which short runs like "
+        "these weigh heavily (XLA compiles once per shape bucket, PyTorch runs eagerly).", "",
+        reading("peft-best", "at its best (the comparison to read first)"), "",
+        reading("peft", "as users write it"), "",
+        "T5 has no PEFT-at-its-best row: its `labels=` loss already computes only the target "
+        "positions."])
+
+
 def readme_name(output: str) -> str:
-    """The README block of a result file: its name without `.json`."""
+    """The docs block of a result file: its name without `.json`."""
     return Path(output).stem
 
 

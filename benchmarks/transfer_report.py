@@ -1,7 +1,7 @@
-"""The README's prompt-transfer results, from the files `prompt-jax transfer` stored.
+"""The prompt-transfer results of docs/results.md, from the files `prompt-jax transfer` stored.
 
     python benchmarks/transfer_report.py             # print the markdown
-    python benchmarks/transfer_report.py --readme    # ... and put it into the README
+    python benchmarks/transfer_report.py --docs      # ... and put it into docs/results.md
 
 Every number comes from a file under `benchmarks/results/transfer/<model>/` (written by the
 commands of `benchmarks/transfer_smollm2.sh`) or `benchmarks/results/released_indicators.json`;
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from prompt_jax import transfer  # noqa: E402
+
+sys.path.insert(0, str(HERE))
+from readme_block import link  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 SCRIPT = "benchmarks/transfer_smollm2.sh"
@@ -60,10 +64,10 @@ def matrix_part(out: Path) -> list[str]:
                                           " (Partial: the run has not finished every cell.)"),
              "", transfer.markdown_table(sources, targets, score, lambda v: f"{100 * v:.1f}"),
              "", *_matrix_reading(sources, targets, score),
-             "", f"![transfer heatmap]({_rel(out / 'matrix.png')})", "",
+             "", f"![transfer heatmap]({link(out / 'matrix.png')})", "",
              f"Relative performance (score / the target's own prompt's score, the paper's "
              f"measure) and the CSV: `{_rel(out / 'matrix.md')}`, `{_rel(out / 'matrix.csv')}`."
-             f" Reproduce: `prompt-jax transfer matrix` as in `{SCRIPT}`."]
+             f" Reproduce: the `transfer matrix` command of `{SCRIPT}`."]
     return lines
 
 
@@ -106,7 +110,7 @@ def sources_part(out: Path) -> list[str]:
                      f"{final.get('macro_f1', float('nan')):.2f} | {final['examples']} | "
                      f"{summary['train_seconds']:.0f} |")
     lines += ["", "Train seconds are wall time on a shared 2-core CPU (other jobs ran beside "
-              f"some runs). Reproduce: `prompt-jax transfer sources` or `matrix` as in "
+              f"some runs). Reproduce: the `transfer sources` or `transfer matrix` command of "
               f"`{SCRIPT}`."]
     return lines
 
@@ -156,7 +160,7 @@ def indicators_part(out: Path) -> list[str]:
                    "does not predict transfer better than")
         lines.append(f"Here {best_on} (per-target Spearman {on:+.3f}) {verdict} E_cos "
                      f"({cos:+.3f}); the paper finds ON the better predictor.")
-    lines += ["", f"Reproduce: `prompt-jax transfer indicators` as in `{SCRIPT}`."]
+    lines += ["", f"Reproduce: the `transfer indicators` command of `{SCRIPT}`."]
     return lines
 
 
@@ -219,6 +223,17 @@ def init_reading(summaries: list[dict]) -> str:
             f"{max(gaps):+.1f} points. On this model, {verdict}.")
 
 
+def _init_examples(folder: Path) -> str:
+    """How many examples an init target's scores cover (its zero-shot score's count)."""
+    path = folder / "zero_shot.json"
+    return str(json.loads(path.read_text())["examples"]) if path.exists() else "?"
+
+
+def _init_seeds(summaries: list[Path]) -> str:
+    counts = {len(arm["steps"]) for p in summaries for arm in json.loads(p.read_text())["arms"]}
+    return "/".join(map(str, sorted(counts)))
+
+
 def init_part(out: Path) -> list[str]:
     summaries = sorted((out / "init").glob("*/summary.json"))
     if not summaries:
@@ -244,10 +259,12 @@ def init_part(out: Path) -> list[str]:
               "spot:ON_inputs:3: the three sources whose ON with a briefly trained target "
               "prompt (40 steps) is highest, averaged with ON weights (SPoT-style; a source "
               "sharing the target's texts is not left out of it). Scores on "
-              "a seeded sample of validation examples every 40 steps.", ""]
-    lines += [f"![init curves {p.parent.name}]({_rel(out / f'init_{p.parent.name}.png')})"
+              "a seeded sample of validation examples every 40 steps ("
+              + ", ".join(f"{p.parent.name} {_init_examples(p.parent)}" for p in summaries)
+              + f" examples), {_init_seeds(summaries)} seeds per start.", ""]
+    lines += [f"![init curves {p.parent.name}]({link(out / f'init_{p.parent.name}.png')})"
               for p in summaries]
-    lines.append(f"\nReproduce: `prompt-jax transfer init` as in `{SCRIPT}`.")
+    lines.append(f"\nReproduce: the `transfer init` commands of `{SCRIPT}`.")
     return lines
 
 
@@ -270,22 +287,87 @@ def domain_part(out: Path) -> list[str]:
                    "not hold on this model and recipe." if np.mean(gaps) < in_domain else
                    ": the prompt loses less under the shift, as Lester et al. find.")
                ) if gaps and ("prompt", source) in by else ""
+    sizes = {t: {c["examples"] for c in cells if c["target"] == t} for _, t in by}
+    sizes_text = ", ".join(f"{t} {'/'.join(map(str, sorted(n)))}" for t, n in sorted(sizes.items()))
+    se = [100 * np.sqrt(c["accuracy"] * (1 - c["accuracy"]) / c["examples"]) for c in cells]
     return ["The SST-2 soft prompt (frozen model) and SST-2 model tuning (every weight, "
             "AdamW 2e-5, 320 steps of batch 8), each zero-shot on the other sentiment sets "
-            "(Lester et al. 2021 find the prompt more robust):", "",
+            "(Lester et al. 2021 find the prompt more robust). One training run of each, "
+            f"each cell scored on a seeded sample of its target's examples ({sizes_text}), "
+            f"so a cell's standard error is {min(se):.1f} to {max(se):.1f} points:", "",
             (out / "domain_shift.md").read_text().strip(), "", verdict, "",
-            f"Reproduce: `prompt-jax transfer domain-shift` as in `{SCRIPT}`."]
+            f"Reproduce: the `transfer domain-shift` command of `{SCRIPT}`."]
+
+
+def retrieval_rates(out: Path) -> dict:
+    """The retrieval hit rates recomputed from the stored files (`retrieval.json`'s top-3
+    lists, the matrix's cells): per indicator and k, the stored rate (a hit when the top-k hold
+    any of the sources tied for the best score), the rate with ties split (a hit counts
+    |top-k & tied best| / |tied best|: the chance that the top-k hold the best source when ties
+    are broken at random), and a random ranking's rate (k / the sources a target may retrieve);
+    with the number of targets whose best score several sources share."""
+    result = json.loads((out / "retrieval.json").read_text())
+    names, all_targets, score, _ = transfer.matrix_arrays(_cells(out))
+    sources, targets = result["sources"], result["targets"]
+    best, valid = {}, {}
+    for t in targets:
+        valid[t] = [s for s in sources if s != t]
+        actual = {s: score[names.index(s), all_targets.index(t)] for s in valid[t]}
+        top = max(actual.values())
+        best[t] = {s for s, v in actual.items() if v == top}
+    ks = sorted(int(k) for k in next(iter(result["accuracy"].values())))
+    rates = {}
+    for name, retrieved in result["retrieved"].items():
+        rates[name] = {}
+        for k in ks:
+            ties = [bool(set(retrieved[t][:k]) & best[t]) for t in targets]
+            split = [len(set(retrieved[t][:k]) & best[t]) / len(best[t]) for t in targets]
+            rates[name][k] = {"stored": result["accuracy"][name][str(k)],
+                              "ties_as_hits": float(np.mean(ties)),
+                              "ties_split": float(np.mean(split))}
+    chance = {k: float(np.mean([k / len(valid[t]) for t in targets])) for k in ks}
+    # A random ranking's top-k holds one of b tied best sources out of n: 1 - C(n-b, k) / C(n, k).
+    chance_ties = {k: float(np.mean([1 - math.comb(len(valid[t]) - len(best[t]), k)
+                                     / math.comb(len(valid[t]), k) for t in targets]))
+                   for k in ks}
+    tied = [t for t in targets if len(best[t]) > 1]
+    return {"rates": rates, "chance": chance, "chance_ties": chance_ties, "ks": ks,
+            "tied": tied, "best": best, "targets": targets, "brief_steps": result["brief_steps"]}
 
 
 def retrieval_part(out: Path) -> list[str]:
-    if not (out / "retrieval.md").exists():
+    if not (out / "retrieval.json").exists():
         return ["Retrieval: not measured yet."]
-    result = json.loads((out / "retrieval.json").read_text())
-    return [f"A prompt trained {result['brief_steps']} steps on each target ranks the other "
-            "source prompts; a hit is when the top-k include the target's best actual source "
-            f"in the matrix ({len(result['targets'])} targets):", "",
-            (out / "retrieval.md").read_text().strip(), "",
-            f"Reproduce: `prompt-jax transfer retrieve` as in `{SCRIPT}`."]
+    r = retrieval_rates(out)
+    ks, rates = r["ks"], r["rates"]
+    head = " | ".join(f"top-{k}, ties split | top-{k}, ties as hits" for k in ks)
+    lines = [f"A prompt trained {r['brief_steps']} steps on each target ranks the other source "
+             "prompts; a hit is when the top-k include the target's best actual source in the "
+             f"matrix ({len(r['targets'])} targets, each a seeded sample of up to "
+             f"{max(c['examples'] for c in _cells(out))} validation examples per cell). On "
+             f"{len(r['tied'])} of {len(r['targets'])} targets several sources share the best "
+             "score (" + ", ".join(f"{t} {len(r['best'][t])}" for t in r["tied"]) + "): counting "
+             "a hit when the top-k hold any of them (as the `transfer retrieve` command stores "
+             "it) inflates the rate, chance's too, so the first columns split each tie (a tied "
+             "best source in the top-k counts 1 / the number tied).", "",
+             f"| indicator | {head} |", "|---" * (1 + 2 * len(ks)) + "|"]
+    for name, by_k in rates.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{by_k[k]['ties_split']:.0%} | {by_k[k]['ties_as_hits']:.0%}" for k in ks) + " |")
+    lines.append("| chance (a random ranking) | " + " | ".join(
+        f"{r['chance'][k]:.0%} | {r['chance_ties'][k]:.0%}" for k in ks) + " |")
+    mismatch = [n for n, by_k in rates.items() for k in ks
+                if abs(by_k[k]["stored"] - by_k[k]["ties_as_hits"]) > 1e-9]
+    if mismatch:
+        lines += ["", "The recount with ties as hits differs from the stored rates for: "
+                  + ", ".join(sorted(set(mismatch))) + "."]
+    above = [n for n, by_k in rates.items() if by_k[ks[0]]["ties_split"] > r["chance"][ks[0]]]
+    lines += ["", f"With ties split, {len(above)} of {len(rates)} indicators retrieve the best "
+              f"source at top-{ks[0]} more often than chance"
+              + (f" ({', '.join(above)})" if above else "") + f"; with {len(r['targets'])} "
+              f"targets one target moves a rate by {1 / len(r['targets']):.0%}.", "",
+              f"Reproduce: the `transfer retrieve` command of `{SCRIPT}`."]
+    return lines
 
 
 def report(model: str = MODEL) -> str:
@@ -310,7 +392,8 @@ def report(model: str = MODEL) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=MODEL)
-    p.add_argument("--readme", action="store_true", help="write the block into README.md")
+    p.add_argument("--docs", "--readme", dest="readme", action="store_true",
+                   help="write the block into docs/results.md")
     args = p.parse_args()
     block = report(args.model)
     print(block)

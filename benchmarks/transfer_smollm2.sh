@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The transfer experiments of the README on SmolLM2-135M-Instruct, in order of importance.
+# The transfer experiments of docs/results.md on SmolLM2-135M-Instruct, in order of importance.
 # CPU-hours on 2 cores; every step is resumable: run this again after a kill and it continues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
