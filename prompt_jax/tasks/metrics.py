@@ -1,14 +1,18 @@
-"""Classification metrics, the one place they are computed: plain numpy, no TensorFlow.
+"""Metrics, the one place they are computed: plain numpy, no TensorFlow.
 
 One convention everywhere: every function takes `(predictions, labels)` (class indices, in that
-order) and returns fractions in [0, 1] (accuracy 0.861 is printed as 86.1%).
+order) or `(predictions, references)` (generated strings, and per row the gold strings) and
+returns fractions in [0, 1] (accuracy 0.861 is printed as 86.1%).
 `evaluate_classification` is what a run reports: accuracy, macro-F1 and the task's own metrics
 (`TaskSpec.metric_names`, e.g. MRPC's F1), and a warning when every label is one class.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import re
+import string
 from collections.abc import Sequence
 
 import numpy as np
@@ -119,3 +123,77 @@ def label_from_text(task: str | TaskSpec, style: str, text: str) -> int:
     words = [w.strip().lower() for w in get_task(task).verbalizers_for(style)]
     text = text.strip().lower()
     return words.index(text) if text in words else -1
+
+
+# --- generation: question answering and summarization ---------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1's official answer normalization (also NQ-Open's / EfficientQA's): lower case,
+    punctuation removed, then the articles a / an / the, then runs of whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def answer_f1(prediction: str, gold: str) -> float:
+    """Token F1 between a predicted and a gold answer after `normalize_answer` (SQuAD's)."""
+    predicted, golden = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    same = sum((collections.Counter(predicted) & collections.Counter(golden)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(golden)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _check_rows(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError(f"need one non-empty list of references per prediction, got "
+                         f"{len(predictions)} predictions and {len(references)} reference lists")
+    if any(isinstance(r, str) or not r for r in references):
+        raise ValueError("each row's references must be a non-empty list of strings")
+
+
+def squad_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]]
+                  ) -> dict[str, float]:
+    """SQuAD v1.1's exact match and F1: each the maximum over a question's gold answers,
+    averaged over questions."""
+    _check_rows(predictions, references)
+    em = [max(float(normalize_answer(p) == normalize_answer(g)) for g in golds)
+          for p, golds in zip(predictions, references, strict=True)]
+    f1 = [max(answer_f1(p, g) for g in golds)
+          for p, golds in zip(predictions, references, strict=True)]
+    return {"exact_match": float(np.mean(em)), "f1": float(np.mean(f1))}
+
+
+def nq_open_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]]
+                    ) -> dict[str, float]:
+    """NQ-Open's exact match: the normalized prediction equals any normalized gold answer."""
+    _check_rows(predictions, references)
+    return {"exact_match": float(np.mean([
+        any(normalize_answer(p) == normalize_answer(g) for g in golds)
+        for p, golds in zip(predictions, references, strict=True)]))}
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]]
+                  ) -> dict[str, float]:
+    """ROUGE-1/2/L F1 with Porter stemming (Google's `rouge-score` package), per summary the
+    best over its references, averaged over summaries."""
+    from rouge_score import rouge_scorer
+
+    _check_rows(predictions, references)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for prediction, golds in zip(predictions, references, strict=True):
+        scores = [scorer.score(gold, prediction) for gold in golds]  # (target, prediction)
+        for kind in ROUGE_TYPES:
+            totals[kind] += max(s[kind].fmeasure for s in scores)
+    return {kind: total / len(predictions) for kind, total in totals.items()}
+
+
+GENERATION_METRICS = {"squad": squad_metrics, "nq_open": nq_open_metrics, "rouge": rouge_metrics}
