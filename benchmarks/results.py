@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import sys
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prompt_jax import provenance, stats
 from prompt_jax.provenance import write_result
 
 HERE = Path(__file__).resolve().parent
@@ -220,13 +222,34 @@ def load(task: str, row: str, model: str = DEFAULT_MODEL) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+@functools.cache
+def scored_rows(task: str) -> int:
+    """How many rows a task's results score: its `eval_limit`, else its whole evaluation split
+    (the stored files before provenance do not say)."""
+    from prompt_jax import tasks
+
+    settings = TASKS[task]
+    total = len(tasks.read_split(task, settings.get("eval_split", "validation"))[0])
+    return min(settings["eval_limit"], total) if settings["eval_limit"] else total
+
+
+def with_interval(metrics: dict, task: str) -> str:
+    """'86.1% [83.6, 88.2]': accuracy with its 95% Wilson interval over the rows scored."""
+    n = metrics.get("examples") or scored_rows(task)
+    return stats.accuracy(np.arange(n) < round(metrics["accuracy"] * n)).text()
+
+
 def table(task: str, model: str = DEFAULT_MODEL) -> str:
     name, rows = MODELS[model]
     title = TASKS[task]["name"] if model == DEFAULT_MODEL else f"{name}: {TASKS[task]['name']}"
     flag = "" if model == DEFAULT_MODEL else f"--model {model} "
-    lines = [f"### {title}", "",
-             "| method | accuracy | macro-F1 | trainable params | train examples/s | command |",
-             "|---|---|---|---|---|---|"]
+    paths = [results_dir(model) / task / f"{row}.json" for row in rows[task]]
+    paths = [path for path in paths if path.is_file()]
+    lines = [f"### {title}", ""]
+    if paths:
+        lines += [f"Results {stored(paths)}. Accuracy with its 95% Wilson interval.", ""]
+    lines += ["| method | accuracy | macro-F1 | trainable params | train examples/s | command |",
+              "|---|---|---|---|---|---|"]
     for row in rows[task]:
         r = load(task, row, model)
         label = ROWS[row][0]
@@ -245,7 +268,7 @@ def table(task: str, model: str = DEFAULT_MODEL) -> str:
         speed = r.get("train_examples_per_second")
         speed = f"{speed:.1f}" if speed else "-"
         for name, m in rows:
-            lines.append(f"| {name} | {m['accuracy']:.1%} | {m['macro_f1']:.3f} | "
+            lines.append(f"| {name} | {with_interval(m, task)} | {m['macro_f1']:.3f} | "
                          f"{r['trainable_params']:,} | {speed} | {command} |")
     zero = load(task, "zero-shot", model)
     if zero:
@@ -440,10 +463,13 @@ def stored(paths: list[Path]) -> str:
     sys.path.insert(0, str(HERE))
     import machine
 
-    lines = {machine.line(r["machine"]) for r in map(json.loads, (p.read_text() for p in paths))
-             if "machine" in r}
+    results = [json.loads(p.read_text()) for p in paths]
+    lines = {provenance.line(r) if "provenance" in r else machine.line(r["machine"])
+             for r in results if "provenance" in r or "machine" in r}
     if len(lines) == 1:
         return f"measured {lines.pop()}"
+    if len(lines) > 1:
+        return "measured " + "; ".join(sorted(lines))
     log = subprocess.run(["git", "log", "-1", "--format=%ad %h", "--date=short", "--",
                           *map(str, paths)], cwd=HERE.parent, capture_output=True, text=True)
     date, _, commit = log.stdout.strip().partition(" ")
