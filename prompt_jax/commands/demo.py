@@ -91,7 +91,8 @@ def main(config: run.RunConfig = DEMO) -> dict:
           f"| {summary['train_seconds'] / 60:.1f} min "
           f"({summary['train_examples_per_second']:.1f} examples/s) |")
     result = {"model": config.model, "task": config.task, "split": config.eval_split,
-              "frozen_params": int(n_frozen), "rank_sample": sample, "templates": ranked,
+              "frozen_params": int(n_frozen), "d_model": int(loaded.model.d_model),
+              "rank_sample": sample, "templates": ranked,
               "best_template": best["template"], "zero_shot": zero, "soft_prompt": summary,
               "zero_shot_seconds": zero_seconds,
               "total_seconds": time.perf_counter() - started}
