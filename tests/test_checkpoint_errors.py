@@ -14,7 +14,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from prompt_jax.models import CheckpointError, load_pretrained
-from prompt_jax.models.convert import read_safetensors
+from prompt_jax.models.checkpoint_files import read_safetensors
 from prompt_jax.prompts.torch_pickle import UnsafePickleError, load_torch_file
 from tests.hf_models import save_tiny
 

@@ -1,7 +1,7 @@
 """Checkpoint tensors -> a param tree, strictly, and (given shardings) straight into shards.
 
-A family's key table (`convert.py`) lists, for each of our params, the checkpoint key it comes
-from and how it is stored (`Entry.kind`). `assemble_params` first checks the whole table
+A family's key table (`convert_<family>.py`) lists, for each of our params, the checkpoint key
+it comes from and how it is stored (`Entry.kind`). `assemble_params` first checks the whole table
 against the checkpoint without reading any data (every key present with the right shape,
 nothing left unmapped), then reads the params.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ import numpy as np
 from jax.sharding import Sharding
 
 from prompt_jax.models.base import Backbone, Params, dtype_of
+
+log = logging.getLogger(__name__)
 
 Index = tuple[slice, ...]  # a box of an array: one slice per dimension
 
@@ -283,7 +286,7 @@ def assemble_params(model: Backbone, entries: list[Entry], ignored: list[str],
 
     Args:
       model: the backbone (its abstract params give every shape).
-      entries, ignored: the family's key table (`convert.*_table`).
+      entries, ignored: the family's key table (e.g. `convert_llama.llama_table`).
       tensors: the checkpoint's tensors by key.
       param_dtype: the dtype the params are stored in.
       shardings: a `Sharding` per param (a tree like the params'): each param is read
@@ -320,6 +323,17 @@ def same_values(a: Tensor, b: Tensor, rows: int = 1024) -> bool:
     return all(np.array_equal(a.read_box((slice(i, i + rows), *rest)),
                               b.read_box((slice(i, i + rows), *rest)))
                for i in range(0, a.shape[0], rows))
+
+
+def resolve_tying(config, tensors: dict[str, Tensor], head_key: str, embed_key: str):
+    """Follows transformers: a config that ties the head but a checkpoint holding a different
+    head matrix means the head is untied; a config that unties it needs the matrix."""
+    if config.tie_word_embeddings and head_key in tensors and embed_key in tensors:
+        head, embed = tensors[head_key], tensors[embed_key]
+        if not same_values(head, embed):
+            log.info("%s differs from %s: loading an untied output head", head_key, embed_key)
+            return dataclasses.replace(config, tie_word_embeddings=False)
+    return config
 
 
 def _get(tree, path):

@@ -35,13 +35,8 @@ import numpy as np
 
 from prompt_jax.models import layers
 from prompt_jax.models.base import dtype_of
-from prompt_jax.models.llama import (
-    Llama,
-    LlamaAttention,
-    LlamaMLP,
-    decoder_attention_bias,
-    first_token_id,
-)
+from prompt_jax.models.decoder_layers import LlamaAttention, LlamaMLP, decoder_attention_bias
+from prompt_jax.models.llama import Llama, first_token_id
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 
