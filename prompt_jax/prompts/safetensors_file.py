@@ -1,7 +1,8 @@
 """Reading `.safetensors` files with the `safetensors` package, errors naming the file.
 
-Shared by the model loader (`models.checkpoint_files`) and the prompt readers (`prompts.formats`). It
-imports neither of them (nor jax), so reading a prompt file never pulls in the model loader.
+Shared by the model loader (`models.checkpoint_files`) and the prompt readers
+(`prompts.formats`). It imports neither of them (nor jax), so reading a prompt file never pulls
+in the model loader.
 """
 
 from __future__ import annotations
