@@ -171,10 +171,10 @@ def task_tuning(source: str, target: str, loaded=None) -> None:
         source_prompt = xs[TASKS.index(TUNED_TASK)]
         projector, params = projector_commands.new_projector(
             "flat", source_prompt.shape, loaded.model.d_model, hidden=TASK_HIDDEN)
-        projectors.task_tune(config, projector, params, source_prompt, loaded=loaded,
-                             resume=loop.holds_run(run_dir),
-                             metadata={"source_backbone": MODELS[source],
-                                       "source_prompt": f"{TUNED_TASK}.npy"})
+        projector_commands.task_tune(config, projector, params, source_prompt, loaded=loaded,
+                                     resume=loop.holds_run(run_dir),
+                                     metadata={"source_backbone": MODELS[source],
+                                               "source_prompt": f"{TUNED_TASK}.npy"})
     saved = projectors.load_projector(run_dir / "projector.safetensors")
     projected = np.stack([saved.apply(x) for x in xs])
     noise = saved.apply(_norm_matched(xs[0].shape, _mean_norm(xs), seed=0))

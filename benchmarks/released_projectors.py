@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ import numpy as np
 from tqdm import tqdm
 
 from prompt_jax import indicators, projectors
+from prompt_jax.commands import projector_commands
 from prompt_jax.prompts.files import load_prompt
+from prompt_jax.training.train import OptimizerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from released_indicators import (  # noqa: E402
@@ -103,9 +106,12 @@ def fit(method: str, sources: np.ndarray, targets: np.ndarray
         shape = (*x.shape[1:], y.shape[1], y.shape[2]) if method == "flat" else \
             (x.shape[2], y.shape[2])
         config, params = init(jax.random.PRNGKey(0), *shape, hidden=settings["hidden"])
-        params, losses = projectors.train_distance(
-            config, params, x, y, steps=settings["steps"],
-            learning_rate=settings["learning_rate"], progress=False)
+        with tempfile.TemporaryDirectory() as run_dir:  # the engine's loop, a throwaway run
+            params, _ = projector_commands.train_distance(
+                config, params, x, y, run_dir, steps=settings["steps"],
+                optimizer=OptimizerConfig(name="adamw",
+                                          learning_rate=settings["learning_rate"]),
+                checkpoint_every=settings["steps"])
         loss = float(projectors.distance_loss(config, params, x, y))
     spread = float(jnp.square(y - y.mean(0)).sum(axis=(1, 2)).mean())
     return config, params, 1.0 - loss / spread

@@ -25,15 +25,15 @@ import numpy as np
 from jax.sharding import Mesh
 
 from prompt_jax import partitioning, prompts, scoring
-from prompt_jax.models import REAL_MODELS, fetch, load_pretrained, load_tokenizer
+from prompt_jax.models import load_pretrained, load_tokenizer, resolve_model
 from prompt_jax.models.base import Backbone, Params
 from prompt_jax.training import packing
 
 
 def model_source(name: str) -> str:
     """A REAL_MODELS name fetched to its local file; anything else as given (a path, a hub
-    id)."""
-    return str(fetch(name)) if name in REAL_MODELS else name
+    id): `models.resolve_model`, the one resolver every command uses."""
+    return resolve_model(name)
 
 
 @dataclasses.dataclass(frozen=True)

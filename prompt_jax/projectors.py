@@ -5,9 +5,10 @@ source prompt [P_s, d_s] to a target model's prompt [P_t, d_t] with a two-layer 
 the flattened prompt (their `AE_1_layer_mutiple_100_paper`: Linear -> tanh -> Linear, then a
 LayerNorm over each target token; the later `prompt_hub` `CrossModelProjector` uses LeakyReLU
 and a hidden width of 768). The projector is trained either by distance minimization (source
-prompts of some tasks onto the target model's prompts of the same tasks, `train_distance`) or
+prompts of some tasks onto the target model's prompts of the same tasks, `distance_loss`) or
 by task tuning (project, feed the frozen target model, back-propagate the task loss into the
-projector only, `task_tune`).
+projector only). Both are trainables of the engine's one loop, with orbax checkpoints and
+exact resume: the jobs are `prompt_jax.commands.projector_commands`.
 
 Three kinds, each a static `ProjectorConfig` and a plain dict of arrays:
 
@@ -23,11 +24,10 @@ Projectors are saved as `<name>.safetensors` plus a JSON sidecar `<name>.json`
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 KINDS = ("flat", "token", "linear")
 ACTIVATIONS = ("tanh", "leaky_relu")
@@ -230,143 +229,39 @@ def distance_loss(config: ProjectorConfig, params: Params, source_prompts: jax.A
     return jnp.square(projected - target_prompts).sum(axis=(1, 2)).mean()
 
 
-@functools.cache
-def adam(learning_rate: float) -> optax.GradientTransformation:
-    """optax.adam, one object per learning rate (so repeated trainings reuse one compilation)."""
-    return optax.adam(learning_rate)
+def distance_step(projector: ProjectorConfig, optimizer: optax.GradientTransformation
+                  ) -> Callable:
+    """The engine's step `(state, frozen_params, batch) -> (state, metrics)` for distance
+    minimization: `state.trainable` is the projector's params, the batch a set of pairs
+    {"source" [B, P_s, d_s], "target" [B, P_t, d_t]}; no model, so no frozen params."""
+    from prompt_jax.training.train import TrainState
+
+    def step(state, frozen_params, batch):
+        del frozen_params
+        loss, grad = jax.value_and_grad(distance_loss, argnums=1)(
+            projector, state.trainable, batch["source"], batch["target"])
+        updates, opt_state = optimizer.update(grad, state.opt_state, state.trainable)
+        trained = optax.apply_updates(state.trainable, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grad)}
+        return TrainState(state.step + 1, trained, opt_state, state.rng), metrics
+
+    return jax.jit(step, donate_argnums=(0,))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "optimizer", "steps", "batch_size"))
-def _train_chunk(params, opt_state, rng, source_prompts, target_prompts, *, config, optimizer,
-                 steps, batch_size):
-    """`steps` optimizer steps of the distance loss in one compiled scan; the pairs are
-    arguments (never baked into the executable). Returns params, state and each step's loss."""
+def pair_batches(sources: np.ndarray, targets: np.ndarray, batch_size: int, seed: int
+                 ) -> Callable[[int], Any]:
+    """`start_step -> iterator` of batches of pairs: all pairs (batch_size 0), or
+    `batch_size` drawn without replacement by a generator seeded by (seed, step), so that a
+    resumed run sees the very batches an uninterrupted one does."""
+    import itertools
 
-    def step(carry, key):
-        params, opt_state = carry
-        x, y = source_prompts, target_prompts
-        if batch_size:
-            rows = jax.random.choice(key, x.shape[0], (batch_size,), replace=False)
-            x, y = x[rows], y[rows]
-        loss, grad = jax.value_and_grad(distance_loss, argnums=1)(config, params, x, y)
-        updates, opt_state = optimizer.update(grad, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+    def batches_from(start: int):
+        for step in itertools.count(start):
+            rows = slice(None) if not batch_size else np.random.default_rng(
+                [seed, step]).choice(len(sources), batch_size, replace=False)
+            yield {"source": sources[rows], "target": targets[rows]}
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state),
-                                               jax.random.split(rng, steps))
-    return params, opt_state, losses
-
-
-def train_distance(config: ProjectorConfig, params: Params, source_prompts, target_prompts, *,
-                   steps: int = 1000, learning_rate: float = 1e-3,
-                   optimizer: optax.GradientTransformation | None = None, batch_size: int = 0,
-                   seed: int = 0, chunk: int = 100, progress: bool | None = None
-                   ) -> tuple[Params, np.ndarray]:
-    """Trains a projector by distance minimization (`distance_loss`).
-
-    Args:
-      config, params: the projector and its starting params.
-      source_prompts: [N, P_s, d_s], the source model's prompts of N tasks.
-      target_prompts: [N, P_t, d_t], the target model's prompts of the same tasks.
-      steps: optimizer steps.
-      learning_rate: Adam's learning rate (when no `optimizer` is given).
-      optimizer: any optax transformation instead of Adam.
-      batch_size: pairs per step drawn without replacement (0 = all pairs every step).
-      seed: the minibatch draws' seed.
-      chunk: steps compiled into one scan between progress updates.
-      progress: show a tqdm bar (default: when training takes more than one chunk).
-
-    Returns:
-      (trained params, the loss before each step [steps]).
-    """
-    x, y = jnp.asarray(source_prompts, jnp.float32), jnp.asarray(target_prompts, jnp.float32)
-    if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"distance training takes [N, P, d] source and target prompts of the "
-                         f"same N > 0 tasks; got {tuple(x.shape)} and {tuple(y.shape)}")
-    check_prompt(config, x.shape[1:])
-    expected = (config.output_length(x.shape[1]), config.target_width)
-    if tuple(y.shape[1:]) != expected:
-        raise ValueError(f"the projector makes prompts of shape {expected}, but the target "
-                         f"prompts have shape {tuple(y.shape[1:])}")
-    if not 0 <= batch_size <= x.shape[0]:
-        raise ValueError(f"batch size {batch_size} is not in [0, {x.shape[0]}] pairs")
-    if steps < 1 or chunk < 1:
-        raise ValueError(f"steps and chunk must be positive, got {steps} and {chunk}")
-    optimizer = optimizer or adam(learning_rate)
-    params = jax.tree.map(jnp.asarray, params)
-    opt_state = optimizer.init(params)
-    rng = jax.random.PRNGKey(seed)
-    losses = []
-    show = steps > chunk if progress is None else progress
-    with tqdm(total=steps, desc="projector", unit="step", disable=not show) as bar:
-        done = 0
-        while done < steps:
-            n = min(chunk, steps - done)
-            rng, key = jax.random.split(rng)
-            params, opt_state, chunk_losses = _train_chunk(
-                params, opt_state, key, x, y, config=config, optimizer=optimizer, steps=n,
-                batch_size=batch_size)
-            losses.append(np.asarray(chunk_losses))
-            done += n
-            bar.update(n)
-            bar.set_postfix(loss=f"{float(losses[-1][-1]):.4g}")
-    return params, np.concatenate(losses)
-
-
-def task_tune(config, projector: ProjectorConfig, params: Params, source_prompt, *,
-              loaded=None, resume: bool = False, overwrite: bool = False,
-              metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Task tuning: trains only the projector's params through the frozen target model on a
-    task, the fixed source prompt projected at every step (`train.mapped_prompt`).
-
-    The run is a prompt-training run in every other way (`run.train_trainable`: the same step,
-    loop, orbax checkpoints of the projector's params and optimizer state, exact `resume`,
-    evaluation, `best_prompt.npy` and `prompt.npy`, the projected prompts); the trained
-    projector is also written to `<output_dir>/projector.safetensors` (+ `.json`).
-
-    Args:
-      config: a `run.RunConfig` on the target model and task (its `prompt_length` is set to
-        the projected prompt's length; its optimizer trains the projector).
-      projector: the projector's config; its target width must be the model's d_model.
-      params: the projector's starting params.
-      source_prompt: the source model's prompt [P_s, d_s], fixed (closed over by the step as a
-        small constant; the frozen model's params stay an argument).
-      loaded: the already loaded target model (`config.model`).
-      resume, overwrite: as in `run.train_prompt`.
-      metadata: extra sidecar fields for the projector and the projected prompts (e.g.
-        source_backbone, source_prompt).
-
-    Returns:
-      The run's summary, with the projector's path under "projector".
-
-    Raises:
-      ValueError: the source prompt does not fit the projector, or the projector's target
-        width is not the model's (naming both).
-    """
-    from prompt_jax.training import loop, run, train
-
-    source = jnp.asarray(source_prompt, jnp.float32)  # [P_s, d_s]
-    check_prompt(projector, source.shape)
-    config = dataclasses.replace(config, prompt_length=projector.output_length(source.shape[0]),
-                                 tune="prompt")
-    loop.claim_output_dir(config.output_dir, resume=resume, overwrite=overwrite)
-    loaded, _ = run.load(config, loaded)
-    if projector.target_width != loaded.model.d_model:
-        raise ValueError(f"the projector makes prompts of width {projector.target_width}, but "
-                         f"the target model {config.model} has width {loaded.model.d_model}")
-    trainable = train.mapped_prompt("projector", lambda p: apply(projector, p, source))
-    extra = {"init": "projector", "projector_kind": projector.kind, **dict(metadata or {})}
-    summary, trained = run.train_trainable(config, trainable, params, resume=resume,
-                                           overwrite=overwrite, loaded=loaded, metadata=extra)
-    out = Path(config.output_dir)
-    saved = save_projector(
-        out / "projector.safetensors", projector, trained, overwrite=True,
-        metadata={"mode": "task", "task": config.task, "target_backbone": config.model,
-                  "target_family": loaded.model.family, "steps": summary["steps"],
-                  **{k: v for k, v in extra.items() if k not in ("init", "projector_kind")}})
-    summary["projector"] = str(saved[0])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return batches_from
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from prompt_jax import engine, projectors
 from prompt_jax.commands import cli, projector_commands
 from prompt_jax.prompts import files as prompt_io
-from prompt_jax.training import run, train
+from prompt_jax.training import loop, run, train
 
 SOURCE_WIDTH = 48  # the tiny target Llama is 32 wide
 
@@ -56,19 +56,47 @@ def test_least_squares_recovers_a_known_linear_map():
 
 
 @pytest.mark.parametrize("kind", ["flat", "token"])
-def test_distance_training_lowers_the_loss(kind):
+def test_distance_training_lowers_the_loss(kind, tmp_path):
     sources, targets = _prompts(1, 6, 4, 8), _prompts(2, 6, 4, 12)
     config, params = projector_commands.new_projector(kind, (4, 8), 12, hidden=32)
     before = float(projectors.distance_loss(config, params, sources, targets))
-    trained, losses = projectors.train_distance(config, params, sources, targets, steps=200,
-                                                learning_rate=1e-2, chunk=50)
-    assert losses.shape == (200,) and losses[0] == pytest.approx(before, rel=1e-5)
-    after = float(projectors.distance_loss(config, trained, sources, targets))
+    adam = train.OptimizerConfig(name="adamw", learning_rate=1e-2)
+    trained, after = projector_commands.train_distance(
+        config, params, sources, targets, tmp_path / "full", steps=200, optimizer=adam)
+    assert after == pytest.approx(float(projectors.distance_loss(config, trained, sources,
+                                                                 targets)))
     assert after < 0.5 * before
+    losses = [json.loads(line)["loss"]
+              for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 20 and losses[-1] < losses[0]  # one line every 10 steps
     # Minibatches of 2 pairs lower it too.
-    _, minibatch = projectors.train_distance(config, params, sources, targets, steps=100,
-                                             learning_rate=1e-2, batch_size=2)
-    assert minibatch[-10:].mean() < minibatch[:10].mean()
+    _, minibatch = projector_commands.train_distance(
+        config, params, sources, targets, tmp_path / "mini", steps=100, optimizer=adam,
+        batch_size=2)
+    assert minibatch < before
+
+
+def test_distance_training_resumes_exactly(tmp_path):
+    """Stopped after 7 steps and resumed to 20, minibatches included, it ends bit-identical
+    to an uninterrupted run of 20: the engine's checkpoints and replayed batches."""
+    sources, targets = _prompts(1, 5, 3, 8), _prompts(2, 5, 3, 12)
+    config, params = projector_commands.new_projector("token", (3, 8), 12, hidden=16)
+    settings = dict(optimizer=train.OptimizerConfig(name="adamw", learning_rate=1e-2),
+                    batch_size=2, seed=3, checkpoint_every=7, log_every=1)
+    full, _ = projector_commands.train_distance(config, params, sources, targets,
+                                                tmp_path / "full", steps=20, **settings)
+    projector_commands.train_distance(config, params, sources, targets, tmp_path / "cut",
+                                      steps=7, **settings)
+    with pytest.raises(loop.RunExistsError):  # a folder holding a run is refused
+        projector_commands.train_distance(config, params, sources, targets, tmp_path / "cut",
+                                          steps=20, **settings)
+    resumed, _ = projector_commands.train_distance(config, params, sources, targets,
+                                                   tmp_path / "cut", steps=20, resume=True,
+                                                   **settings)
+    for name in full:
+        assert np.array_equal(np.asarray(full[name]), np.asarray(resumed[name])), name
+    lines = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 21))
 
 
 def test_a_prompt_of_the_wrong_width_names_both_widths():
@@ -123,8 +151,8 @@ def test_task_tuning_trains_only_the_projector(loaded, tiny_llama, tmp_path):
         eval_limit=16, eval_every=0, checkpoint_every=6, log_every=1, max_input_length=32,
         mesh_data=1, output_dir=str(tmp_path / "run"),
         optimizer=train.OptimizerConfig(name="adamw", learning_rate=3e-2))
-    summary = projectors.task_tune(config, projector, params, source, loaded=loaded,
-                                   metadata={"source_backbone": "tiny-48"})
+    summary = projector_commands.task_tune(config, projector, params, source, loaded=loaded,
+                                           metadata={"source_backbone": "tiny-48"})
 
     assert summary["tune"] == "projector" and summary["steps"] == 12
     assert summary["trainable_params"] == sum(x.size for x in jax.tree.leaves(params))

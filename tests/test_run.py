@@ -3,6 +3,7 @@ real SST-2 data; a killed run resumes to the same prompt; the real SmolLM2 learn
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -77,6 +78,58 @@ def test_cli_train_eval_infer_end_to_end(tiny_llama, tmp_path, capsys):
               "--text", "dull and tedious ."])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all(x.split("\t")[0] in ("negative", "positive") for x in lines)
+
+
+def test_each_command_claims_its_folder_once_and_loads_the_model_once(tiny_llama, tmp_path,
+                                                                     capsys, monkeypatch):
+    """Counted through real runs (each counter calls the real function): `train` and
+    `project train --mode task` claim the output folder once and load the model once."""
+    from prompt_jax import engine
+    from prompt_jax.training import loop
+
+    counts = collections.Counter()
+
+    def count(module, name):
+        real = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            counts[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+
+    for module, name in ((loop, "claim_output_dir"), (run, "load"), (engine, "load_model")):
+        count(module, name)
+    once = {"claim_output_dir": 1, "load": 1, "load_model": 1}
+    cli.main(_train_args(tiny_llama, tmp_path / "train", "--steps", "2"))
+    assert counts == once and (tmp_path / "train" / "config.gin").is_file()
+    capsys.readouterr()
+
+    counts.clear()
+    np.save(tmp_path / "source.npy", np.ones((3, 48), np.float32))
+    cli.main(["project", "train", "--mode", "task", "--gin_file", "test/tiny.gin", "--model",
+              str(tiny_llama), "--task", "sst2", "--source_prompt", str(tmp_path / "source.npy"),
+              "--kind", "token", "--hidden", "8", "--steps", "2", "--out",
+              str(tmp_path / "project")])
+    assert counts == once and (tmp_path / "project" / "config.gin").is_file()
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+
+
+def test_every_command_resolves_a_model_the_same_way(tiny_llama, smollm2_gguf, capsys):
+    """A real-model name, a local directory or file, else a hub id: `info` as well as `train`
+    (`engine.model_source` is `models.resolve_model`)."""
+    from prompt_jax import engine
+    from prompt_jax.models import resolve_model
+
+    assert resolve_model("smollm2-135m-instruct") == str(smollm2_gguf)
+    assert engine.model_source("smollm2-135m-instruct") == str(smollm2_gguf)
+    assert resolve_model(tiny_llama) == str(tiny_llama)
+    assert resolve_model("someone/some-model") == "someone/some-model"  # a hub id, as given
+    for source, expected in ((str(tiny_llama), str(tiny_llama)),
+                             ("smollm2-135m-instruct", str(smollm2_gguf))):
+        cli.main(["info", source])
+        info = json.loads(capsys.readouterr().out)
+        assert info["family"] == "llama" and str(info["source"]) == expected
 
 
 def test_cli_model_tuning_trains_the_weights_without_a_prompt(tiny_llama, tmp_path, capsys):

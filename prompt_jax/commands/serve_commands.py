@@ -99,10 +99,20 @@ def serve(args) -> None:
     server.serve(classifier, config, host=args.host, port=args.port, log_level=args.log_level)
 
 
-def add_serve_parser(sub) -> None:
+def main(args) -> None:
+    """Runs `serve`."""
+    from prompt_jax.commands.common import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # seqio inside
+    serve(args)
+
+
+def add_parser(sub) -> None:
+    """Adds `serve` to the `prompt-jax` subparsers."""
     p = sub.add_parser("serve", help="serve a folder of prompts over HTTP: mixed-task batches, "
                                      "dynamic batching")
-    p.add_argument("--model", required=True, help="REAL_MODELS name, local path or hub id")
+    p.add_argument("--model", required=True,
+                   help="REAL_MODELS name, local directory or file, or hub id")
     add_bank_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                                                        "127.0.0.1: this machine only)")
@@ -117,4 +127,4 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--mesh_data", type=int, default=0,
                    help="devices on the data axis (0 = all); batch buckets must divide by it")
     p.add_argument("--log_level", default="info", help="uvicorn's log level")
-    p.set_defaults(func=serve)
+    p.set_defaults(func=main)

@@ -24,15 +24,21 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from tqdm import tqdm
+from prompt_jax.commands.common import import_tensorflow_quietly
+from prompt_jax.commands.common import names as comma_list
 
-from prompt_jax import engine, transfer
-from prompt_jax.prompts import INITS
-from prompt_jax.transfer import SourceRecipe
+if TYPE_CHECKING:  # the heavy imports wait for a command that runs (the parser stays light)
+    from prompt_jax import engine
+    from prompt_jax.transfer import SourceRecipe
 
-INIT_ARMS = tuple(i for i in INITS if i != "from_array")  # init arms by name
+
+def _init_arms() -> tuple[str, ...]:
+    """Init arms by name: every prompt init but from_array."""
+    from prompt_jax.prompts import INITS
+
+    return tuple(i for i in INITS if i != "from_array")
 
 
 def _prompt_files(out: Path, names: Sequence[str]) -> dict[str, Path]:
@@ -49,6 +55,8 @@ def _source_names(out: Path) -> list[str]:
 
 def sources_table(out: Path, names: Sequence[str]) -> str:
     """Markdown: each source prompt's own score (its run's final evaluation)."""
+    from prompt_jax import transfer
+
     lines = ["| source | accuracy | examples | train seconds |", "|---|---|---|---|"]
     for name in names:
         summary = transfer.read_json(out / "sources" / f"{name}.json")
@@ -62,6 +70,8 @@ def matrix(loaded: engine.LoadedModel, sources: Sequence[str], targets: Sequence
            out: Path, *, recipe: SourceRecipe, limit: int, runs: Path | None = None,
            controls: bool = True) -> dict[str, Path]:
     """Trains the missing source prompts, fills the missing cells, writes the tables."""
+    from prompt_jax import transfer
+
     transfer.train_sources(loaded, sources, out, recipe, runs_dir=runs)
     prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
     cells = transfer.zero_shot_matrix(loaded, prompts, targets, out, limit=limit,
@@ -71,6 +81,8 @@ def matrix(loaded: engine.LoadedModel, sources: Sequence[str], targets: Sequence
 
 
 def _cells(out: Path) -> list[dict]:
+    from prompt_jax import transfer
+
     cells = transfer.ordered_cells(
         [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")])
     if not cells:
@@ -80,6 +92,8 @@ def _cells(out: Path) -> list[dict]:
 
 
 def _fmt(v) -> str:
+    import numpy as np
+
     return "-" if v is None or not np.isfinite(v) else f"{v:+.3f}"
 
 
@@ -87,6 +101,11 @@ def indicators(loaded: engine.LoadedModel, out: Path, *, modes: Sequence[str] = 
                "inputs"), n_inputs: int = 16, layers: str = "all") -> dict:
     """Every indicator for every (source, target) pair of the matrix whose target has its own
     prompt, and the correlation of each with the measured relative transfer."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from prompt_jax import transfer
+
     sources = _source_names(out)
     prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
     names, all_targets, _, relative = transfer.matrix_arrays(_cells(out))
@@ -128,8 +147,11 @@ def retrieve(loaded: engine.LoadedModel, out: Path, *, brief: SourceRecipe,
     source prompts by each indicator; a hit is when the top-k include the target's best
     actual source in the matrix (its own prompt left out)."""
     import jax.numpy as jnp
+    import numpy as np
+    from tqdm import tqdm
 
     from prompt_jax import indicators as ind
+    from prompt_jax import transfer
 
     sources = _source_names(out)
     prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
@@ -180,15 +202,20 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
     `text:<words>`), `source:<task>`, `source:best` (the best other source on
     the target in the matrix, a source sharing its texts left out) and `spot:<indicator>:<k>`
     (the top-k sources by the indicator against a briefly trained target prompt)."""
+    import numpy as np
+
+    from prompt_jax import transfer
+
     sources = [s for s in _source_names(out) if s != target]
     prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
-    starts: dict[str, np.ndarray | None] = {}
+    starts: dict[str, np.ndarray | str | None] = {}
+    init_arms = _init_arms()
     notes = {}
     for arm in arms:
         kind, _, rest = arm.partition(":")
         if arm == transfer.BASELINE:
             starts[arm] = None
-        elif kind in INIT_ARMS:
+        elif kind in init_arms:
             starts[arm] = arm  # another init by name, e.g. random_uniform or text:<words>
         elif kind == "source":
             name = rest
@@ -218,7 +245,7 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
                                  f"{list(transfer.EMBEDDING_INDICATORS)} or ON_<mode>")
             starts[arm], notes[arm] = transfer.spot_mix(prompts, sims, int(k or 3))
         else:
-            raise ValueError(f"unknown arm {arm!r}: baseline, {', '.join(INIT_ARMS)}, "
+            raise ValueError(f"unknown arm {arm!r}: baseline, {', '.join(init_arms)}, "
                              "source:<task>, source:best or spot:<indicator>:<k>")
     zero_path = out / "init" / target / "zero_shot.json"
     if not zero_path.exists():
@@ -256,6 +283,7 @@ def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str]
     """The source task's prompt (from the matrix's sources) and the model tuned on the same
     task (every weight, AdamW at `learning_rate`, `tuning`'s steps and batch), each zero-shot
     on the targets."""
+    from prompt_jax import transfer
     from prompt_jax.training.train import OptimizerConfig
 
     prompt = transfer.load_prompts(loaded, _prompt_files(out, [source]))[source]
@@ -280,3 +308,93 @@ def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str]
         lines.append(f"| {t}{mark} | {p:.1%} | {m:.1%} | {100 * (p - m):+.1f} points |")
     (out / "domain_shift.md").write_text("\n".join(lines) + "\n")
     return rows
+
+
+# Actions and the flag each one needs.
+NEEDS = {"sources": "sources", "matrix": "sources", "init": "target", "domain-shift": "targets"}
+
+
+def main(args) -> None:
+    """Runs one `prompt-jax transfer` action on the model, loaded once for the whole command."""
+    from prompt_jax import engine, transfer
+
+    if args.action in NEEDS and not getattr(args, NEEDS[args.action]):
+        raise ValueError(f"transfer {args.action} needs --{NEEDS[args.action]}")
+    import_tensorflow_quietly()  # seqio inside
+    recipe = transfer.SourceRecipe(prompt_length=args.prompt_length, steps=args.steps,
+                                   batch_size=args.batch_size, learning_rate=args.lr,
+                                   seed=args.seed)
+    brief = dataclasses.replace(recipe, steps=args.brief_steps)
+    out = Path(args.out)
+    runs = Path(args.runs) if args.runs else None
+    loaded = engine.load_model(args.model, mesh_data=1)
+    if args.action == "sources":
+        transfer.train_sources(loaded, comma_list(args.sources), out, recipe, runs_dir=runs)
+        print(sources_table(out, comma_list(args.sources)))
+    elif args.action == "matrix":
+        sources = comma_list(args.sources)
+        paths = matrix(loaded, sources, comma_list(args.targets) if args.targets else sources,
+                       out, recipe=recipe, limit=args.limit, runs=runs,
+                       controls=not args.no_controls)
+        print((out / "matrix.md").read_text())
+        print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    elif args.action == "indicators":
+        indicators(loaded, out, modes=comma_list(args.modes), n_inputs=args.n_inputs,
+                   layers=args.layers)
+        print((out / "indicators.md").read_text())
+    elif args.action == "retrieve":
+        retrieve(loaded, out, brief=brief, runs=runs, modes=comma_list(args.modes),
+                 n_inputs=args.n_inputs)
+        print((out / "retrieval.md").read_text())
+    elif args.action == "init":
+        report = init(loaded, args.target, comma_list(args.arms), out, recipe=recipe,
+                      seeds=[int(s) for s in comma_list(args.seeds)],
+                      eval_every=args.eval_every, eval_limit=args.limit, brief=brief,
+                      runs=runs, n_inputs=args.n_inputs)
+        print(json.dumps(report["arms"], indent=2))
+    else:  # domain-shift
+        domain_shift(loaded, args.source, comma_list(args.targets), out, tuning=recipe,
+                     learning_rate=args.tuning_lr, limit=args.limit, runs=runs)
+        print((out / "domain_shift.md").read_text())
+
+
+def add_parser(sub) -> None:
+    """Adds `transfer` to the `prompt-jax` subparsers."""
+    p = sub.add_parser(
+        "transfer", help="cross-task prompt transfer: sources, matrix, init, indicators, "
+                         "retrieve, domain-shift (resumable: rerun a killed command)")
+    p.add_argument("action", choices=["sources", "matrix", "init", "indicators", "retrieve",
+                                      "domain-shift"])
+    p.add_argument("--out", required=True, help="the experiment's results folder")
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="REAL_MODELS name, local directory or file, or hub id")
+    p.add_argument("--runs", help="training runs' folder (default <out>/runs)")
+    p.add_argument("--sources", help="sources, matrix: source tasks, comma-separated")
+    p.add_argument("--targets", help="matrix, domain-shift: target tasks (matrix default: "
+                                     "the sources)")
+    p.add_argument("--target", help="init: the task trained")
+    p.add_argument("--source", default="sst2", help="domain-shift: the source task")
+    p.add_argument("--arms", default="baseline,source:best,spot:ON_paper:3",
+                   help="init: baseline, random_uniform, sampled_vocab, text:<words>, "
+                        "source:<task>, source:best, spot:<indicator>:<k>")
+    p.add_argument("--seeds", default="0,1", help="init: seeds per arm")
+    p.add_argument("--limit", type=int, default=500,
+                   help="examples per evaluation (a seeded sample; 0 = all)")
+    p.add_argument("--no_controls", action="store_true",
+                   help="matrix: leave out the no-prompt and random-prompt rows")
+    p.add_argument("--modes", default="paper,inputs",
+                   help="ON modes: paper (empty text), inputs (real target inputs), prompt "
+                        "(every prompt position)")
+    p.add_argument("--n_inputs", type=int, default=16, help="ON inputs mode: inputs read")
+    p.add_argument("--layers", default="all", help="ON layers: all, bottom_third, top_third")
+    p.add_argument("--steps", type=int, default=320, help="steps per prompt")
+    p.add_argument("--brief_steps", type=int, default=40,
+                   help="retrieve, spot arms: steps of the brief target prompt")
+    p.add_argument("--prompt_length", type=int, default=20)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-2, help="AdamW learning rate of prompts")
+    p.add_argument("--tuning_lr", type=float, default=2e-5,
+                   help="domain-shift: AdamW learning rate of model tuning")
+    p.add_argument("--eval_every", type=int, default=40, help="init: steps between evaluations")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=main)

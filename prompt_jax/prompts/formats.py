@@ -25,6 +25,9 @@ PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_OPTIONS = ("task_type", "base_model_name_or_path", "revision", "tokenizer_name_or_path",
                 "num_attention_heads", "num_layers")
 
+# PEFT's task_type for each backbone family: the default of a PEFT adapter written for it.
+PEFT_TASK_TYPES = {"t5": "SEQ_2_SEQ_LM", "llama": "CAUSAL_LM", "gemma3": "CAUSAL_LM"}
+
 _FLOAT_DTYPES = {np.dtype(d) for d in (np.float16, ml_dtypes.bfloat16, np.float32, np.float64)}
 
 

@@ -162,6 +162,7 @@ def run(
     examples_per_batch: int | None = None,
     export: Callable[[TrainState], np.ndarray | None] | None = None,
     on_best: Callable[[np.ndarray, dict, int], None] | None = None,
+    claimed: bool = False,
 ) -> LoopResult:
     """Trains until `config.steps`.
 
@@ -180,13 +181,16 @@ def run(
         makes none (model tuning); kept as the best prompt.
       on_best: called with (prompt, metrics, step) whenever the best metric improves and
         `export` gives a prompt.
+      claimed: the caller has already claimed `output_dir` for this run
+        (`claim_output_dir`, as `run.train_trainable` does): it is not claimed again.
 
     Raises:
       RunExistsError: `output_dir` holds a run and neither `resume` nor `overwrite` is set.
       FloatingPointError: the loss became NaN or infinite; the last good checkpoint is kept.
     """
     output_dir = Path(output_dir)
-    claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
+    if not claimed:
+        claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
     export = export or (lambda state: None)
     checkpoints = TrainCheckpoints(output_dir / "checkpoints", keep=config.keep_checkpoints)
     if resume and checkpoints.latest_step() is not None:

@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +160,8 @@ def sidecar(loaded: engine.LoadedModel, task: engine.TaskHandle, config: RunConf
 
 def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = False,
                  loaded: engine.LoadedModel | None = None,
-                 evaluate: Callable[[train.TrainState], dict[str, float]] | None = None
-                 ) -> dict[str, Any]:
+                 evaluate: Callable[[train.TrainState], dict[str, float]] | None = None,
+                 config_files: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Trains a soft prompt; writes checkpoints, metrics and the best and last prompts
     (`best_prompt.npy`, `prompt.npy`, each with a JSON sidecar) into `output_dir`.
 
@@ -181,16 +181,20 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
       loaded: an already loaded model (`config.model`), shared with other runs.
       evaluate: `state -> metrics`, replacing the default evaluation on `config.eval_split`
         (e.g. to evaluate a subset often and the whole split rarely).
+      config_files: name -> text of files written beside `config.json` once the folder is
+        claimed (the CLI's gin config, `config.gin`).
     """
     return train_trainable(config, trainable_for(config), resume=resume, overwrite=overwrite,
-                           loaded=loaded, evaluate=evaluate)[0]
+                           loaded=loaded, evaluate=evaluate, config_files=config_files)[0]
 
 
 def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any = None, *,
                     resume: bool = False, overwrite: bool = False,
                     loaded: engine.LoadedModel | None = None,
                     evaluate: Callable[[train.TrainState], dict[str, float]] | None = None,
-                    metadata: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
+                    metadata: dict[str, Any] | None = None,
+                    config_files: Mapping[str, str] | None = None, claimed: bool = False
+                    ) -> tuple[dict[str, Any], Any]:
     """`train_prompt` for any trainable (a prompt, the model, a projector's params): the same
     step, loop, checkpoints, exact resume and exported prompts.
 
@@ -198,8 +202,13 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
       config: the run (`prompt_length` is the length of the prompt the trainable makes).
       trainable: what is trained and how it becomes what the model sees.
       initial: the trainable pytree at step 0 (None: `initial_trainable` of the config).
-      resume, overwrite, loaded, evaluate: as in `train_prompt`.
+      resume, overwrite, loaded, evaluate, config_files: as in `train_prompt`.
       metadata: extra fields for the saved prompts' sidecars (they win over the config's).
+      claimed: the caller has claimed `output_dir` for this run already
+        (`loop.claim_output_dir`, e.g. before loading the model that shapes the trainable).
+
+    The output folder is claimed once per run (here, unless `claimed`), before anything is
+    read or written; the model is loaded only when `loaded` is not given.
 
     Returns:
       (the summary also written to `summary.json`, the trained pytree at the last step).
@@ -207,12 +216,15 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     from prompt_jax.prompts.files import save_prompt
 
     out = Path(config.output_dir)
-    loop.claim_output_dir(out, resume=resume, overwrite=overwrite)  # before anything is read
-    loaded, task = load(config, loaded)
+    if not claimed:  # before anything is read
+        loop.claim_output_dir(out, resume=resume, overwrite=overwrite)
+    loaded, task = load(config) if loaded is None else (loaded, task_for(loaded, config))
     primary = distributed.is_primary()  # the one process of a job that writes files
     if primary:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2)
                                          + "\n")
+        for name, text in (config_files or {}).items():
+            (out / name).write_text(text)
     optimizer = train.make_optimizer(config.optimizer)
     if initial is None:
         initial = initial_trainable(loaded, task, config)
@@ -249,7 +261,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
                         checkpoint_every=config.checkpoint_every,
                         keep_checkpoints=config.keep_checkpoints, log_every=config.log_every),
         out, evaluate=evaluate, resume=resume, examples_per_batch=config.batch_size,
-        export=export, on_best=save_best,
+        export=export, on_best=save_best, claimed=True,
     )
     summary = {
         "task": config.task, "model": config.model,

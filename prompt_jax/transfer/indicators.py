@@ -1,0 +1,126 @@
+"""Transfer indicators over prompt pairs (`prompt_jax.indicators` wired to a loaded model and
+its tasks): embedding similarities, neuron overlaps (ON) in the paper's mode and on real
+inputs, and their rank correlation with measured transfer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_jax import engine, indicators
+
+EMBEDDING_INDICATORS = {
+    "E_cos": indicators.flat_cosine, "E_euc": indicators.flat_euclidean,
+    "E_cos_tokens": indicators.tokenwise_cosine, "E_euc_tokens": indicators.tokenwise_euclidean,
+}
+ON_MODES = ("paper", "inputs", "prompt")
+
+
+def embedding_indicators(prompts_by_name: Mapping[str, np.ndarray]
+                         ) -> dict[str, np.ndarray]:
+    """Every embedding indicator for every pair of prompts: name -> [N, N] (rows and columns
+    in `prompts_by_name` order; the prompts share one shape)."""
+    stack = jnp.asarray(np.stack(list(prompts_by_name.values())))
+    return {name: np.asarray(jax.jit(lambda a, fn=fn: indicators.pairwise(fn, a, a))(stack))
+            for name, fn in EMBEDDING_INDICATORS.items()}
+
+
+def _probe_batch(loaded: engine.LoadedModel, task: engine.TaskHandle, mode: str,
+                 n_inputs: int, seed: int) -> dict[str, np.ndarray]:
+    """The inputs ON reads activations on: the template with an empty text (the paper's
+    mode: its code feeds "<s>" and reads the label position; also the "prompt" mode's), or a
+    seeded sample of real validation inputs."""
+    if mode in ("paper", "prompt"):
+        return task.encode_texts(["\t" if task.spec.pair else ""])
+    if mode != "inputs":
+        raise ValueError(f"unknown ON mode {mode!r}; use one of {ON_MODES}")
+    from prompt_jax.tasks import read_split
+    from prompt_jax.tasks.registry import sample_rows
+
+    examples, _ = read_split(task.spec, "validation", task.data or None)
+    rows = sample_rows(len(examples), n_inputs, seed)
+    picked = [examples[i] for i in (range(len(examples)) if rows is None else rows)]
+    return task.encode_texts([f"{e.text_a}\t{e.text_b}" if task.spec.pair else e.text_a
+                              for e in picked])
+
+
+def label_positions(model, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    """[B] the input position where each row's label is predicted, the one ON reads: a
+    masked LM's <mask> (`target_position`); for a decoder the last input token, whose next
+    token is the label (and for T5's encoder, whose activations ON reads, the input's end).
+    Rows are right-padded."""
+    if model.prompt_style == "mlm":
+        return np.asarray(batch["target_position"])
+    return np.asarray(batch["input_mask"]).sum(-1) - 1
+
+
+def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np.ndarray],
+                    target: str, reference: str, *, mode: str = "paper", n_inputs: int = 16,
+                    layers: str | tuple[int, int] = "all", seed: int = 0) -> dict[str, float]:
+    """ON of every prompt with the `reference` prompt on the target task's inputs: the
+    overlap of the FFN neurons each activates (gate pre-activation > 0).
+
+    Modes: "paper" reads the position that predicts the label with an empty text in the
+    template (as the paper's code feeds "<s>"), "inputs" the same position over a seeded
+    sample of `n_inputs` real validation inputs (the overlap averaged over them), "prompt"
+    every prompt position (empty text).
+
+    Returns:
+      name -> ON with the reference (1.0 for the reference itself).
+    """
+    from prompt_jax import prompts as prompt_ops
+
+    task = loaded.task(target)
+    batch = _probe_batch(loaded, task, mode, n_inputs, seed)
+    ids = jnp.asarray(batch["inputs"])
+    embeds = loaded.model.embed(loaded.params, ids)
+    mask = jnp.asarray(batch["input_mask"])
+    positions = jnp.asarray(label_positions(loaded.model, batch))
+
+    @jax.jit
+    def masks_of(prompt):  # -> [B, L', K * F]
+        if mode != "prompt":
+            m = indicators.activation_masks(loaded.model, loaded.params, prompt, embeds, mask,
+                                            positions, placement=task.placement, layers=layers)
+            return jnp.moveaxis(m[:, :, 0, :], 1, 0)
+        prompted, prompted_mask, start = prompt_ops.insert_prompt(prompt, embeds, mask,
+                                                                  task.placement)
+        (pre,) = loaded.model.activations(loaded.params, prompted, prompted_mask,
+                                          kind="pre_activation").values()  # [L, B, P + T, F]
+        at = start[:, None] + jnp.arange(prompt.shape[0])[None]  # [B, P]
+        picked = jnp.take_along_axis(pre, at[None, :, :, None], axis=2)  # [L, B, P, F]
+        m = indicators.activated(indicators.select_layers(picked, layers))
+        return jnp.moveaxis(m, 1, 0).reshape(m.shape[1], m.shape[0], -1)
+
+    ref = masks_of(jnp.asarray(prompts_by_name[reference]))
+    return {name: float(indicators.neuron_overlap(masks_of(jnp.asarray(p)), ref).mean())
+            for name, p in prompts_by_name.items()}
+
+
+def correlations(indicator: np.ndarray, transfer: np.ndarray, valid: np.ndarray
+                 ) -> dict[str, float]:
+    """Spearman and Kendall correlation of an indicator with measured transfer over the valid
+    (source, target) pairs: pooled over all pairs, and per target then averaged (as the paper
+    averages over target tasks; targets with fewer than 3 valid sources are left out)."""
+    flat = valid & np.isfinite(indicator) & np.isfinite(transfer)
+    result = {"pairs": int(flat.sum()),
+              "spearman": indicators.spearman(indicator[flat], transfer[flat]),
+              "kendall": indicators.kendall_tau(indicator[flat], transfer[flat])}
+    per = {"spearman": [], "kendall": []}
+    for j in range(indicator.shape[1]):
+        col = flat[:, j]
+        if col.sum() >= 3:
+            per["spearman"].append(indicators.spearman(indicator[col, j], transfer[col, j]))
+            per["kendall"].append(indicators.kendall_tau(indicator[col, j], transfer[col, j]))
+    result.update(targets=len(per["spearman"]),
+                  spearman_per_target=float(np.nanmean(per["spearman"])) if per["spearman"]
+                  else math.nan,
+                  kendall_per_target=float(np.nanmean(per["kendall"])) if per["kendall"]
+                  else math.nan)
+    return result
+
+

@@ -1,0 +1,130 @@
+"""Reports of transfer experiments: the matrix as CSV, markdown tables and a heatmap PNG, and
+the curves of transfer-initialized runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prompt_jax.transfer.matrix import matrix_arrays, shares_text
+
+
+def markdown_table(sources: Sequence[str], targets: Sequence[str], values: np.ndarray,
+                   fmt: Callable[[float], str], corner: str = "source \\ target") -> str:
+    """A source x target markdown table: a task's own prompt in bold, a pair that shares its
+    texts marked †, missing values as -."""
+    lines = [f"| {corner} | " + " | ".join(targets) + " |",
+             "|---" * (len(targets) + 1) + "|"]
+    for i, s in enumerate(sources):
+        cells = []
+        for j, t in enumerate(targets):
+            v = values[i, j]
+            text = "-" if not np.isfinite(v) else fmt(v)
+            if s == t:
+                text = f"**{text}**"
+            elif shares_text(s, t):
+                text += " †"
+            cells.append(text)
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_matrix(cells: Sequence[dict[str, Any]], out_dir: str | Path,
+                 metric: str = "accuracy", title: str = "") -> dict[str, Path]:
+    """`matrix.csv` (one row per cell), `matrix.md` (scores and relative performance) and
+    `matrix.png` (the relative-performance heatmap) in `out_dir`."""
+    out = Path(out_dir)
+    sources, targets, score, relative = matrix_arrays(cells, metric)
+    lines = [f"source,target,{metric},relative,examples,shares_text"]
+    for c in cells:
+        i, j = sources.index(c["source"]), targets.index(c["target"])
+        rel = "" if not np.isfinite(relative[i, j]) else f"{relative[i, j]:.4f}"
+        lines.append(f"{c['source']},{c['target']},{c[metric]:.4f},{rel},{c['examples']},"
+                     f"{int(shares_text(c['source'], c['target']))}")
+    (out / "matrix.csv").write_text("\n".join(lines) + "\n")
+    note = ("Rows: source prompts (none = the template alone, random = a random prompt of the "
+            "sources' mean norm); columns: target tasks, each scored with its own template "
+            "and verbalizers. Bold: a task's own prompt. †: source and target share their "
+            "texts (not an unseen domain).")
+    md = [f"{metric} of each source prompt on each target\n", markdown_table(
+        sources, targets, score, lambda v: f"{v:.1%}", "source \\ target"),
+        "\nrelative performance: the score / the target's own prompt's score\n", markdown_table(
+        sources, targets, relative, lambda v: f"{v:.2f}", "source \\ target"), "", note]
+    (out / "matrix.md").write_text("\n".join(md) + "\n")
+    png = out / "matrix.png"
+    _heatmap(sources, targets, score, relative, png, title or f"zero-shot transfer ({metric})")
+    return {"csv": out / "matrix.csv", "markdown": out / "matrix.md", "heatmap": png}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("plots need matplotlib: pip install 'prompt_jax[bench]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _heatmap(sources, targets, score, relative, path: Path, title: str) -> None:
+    """Two panels: the score on every target, and the relative performance on the targets
+    that have a prompt of their own."""
+    plt = _pyplot()
+    own = [j for j in range(len(targets)) if np.isfinite(relative[:, j]).any()]
+    panels = [(score, list(range(len(targets))), "score", 1.0)]
+    if own:
+        top = float(np.nanmax(relative[:, own]))
+        panels.append((relative, own, "score / the target's own prompt's", max(1.0, top)))
+    widths = [len(cols) + 2 for _, cols, _, _ in panels]
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, width_ratios=widths,
+                             figsize=(2.0 + 0.5 * sum(widths), 1.6 + 0.4 * len(sources)))
+    for ax, (values, cols, label, vmax) in zip(axes[0], panels, strict=True):
+        shown = np.ma.masked_invalid(values[:, cols])
+        image = ax.imshow(shown, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(len(cols)), [targets[j] for j in cols], rotation=60, ha="right",
+                      fontsize=8)
+        ax.set_yticks(range(len(sources)), sources, fontsize=8)
+        for i in range(len(sources)):
+            for k, j in enumerate(cols):
+                v = values[i, j]
+                if np.isfinite(v):
+                    ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if v < 0.6 * vmax else "black")
+        ax.set_xlabel("target task")
+        ax.set_title(label, fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.6)
+    axes[0][0].set_ylabel("source prompt")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+
+def plot_init_curves(results: Sequence[dict[str, Any]], zero_shot: float, path: str | Path,
+                     title: str = "") -> Path:
+    """Score against step for each arm (the mean over seeds, the range shaded), zero-shot as a
+    dashed line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for arm in dict.fromkeys(r["arm"] for r in results):
+        curves = [r["curve"] for r in results if r["arm"] == arm]
+        steps = [s for s, _ in curves[0]]
+        values = np.array([[v for _, v in c] for c in curves if len(c) == len(steps)])
+        ax.plot(steps, values.mean(0), marker="o", markersize=3, label=arm)
+        ax.fill_between(steps, values.min(0), values.max(0), alpha=0.15)
+    ax.axhline(zero_shot, color="gray", linestyle="--", linewidth=1, label="zero-shot")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(results[0]["metric"])
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
