@@ -70,3 +70,34 @@ def test_the_table_line_names_machine_and_date():
     text = provenance.line({"provenance": provenance.describe(["x"])})
     assert re.match(r"\d{4}-\d\d-\d\d, .+ \(\d+ cores, .*\), cpu, commit \w{7}", text), text
     assert provenance.line({"accuracy": 1.0}) == "machine and date not recorded"
+
+
+# JSON files written without provenance on purpose: configuration and prompt/projector sidecars
+# (inputs that are read back as settings), not results.
+NOT_RESULTS = {
+    ("prompt_jax/training/run.py", "config.json"),
+    ("prompt_jax/prompts/files.py", "metadata"),
+    ("prompt_jax/prompts/formats.py", "config"),
+    ("prompt_jax/projectors.py", "FILE_FORMAT"),
+    ("benchmarks/released_indicators.py", "indent=1"),  # its layout, given to write_result
+}
+
+
+def test_every_json_file_writer_goes_through_provenance():
+    """A new result writer that bypasses `provenance.write_result` fails here: every
+    `json.dumps` that reaches a file in the library or the benchmarks is either provenance's
+    own or a configuration / sidecar listed above."""
+    offenders = []
+    for path in sorted([*REPO.glob("prompt_jax/**/*.py"), *REPO.glob("benchmarks/*.py")]):
+        rel = path.relative_to(REPO).as_posix()
+        if rel == "prompt_jax/provenance.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "json.dumps(" not in line or line.lstrip().startswith("#"):
+                continue
+            if re.search(r"print|hashlib|sha1|_jsonl|RESULT |out\.write\(|return ", line):
+                continue  # printed, hashed, a metrics log line, or a function's return value
+            if any(rel == f and key in line for f, key in NOT_RESULTS):
+                continue
+            offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

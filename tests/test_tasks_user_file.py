@@ -181,6 +181,6 @@ def test_the_cli_prints_our_lines_only():
         "prompt-jax eval: error: \"unknown task 'nope'; known tasks: "
         + ", ".join(spec.name for spec in catalog.TASKS) + '"']
     # TensorFlow itself, imported the way the CLI does, then run: nothing on stderr.
-    done = _cli("-c", "from prompt_jax import cli; cli.import_tensorflow_quietly(); "
+    done = _cli("-c", "from prompt_jax.commands import cli; cli.import_tensorflow_quietly(); "
                       "import seqio, tensorflow as tf; print(int(tf.constant(1) + 1))")
     assert done.stdout.strip() == "2" and done.stderr.strip() == "", done.stderr

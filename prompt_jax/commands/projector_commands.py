@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from prompt_jax import provenance
+
 if TYPE_CHECKING:  # the heavy imports wait for a command that runs (the parser stays light)
     from prompt_jax import engine
     from prompt_jax.projectors import Params, ProjectorConfig
@@ -275,7 +277,7 @@ def task_tune(config: RunConfig, projector: ProjectorConfig, params: Params, sou
                   "target_family": loaded.model.family, "steps": summary["steps"],
                   **{k: v for k, v in extra.items() if k not in ("init", "projector_kind")}})
     summary["projector"] = str(saved[0])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    provenance.write_result(out / "summary.json", summary)
     return summary
 
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prompt_jax import provenance
 from prompt_jax.commands.common import import_tensorflow_quietly
 from prompt_jax.commands.common import names as comma_list
 
@@ -129,7 +130,7 @@ def indicators(loaded: engine.LoadedModel, out: Path, *, modes: Sequence[str] = 
               "indicators": {k: v.tolist() for k, v in values.items()},
               "correlations": {k: transfer.correlations(v, measured, valid)
                                for k, v in values.items()}}
-    (out / "indicators.json").write_text(json.dumps(result, indent=2) + "\n")
+    provenance.write_result(out / "indicators.json", result)
     lines = ["| indicator | Spearman (per target, mean) | Kendall (per target, mean) | "
              "Spearman (all pairs) | Kendall (all pairs) | pairs |", "|---|---|---|---|---|---|"]
     for k, c in result["correlations"].items():
@@ -185,7 +186,7 @@ def retrieve(loaded: engine.LoadedModel, out: Path, *, brief: SourceRecipe,
               "accuracy": {k: {str(kk): acc for kk, acc in ind.retrieval_accuracy(
                   jnp.asarray(v), jnp.asarray(actual), ks, jnp.asarray(valid)).items()}
                            for k, v in values.items()}}
-    (out / "retrieval.json").write_text(json.dumps(result, indent=2) + "\n")
+    provenance.write_result(out / "retrieval.json", result)
     lines = ["| indicator | " + " | ".join(f"top-{k} hit rate" for k in ks) + " |",
              "|---" * (len(ks) + 1) + "|"]
     for k, acc in result["accuracy"].items():

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from prompt_jax import engine
+from prompt_jax import engine, provenance
 from prompt_jax.training import loop, run
 from prompt_jax.training.train import OptimizerConfig
 
@@ -52,12 +52,10 @@ class SourceRecipe:
         return run.RunConfig(**fields)
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Writes atomically (a killed write leaves no half file that would count as done)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)
+def write_json(path: Path, value: Mapping[str, Any]) -> None:
+    """Writes a result with its provenance, atomically (a killed write leaves no half file that
+    would count as done)."""
+    provenance.write_result(path, value)
 
 
 def read_json(path: Path) -> Any:
