@@ -112,8 +112,17 @@ class Backbone(Protocol):
         """Attention keys per query costing as much as one token's matmuls, when `packs`."""
 
     def generate(self, params: Params, embeds: jax.Array, mask: jax.Array,
-                 max_new_tokens: int) -> jax.Array:
-        """Greedy continuation [B, max_new_tokens] (generative families)."""
+                 max_new_tokens: int, **kwargs) -> jax.Array:
+        """Greedy continuation [B, max_new_tokens] int32 (generative families), decoded with a
+        key/value cache: `pad_id` after a row's EOS.
+
+        Keyword arguments every generative family accepts: `eos_ids` (int or [E]; default the
+        config's EOS), `pad_id` (default the config's pad), `live` ([B] bool, rows to decode;
+        the others come back all pad) and `limit` (traced cap <= max_new_tokens). Backbones
+        that `shares_prefix` also take the prompt as `score` does (`prefix`, `prefix_lengths`,
+        `prefix_index`, `prefix_kv`): its keys and values computed once. `decoding.greedy` is
+        the batched, bucketed entry point on top.
+        """
 
 
 # `activations(kind=...)` -> the name each family's FFN sows into the 'intermediates' collection.
@@ -180,7 +189,7 @@ class FlaxBackbone:
     def pack_keys_per_token(self) -> float:
         raise self._lacks("packed scoring (pack_keys_per_token; packs is False)")
 
-    def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
+    def generate(self, params, embeds, mask, max_new_tokens: int, **kwargs) -> jax.Array:
         raise self._lacks("generation (generate)")
 
 

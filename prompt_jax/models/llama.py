@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from prompt_jax.models import layers
+from prompt_jax.models import kv_cache, layers
 from prompt_jax.models.base import (
     FlaxBackbone,
     Params,
@@ -381,30 +381,13 @@ class Llama(FlaxBackbone):
         )
         return {"decoder": state["intermediates"]["layers"]["mlp"][name][0]}
 
-    def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
-        """Greedy continuation [B, max_new_tokens] of each row, padded after EOS."""
-        cfg = self.config
-        b, t, _ = embeds.shape
-        pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
-        new_ids = jnp.full((b, max_new_tokens), pad, jnp.int32)
-        last = jnp.max(jnp.where(mask > 0, jnp.arange(t)[None], 0), axis=1)  # [B]
-
-        def step(state):
-            i, new_ids, done = state
-            seq = jnp.concatenate([embeds, self.embed(params, new_ids)], axis=1)
-            new_mask = (jnp.arange(max_new_tokens)[None] < i).astype(mask.dtype)
-            seq_mask = jnp.concatenate([mask, jnp.broadcast_to(new_mask, (b, max_new_tokens))], 1)
-            hidden = self.hidden_states(params, seq, seq_mask)
-            where = jnp.where(i == 0, last, t + i - 1)  # [B]
-            h_last = jnp.take_along_axis(hidden, where[:, None, None], axis=1)[:, 0]
-            logits = self._apply(params, h_last, method="head")
-            nxt = jnp.where(done, pad, jnp.argmax(logits, -1).astype(jnp.int32))
-            eos = cfg.eos_token_id if cfg.eos_token_id is not None else -1
-            return i + 1, new_ids.at[:, i].set(nxt), done | (nxt == eos)
-
-        def more(state):
-            i, _, done = state
-            return (i < max_new_tokens) & ~jnp.all(done)
-
-        _, new_ids, _ = jax.lax.while_loop(more, step, (0, new_ids, jnp.zeros((b,), bool)))
-        return new_ids
+    def generate(self, params, embeds, mask, max_new_tokens: int, *, eos_ids=None, pad_id=None,
+                 live=None, limit=None, prefix=None, prefix_lengths=None, prefix_index=None,
+                 prefix_kv=None) -> jax.Array:
+        """Greedy continuation [B, max_new_tokens] of each row (after its prompt, given as for
+        `hidden_states`: computed once, not per row), with a key/value cache; `pad_id` after a
+        row's EOS (`eos_ids`, default the config's). See `kv_cache.decoder_generate`."""
+        return kv_cache.decoder_generate(
+            self, params, embeds, mask, max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
+            live=live, limit=limit, prefix=prefix, prefix_lengths=prefix_lengths,
+            prefix_index=prefix_index, prefix_kv=prefix_kv)

@@ -344,25 +344,12 @@ class T5(FlaxBackbone):
         )
         return {"encoder": state["intermediates"]["encoder"]["layers"]["mlp"][name][0]}
 
-    def generate(self, params, embeds, mask, max_new_tokens: int) -> jax.Array:
-        """Greedy decoding: [B, max_new_tokens] token ids, padded after EOS."""
-        cfg = self.config
-        b = embeds.shape[0]
-        encoded = self.encode(params, embeds, mask)
-        buf = jnp.full((b, max_new_tokens + 1), cfg.pad_token_id, jnp.int32)
-        buf = buf.at[:, 0].set(cfg.decoder_start_token_id)
-        ones = jnp.ones_like(buf)
+    def generate(self, params, embeds, mask, max_new_tokens: int, *, eos_ids=None, pad_id=None,
+                 live=None, limit=None) -> jax.Array:
+        """Greedy decoding [B, max_new_tokens] from encoder inputs, with the encoder, the
+        cross-attention keys and values computed once and a self-attention cache; `pad_id` after
+        a row's EOS (`eos_ids`, default the config's). See `t5_cache.generate`."""
+        from prompt_jax.models import t5_cache  # it builds on this module's layers
 
-        def step(state):
-            i, buf, done = state
-            hidden = self._apply(params, encoded, mask, buf, ones, method=T5Module.decode)
-            logits = self._apply(params, hidden[:, i], method=T5Module.head)  # [B, V]
-            nxt = jnp.where(done, cfg.pad_token_id, jnp.argmax(logits, -1).astype(jnp.int32))
-            return i + 1, buf.at[:, i + 1].set(nxt), done | (nxt == cfg.eos_token_id)
-
-        def more(state):
-            i, _, done = state
-            return (i < max_new_tokens) & ~jnp.all(done)
-
-        _, buf, _ = jax.lax.while_loop(more, step, (0, buf, jnp.zeros((b,), bool)))
-        return buf[:, 1:]
+        return t5_cache.generate(self, params, embeds, mask, max_new_tokens, eos_ids=eos_ids,
+                                 pad_id=pad_id, live=live, limit=limit)
