@@ -237,7 +237,7 @@ class JittedTrainStep:
 
     def bind(self, candidates) -> Callable:
         """`step(state, frozen_params, batch)` with these candidates (None: the default)."""
-        return functools.partial(self.__call__, candidates=candidates)
+        return functools.partial(self, candidates=candidates)
 
 
 def jit_train_step(train_step: Callable, model: Backbone, mesh: Mesh,
