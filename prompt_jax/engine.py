@@ -145,8 +145,7 @@ class TaskHandle:
                 raise ValueError(f"task {self.name!r} takes one text, not text_b")
             firsts.append(text)
             seconds.append(text_b)
-        seconds = seconds if self.spec.pair else []
-        limit = max_length or self.max_input_length
+        seconds, limit = seconds if self.spec.pair else [], max_length or self.max_input_length
         full = encode_inputs_batch(self.layout, self.tokenizer, firsts, seconds, None)
         out = []
         for i, (ids, position) in enumerate(full):
@@ -166,8 +165,7 @@ class TaskHandle:
         "text_a<TAB>text_b"."""
         from prompt_jax.tasks.vocabulary import pad_id
 
-        encoded = self.encode(texts)
-        return scoring.pad_rows([(e.ids, e.target_position) for e in encoded],
+        return scoring.pad_rows([(e.ids, e.target_position) for e in self.encode(texts)],
                                 pad_id(self.tokenizer), rows=rows)
 
 
@@ -269,12 +267,10 @@ class LoadedModel:
                    dropout: bool = False) -> Callable:
         """`step(state, frozen_params, batch) -> (state, metrics)` training on `task`.
 
-        The jitted step (`train.make_train_step`) is made once per model and static
-        configuration (optimizer, trainable, loss, placement, dropout) and cached here; the
-        task's candidates are an argument (padded to their shape bucket; the rank loss only),
-        so runs on tasks of the same bucketed shapes, back to back, compile it once per batch
-        shape. The last few configurations are kept.
-        """
+        The jitted step (`train.make_train_step`) is cached here per static configuration
+        (optimizer, trainable, loss, placement, dropout; the last few); the task's candidates
+        are an argument (bucketed; rank loss only), so runs on tasks of the same bucketed
+        shapes, back to back, compile it once per batch shape."""
         key = (optimizer, trainable, loss, task.placement, dropout)
         jitted = self._train_steps.pop(key, None)
         if jitted is None:
