@@ -15,7 +15,9 @@ all share the one loaded model:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,7 +29,10 @@ from jax.sharding import Mesh
 from prompt_jax import partitioning, prompts, scoring
 from prompt_jax.models import load_pretrained, load_tokenizer, resolve_model
 from prompt_jax.models.base import Backbone, Params
-from prompt_jax.training import packing
+from prompt_jax.training import packing, train
+
+OVERLONG = ("truncate", "reject")
+TRAIN_STEPS_KEPT = 8  # jitted train steps a LoadedModel keeps (the most recently used)
 
 
 def model_source(name: str) -> str:
@@ -103,30 +108,86 @@ class TaskHandle:
                                 data=self.data or None)
         return packing.pack_batches(batches, packer) if packer else batches
 
-    def encode_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """One batch from raw inputs through the task's template; a pair task takes
-        "text_a<TAB>text_b"."""
+    @functools.cached_property
+    def layout(self):
+        """The task's template compiled for the tokenizer (`tasks.compile_layout`), once."""
         from prompt_jax.tasks import compile_layout
-        from prompt_jax.tasks.encoding import encode_inputs_batch
-        from prompt_jax.tasks.vocabulary import pad_id
 
+        return compile_layout(self.spec, self.tokenizer, self.style)
+
+    def encode(self, texts: Sequence[str], texts_b: Sequence[str | None] | None = None, *,
+               max_length: int = 0, overlong: str = "truncate") -> list[EncodedText]:
+        """The one raw-text encoder: inputs through the task's template, one `EncodedText`
+        per text (batch them with `scoring.pad_rows`).
+
+        Args:
+          texts: the inputs; a pair task's may be "text_a<TAB>text_b".
+          texts_b: each row's second text (pair tasks; None: split its text at the tab).
+          max_length: input tokens kept (template included; 0 = `max_input_length`).
+          overlong: "truncate" a longer input (its texts cut to fit) or "reject" it
+            (`OverlongInput`).
+        """
+        from prompt_jax.tasks.encoding import encode_inputs_batch
+
+        if overlong not in OVERLONG:
+            raise ValueError(f"overlong must be one of {OVERLONG}, got {overlong!r}")
         if not texts:
             raise ValueError("no input text given")
-        pairs = [t.split("\t", 1) if self.spec.pair else [t] for t in texts]
-        if self.spec.pair and any(len(p) != 2 for p in pairs):
-            raise ValueError(f"task {self.name!r} takes pairs: give 'text_a<TAB>text_b'")
-        encoded = encode_inputs_batch(compile_layout(self.spec, self.tokenizer, self.style),
-                                      self.tokenizer, [p[0] for p in pairs],
-                                      [p[-1] for p in pairs] if self.spec.pair else [],
-                                      self.max_input_length)
-        width = -(-max(len(ids) for ids, _ in encoded) // 16) * 16
-        inputs = np.full((len(texts), width), pad_id(self.tokenizer), np.int32)
-        mask = np.zeros_like(inputs)
-        for row, (ids, _) in enumerate(encoded):
-            inputs[row, :len(ids)] = ids
-            mask[row, :len(ids)] = 1
-        return {"inputs": inputs, "input_mask": mask,
-                "target_position": np.array([pos for _, pos in encoded], np.int32)}
+        texts_b = list(texts_b) if texts_b is not None else [None] * len(texts)
+        firsts, seconds = [], []
+        for text, text_b in zip(texts, texts_b, strict=True):
+            if text_b is None and self.spec.pair and "\t" in text:
+                text, text_b = text.split("\t", 1)
+            if self.spec.pair and text_b is None:
+                raise ValueError(f"task {self.name!r} takes pairs: give text_b (or "
+                                 f"'text_a<TAB>text_b')")
+            if not self.spec.pair and text_b is not None:
+                raise ValueError(f"task {self.name!r} takes one text, not text_b")
+            firsts.append(text)
+            seconds.append(text_b)
+        seconds, limit = seconds if self.spec.pair else [], max_length or self.max_input_length
+        full = encode_inputs_batch(self.layout, self.tokenizer, firsts, seconds, None)
+        out = []
+        for i, (ids, position) in enumerate(full):
+            n = len(ids)
+            if n > limit:
+                if overlong == "reject":
+                    raise OverlongInput(f"input of {n} tokens (template included) exceeds the "
+                                        f"limit of {limit} for task {self.name!r}")
+                [(ids, position)] = encode_inputs_batch(
+                    self.layout, self.tokenizer, [firsts[i]], seconds[i:i + 1], limit)
+            out.append(EncodedText(np.asarray(ids, np.int32), position, n, n > limit))
+        return out
+
+    def encode_texts(self, texts: Sequence[str], *, rows: int = 0) -> dict[str, np.ndarray]:
+        """One batch of raw inputs through the task's template (`encode`, then
+        `scoring.pad_rows`: `rows` rows, filler rows repeating the last); a pair task takes
+        "text_a<TAB>text_b"."""
+        from prompt_jax.tasks.vocabulary import pad_id
+
+        return scoring.pad_rows([(e.ids, e.target_position) for e in self.encode(texts)],
+                                pad_id(self.tokenizer), rows=rows)
+
+
+class OverlongInput(ValueError):
+    """An input over the length limit, refused (overlong="reject")."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedText:
+    """One input encoded through its task's template.
+
+    Attributes:
+      ids: [T_row] int32 input ids (template and text).
+      target_position: the predicted position (masked LMs).
+      input_tokens: tokens before any cut.
+      truncated: the text was cut to fit.
+    """
+
+    ids: np.ndarray
+    target_position: int
+    input_tokens: int
+    truncated: bool
 
 
 @dataclasses.dataclass
@@ -149,6 +210,8 @@ class LoadedModel:
     mesh: Mesh
     dtype: str = "float32"
     _eval_steps: dict = dataclasses.field(default_factory=dict, repr=False)
+    _train_steps: collections.OrderedDict = dataclasses.field(
+        default_factory=collections.OrderedDict, repr=False)
     _embed: Callable | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -189,13 +252,37 @@ class LoadedModel:
             pack_keys_per_token=self.model.pack_keys_per_token() if packs else 0.0,
             pack_rows=self.mesh.shape["data"])
 
-    def eval_step(self, placement: str) -> Callable:
+    def eval_step(self, placement: str = "") -> Callable:
         """The jitted `(prompt, params, batch, candidate_ids, candidate_mask) -> [B, C]` scores
-        for a placement, compiled once per placement and shape bucket for all tasks."""
+        for a placement ("" = the model's default), made once per model and placement: every
+        task, prompt and evaluator shares it, and it compiles once per shape bucket."""
+        placement = placement or self.model.default_placement
         if placement not in self._eval_steps:
             self._eval_steps[placement] = scoring.jit_eval_step(
                 scoring.make_eval_step(self.model, placement=placement), self.model, self.mesh)
         return self._eval_steps[placement]
+
+    def train_step(self, task: TaskHandle, optimizer: train.OptimizerConfig, *,
+                   trainable: train.Trainable = train.PROMPT, loss: str = "target_ce",
+                   dropout: bool = False) -> Callable:
+        """`step(state, frozen_params, batch) -> (state, metrics)` training on `task`.
+
+        The jitted step (`train.make_train_step`) is cached here per static configuration
+        (optimizer, trainable, loss, placement, dropout; the last few); the task's candidates
+        are an argument (bucketed; rank loss only), so runs on tasks of the same bucketed
+        shapes, back to back, compile it once per batch shape."""
+        key = (optimizer, trainable, loss, task.placement, dropout)
+        jitted = self._train_steps.pop(key, None)
+        if jitted is None:
+            jitted = train.jit_train_step(
+                train.make_train_step(self.model, train.make_optimizer(optimizer),
+                                      trainable=trainable, loss=loss, placement=task.placement,
+                                      dropout=dropout), self.model, self.mesh, trainable)
+        self._train_steps[key] = jitted  # the most recently used last
+        while len(self._train_steps) > TRAIN_STEPS_KEPT:
+            self._train_steps.popitem(last=False)
+        candidates = scoring.pad_candidates(*task.candidates) if loss == "rank" else None
+        return jitted.bind(candidates)
 
     def evaluator(self, task: TaskHandle, split: str = "validation", *, batch_size: int = 32,
                   limit: int = 0, seed: int = 0, prompt_length: int = 0
@@ -221,23 +308,41 @@ class LoadedModel:
         batches = list(task.batches(split, batch_size, limit=limit, limit_seed=seed,
                                     packer=task.packer(prompt_length)))
         step = self.eval_step(task.placement)
+        candidates = scoring.pad_candidates(*task.candidates)  # [C', K'], the shape bucket
 
         def evaluate(prompt: jax.Array | None, params: Params | None = None) -> dict[str, float]:
             params = self.params if params is None else partitioning.shard_params(
                 params, self.model, self.mesh)
             predictions, labels = scoring.classify(
-                step, prompt, params, batches, task.candidates,
+                step, prompt, params, batches, candidates,
                 place=lambda batch: partitioning.shard_batch(batch, self.mesh))
             metrics = evaluate_classification(task.spec, predictions, labels)
             return {**metrics, "examples": int(len(labels))}
 
         return evaluate
 
+    def score(self, prompt, batch: dict, candidates, *, placement: str = "",
+              params: Params | None = None) -> np.ndarray:
+        """Scores [B, C'] of a host batch by this model's eval step (`scoring.score_batch`,
+        the one scoring entry point; C' is the candidates' bucket, padded classes -inf).
+
+        Args:
+          prompt, candidates: as `scoring.candidate_scores` takes them.
+          batch: a host batch of B rows, B a multiple of the mesh's data axis.
+          placement: where the prompt goes ("" = the model's default).
+          params: replaces the frozen params (a tuned model; already sharded).
+        """
+        return scoring.score_batch(
+            self.eval_step(placement), prompt, self.params if params is None else params,
+            batch, candidates, place=lambda b: partitioning.shard_batch(b, self.mesh))
+
     def scores(self, task: TaskHandle, prompt: jax.Array | None,
                texts: Sequence[str]) -> np.ndarray:
         """Each verbalizer's log-likelihood [N, C] for raw input texts."""
-        batch = task.encode_texts(texts)
-        return self._score(task.placement, prompt, batch, task.candidates, len(texts))
+        n = len(texts)
+        batch = task.encode_texts(texts, rows=self._rows(n))
+        return self.score(prompt, batch, task.candidates,
+                          placement=task.placement)[:n, :len(task.labels)]
 
     def mixed_scores(self, prompt_set: prompts.PromptSet,
                      rows: Sequence[tuple[TaskHandle, str, int]]) -> list[np.ndarray]:
@@ -252,48 +357,28 @@ class LoadedModel:
           Per row, its task's verbalizer log-likelihoods [C_task]: exactly what the row gets
           run alone with its prompt.
         """
+        from prompt_jax.tasks.vocabulary import pad_id
+
         if not rows:
             raise ValueError("no rows given")
         placements = {task.placement for task, _, _ in rows}
         if len(placements) != 1:
             raise ValueError(f"the rows' tasks place their prompts differently: {placements}")
-        encoded = [task.encode_texts([text]) for task, text, _ in rows]
-        width = max(e["inputs"].shape[1] for e in encoded)
-        from prompt_jax.tasks.vocabulary import pad_id
-
-        pad = {"inputs": pad_id(self.tokenizer), "input_mask": 0}
-        batch = {k: np.concatenate([np.pad(e[k], ((0, 0), (0, width - e[k].shape[1])),
-                                           constant_values=pad[k]) for e in encoded])
-                 for k in pad}
-        batch["target_position"] = np.concatenate([e["target_position"] for e in encoded])
-        batch["prompt_index"] = np.array([index for _, _, index in rows], np.int32)
-        cands = [tuple(np.asarray(x) for x in task.candidates) for task, _, _ in rows]
-        c = max(ids.shape[0] for ids, _ in cands)
-        k = max(ids.shape[1] for ids, _ in cands)
-        ids = np.zeros((len(rows), c, k), np.int32)
-        mask = np.zeros((len(rows), c, k), np.int32)  # padded slots score -inf
-        for row, (row_ids, row_mask) in enumerate(cands):
-            ids[row, :row_ids.shape[0], :row_ids.shape[1]] = row_ids
-            mask[row, :row_mask.shape[0], :row_mask.shape[1]] = row_mask
-        scores = self._score(placements.pop(), prompt_set, batch, (ids, mask), len(rows))
+        handles = list({id(task): task for task, _, _ in rows}.values())
+        which = {id(task): i for i, task in enumerate(handles)}
+        encoded = [task.encode([text])[0] for task, text, _ in rows]
+        batch = scoring.pad_rows(
+            [(e.ids, e.target_position) for e in encoded], pad_id(self.tokenizer),
+            rows=self._rows(len(rows)),
+            columns={"prompt_index": [index for _, _, index in rows],
+                     "candidate_index": [which[id(task)] for task, _, _ in rows]})
+        candidates = scoring.stack_candidates([task.candidates for task in handles])
+        scores = self.score(prompt_set, batch, candidates, placement=placements.pop())
         return [scores[row, :len(task.labels)] for row, (task, _, _) in enumerate(rows)]
 
-    def _score(self, placement, prompt, batch, candidates, n) -> np.ndarray:
-        """Scores [n, C] of a batch of n rows, filled up to split evenly over the data axis
-        (and candidates [B, C, K] with it)."""
-        filler = -n % self.mesh.shape["data"]  # repeat the last row
-
-        def fill(x):
-            x = np.asarray(x)
-            return np.concatenate([x, np.repeat(x[-1:], filler, axis=0)])
-
-        batch = {key: fill(value) for key, value in batch.items()}
-        ids, mask = candidates
-        if ids.ndim == 3:
-            ids, mask = fill(ids), fill(mask)
-        step = self.eval_step(placement)
-        batch = partitioning.shard_batch(batch, self.mesh)
-        return np.asarray(step(prompt, self.params, batch, ids, mask))[:n]
+    def _rows(self, n: int) -> int:
+        """n rows filled up to split evenly over the data axis."""
+        return n + -n % self.mesh.shape["data"]
 
     def embed(self, ids) -> jax.Array:
         """Token embeddings [N, H] of ids [N] (for prompt initializers), replicated over the

@@ -28,15 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax import engine, partitioning
-
-
-def bucket(n: int, minimum: int = 1) -> int:
-    """The power of two >= max(n, minimum)."""
-    size = max(1, minimum)
-    while size < n:
-        size *= 2
-    return size
+from prompt_jax import engine, partitioning, prompts, scoring
+from prompt_jax.scoring import bucket
 
 
 @flax.struct.dataclass
@@ -58,6 +51,13 @@ class BankArrays:
     candidate_mask: jax.Array
     keys: jax.Array | None
     values: jax.Array | None
+
+    def scored_prompts(self) -> prompts.PromptSet | scoring.CachedPrompts:
+        """The slots' prompts as `scoring.candidate_scores` takes them (row b picks slot
+        `batch["prompt_index"][b]`): their keys and values where the bank keeps them."""
+        if self.keys is not None:
+            return scoring.CachedPrompts(self.keys, self.values, self.lengths)
+        return prompts.PromptSet(self.vectors, self.lengths)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,10 +228,8 @@ class PromptBank:
             s = self.shape
             vectors = np.zeros((s.prompt_length, prompt.shape[1]), np.float32)
             vectors[:prompt.shape[0]] = prompt
-            cand_ids = np.zeros((s.classes, s.candidate_tokens), np.int32)
-            cand_mask = np.zeros_like(cand_ids)
-            cand_ids[:ids.shape[0], :ids.shape[1]] = ids
-            cand_mask[:mask.shape[0], :mask.shape[1]] = mask
+            cand_ids, cand_mask = scoring.pad_candidates(ids, mask, s.classes,
+                                                         s.candidate_tokens)  # [C, K]
             self._arrays = self._write(self._arrays, self.loaded.params, np.int32(slot), vectors,
                                        np.int32(prompt.shape[0]), cand_ids, cand_mask)
             entry = BankEntry(name=name, task=task, prompt=prompt, slot=slot, source=source,

@@ -6,7 +6,10 @@ would be alone. On decoder-only models the forward reads each prompt's keys and 
 the bank (computed once when the prompt was added) and gathers them per row, so a mixed batch
 costs what a single-task batch of the same size costs. Batch size and input length are padded
 to buckets, and the bank's shapes only change when it grows, so after `warm_up` traffic never
-compiles; `MixedClassifier.compilations` counts the traces of the forward to prove it.
+compiles; `MixedClassifier.compilations` counts the forward's compilations to prove it.
+
+The forward is the loaded model's own eval step, through `LoadedModel.score` (the one scoring
+entry point, which the evaluator also takes): a row scores here what it scores anywhere.
 
     bank = PromptBank(loaded); bank.load_dir("prompts/")
     classifier = MixedClassifier(bank)
@@ -21,18 +24,14 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax import partitioning, prompts, scoring
+from prompt_jax import partitioning, scoring
+from prompt_jax.engine import OVERLONG, OverlongInput
 from prompt_jax.serving.bank import BankArrays, BankEntry, PromptBank
 
-OVERLONG = ("truncate", "reject")
-
-
-class OverlongInput(ValueError):
-    """An input longer than the bank's `max_input_length`, refused (overlong="reject")."""
+__all__ = ["OVERLONG", "Buckets", "EncodedRow", "MixedClassifier", "OverlongInput",
+           "Prediction", "PromptChanged", "infer_requests", "read_requests"]
 
 
 class PromptChanged(RuntimeError):
@@ -104,7 +103,8 @@ class MixedClassifier:
     Not thread-safe by itself (one thread runs forwards; the bank may change meanwhile).
 
     Attributes:
-      compilations: traces of the forward so far (one per batch/length bucket and bank shape).
+      compilations: compilations of the forward so far by this classifier (one per
+        batch/length bucket and bank shape; the model's eval step counts them).
       warm_compilations: `compilations` when `warm_up` last finished.
     """
 
@@ -123,17 +123,9 @@ class MixedClassifier:
         self.compilations = 0
         self.warm_compilations = 0
         self._warm_generation = -1
-        loaded = bank.loaded
         from prompt_jax.tasks.vocabulary import pad_id
 
-        self._pad = pad_id(loaded.tokenizer)
-        self._layouts: dict[int, Any] = {}
-        rep = partitioning.replicated(loaded.mesh)
-        self._forward = jax.jit(
-            self._scores,
-            in_shardings=(partitioning.param_shardings(loaded.model, loaded.mesh), rep,
-                          partitioning.batch_sharding(loaded.mesh)),
-            out_shardings=rep)
+        self._pad = pad_id(bank.loaded.tokenizer)
 
     @property
     def max_batch(self) -> int:
@@ -161,40 +153,15 @@ class MixedClassifier:
           KeyError: unknown name. ValueError: empty text, a pair task without its second
           text. OverlongInput: too long, with overlong="reject".
         """
-        from prompt_jax.tasks.encoding import encode_inputs_batch
-
         entry = self.bank.get(name)
-        spec = entry.task.spec
-        if text_b is None and spec.pair and "\t" in text:
+        if text_b is None and entry.task.spec.pair and "\t" in text:
             text, text_b = text.split("\t", 1)
         if not text.strip() or (text_b is not None and not text_b.strip()):
             raise ValueError(f"empty text for task {name!r}")
-        if spec.pair and text_b is None:
-            raise ValueError(f"task {name!r} takes pairs: give text_b (or 'text_a<TAB>text_b')")
-        if not spec.pair and text_b is not None:
-            raise ValueError(f"task {name!r} takes one text, not text_b")
-        layout = self._layout(entry)
-        limit = self.bank.max_input_length
-        texts_b = [text_b] if spec.pair else []
-        tokenizer = self.bank.loaded.tokenizer
-        [(ids, position)] = encode_inputs_batch(layout, tokenizer, [text], texts_b, None)
-        n = len(ids)
-        if n > limit:
-            if (overlong or self.overlong) == "reject":
-                raise OverlongInput(f"input of {n} tokens (template included) exceeds the limit "
-                                    f"of {limit} for task {name!r}")
-            [(ids, position)] = encode_inputs_batch(layout, tokenizer, [text], texts_b, limit)
-        return EncodedRow(entry=entry, ids=np.asarray(ids, np.int32), target_position=position,
-                          truncated=n > limit, input_tokens=n)
-
-    def _layout(self, entry: BankEntry):
-        key = id(entry.task)
-        if key not in self._layouts:
-            from prompt_jax.tasks import compile_layout
-
-            self._layouts[key] = compile_layout(entry.task.spec, self.bank.loaded.tokenizer,
-                                                entry.task.style)
-        return self._layouts[key]
+        [encoded] = entry.task.encode([text], [text_b], max_length=self.bank.max_input_length,
+                                      overlong=overlong or self.overlong)
+        return EncodedRow(entry=entry, ids=encoded.ids, target_position=encoded.target_position,
+                          truncated=encoded.truncated, input_tokens=encoded.input_tokens)
 
     # ----------------------------------------------------------------------------------------
     # Scoring
@@ -240,37 +207,23 @@ class MixedClassifier:
         return out
 
     def _score_rows(self, arrays: BankArrays, rows: Sequence[EncodedRow]) -> np.ndarray:
+        """Scores [n, C] of rows padded to their batch and length buckets (`scoring.pad_rows`),
+        row b reading bank slot b's prompt and candidates, by the model's eval step."""
         n = len(rows)
-        b = self.buckets.batch_size(n)
-        t = self.buckets.input_length(max(len(r.ids) for r in rows))
-        inputs = np.full((b, t), self._pad, np.int32)
-        mask = np.zeros((b, t), np.int32)
-        target = np.zeros((b,), np.int32)
-        slot = np.zeros((b,), np.int32)
-        for i in range(b):
-            row = rows[min(i, n - 1)]  # filler rows repeat the last real one
-            inputs[i, :len(row.ids)] = row.ids
-            mask[i, :len(row.ids)] = 1
-            target[i], slot[i] = row.target_position, row.entry.slot
-        batch = {"inputs": inputs, "input_mask": mask, "target_position": target, "slot": slot}
-        return np.asarray(self._forward(self.bank.loaded.params, arrays, batch))[:n]
-
-    def _scores(self, params, arrays: BankArrays, batch: dict) -> jax.Array:
-        """Scores [B, C] of a batch whose row b uses bank slot batch["slot"][b]."""
-        self.compilations += 1  # runs at trace time only: counts compilations
-        model = self.bank.loaded.model
-        slot = batch["slot"]  # [B]
-        ids = jnp.take(arrays.candidate_ids, slot, axis=0)  # [B, C, K]
-        cmask = jnp.take(arrays.candidate_mask, slot, axis=0)  # [B, C, K]
-        if arrays.keys is not None:  # each prompt's keys and values, computed when added
-            embeds = model.embed(params, batch["inputs"])  # [B, T, H]
-            return model.score(params, embeds, batch["input_mask"], ids, cmask,
-                               prefix_kv=(arrays.keys, arrays.values),
-                               prefix_lengths=arrays.lengths, prefix_index=slot)
-        prompt_set = prompts.PromptSet(arrays.vectors, arrays.lengths)
-        return scoring.candidate_scores(model, params, prompt_set,
-                                        {**batch, "prompt_index": slot}, (ids, cmask),
-                                        self.bank.placement)
+        slots = [r.entry.slot for r in rows]
+        batch = scoring.pad_rows(
+            [(r.ids, r.target_position) for r in rows], self._pad,
+            rows=self.buckets.batch_size(n),
+            width=self.buckets.input_length(max(len(r.ids) for r in rows)),
+            columns={"prompt_index": slots, "candidate_index": slots})
+        loaded = self.bank.loaded
+        step = loaded.eval_step(self.bank.placement)
+        before = step._cache_size()
+        scores = loaded.score(arrays.scored_prompts(), batch,
+                              (arrays.candidate_ids, arrays.candidate_mask),  # [N, C, K]
+                              placement=self.bank.placement)
+        self.compilations += step._cache_size() - before
+        return scores[:n]
 
     # ----------------------------------------------------------------------------------------
     # Warm-up and the bank

@@ -229,11 +229,8 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     if initial is None:
         initial = initial_trainable(loaded, task, config)
     state = train.place_state(train.init_state(initial, optimizer, config.seed), loaded.mesh)
-    step = train.jit_train_step(
-        train.make_train_step(loaded.model, optimizer, trainable=trainable, loss=config.loss,
-                              placement=task.placement, candidates=task.candidates,
-                              dropout=config.dropout),
-        loaded.model, loaded.mesh, trainable)
+    step = loaded.train_step(task, config.optimizer, trainable=trainable, loss=config.loss,
+                             dropout=config.dropout)  # cached: compiled once per shape
     frozen = None if trainable.tunes_model else loaded.params
     extra = dict(metadata or {})
 

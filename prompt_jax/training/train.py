@@ -15,6 +15,7 @@ Batches are dicts of fixed-shape arrays (see `prompt_jax.tasks`): "inputs" [B, T
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -180,16 +181,23 @@ def make_train_step(model: Backbone, optimizer: optax.GradientTransformation, *,
                     placement: str = "prefix",
                     candidates: tuple[jax.Array, jax.Array] | None = None,
                     dropout: bool = False) -> Callable:
-    """`train_step(state, frozen_params, batch) -> (state, metrics)`: a pure function that
-    updates only `state.trainable`, through `trainable.apply` into the prompt and params the
-    model sees. Close over static things only (model, loss, optimizer, trainable).
+    """`train_step(state, frozen_params, batch, candidates=None) -> (state, metrics)`: a pure
+    function that updates only `state.trainable`, through `trainable.apply` into the prompt and
+    params the model sees. It closes over static things only (model, loss, optimizer,
+    trainable, placement).
 
-    For model tuning (`trainable.tunes_model`) pass `frozen_params=None`: the params are the
-    trainable."""
-    if loss == "rank" and candidates is None:
-        raise ValueError("the rank loss needs the task's candidates")
+    The rank loss scores the task's candidates (ids, mask) [C, K]: pass them to the step, so
+    that one jitted step serves every task of the same shapes (`LoadedModel.train_step` does).
+    `candidates` here is only the default for a call that passes none (a step jitted for one
+    task). For model tuning (`trainable.tunes_model`) pass `frozen_params=None`: the params are
+    the trainable."""
+    default = candidates
 
-    def train_step(state: TrainState, frozen_params: Params | None, batch: dict):
+    def train_step(state: TrainState, frozen_params: Params | None, batch: dict,
+                   candidates: tuple[jax.Array, jax.Array] | None = None):
+        candidates = default if candidates is None else candidates
+        if loss == "rank" and candidates is None:
+            raise ValueError("the rank loss needs the task's candidates")
         rng, dropout_rng = jax.random.split(state.rng)
         rngs = {"dropout": dropout_rng} if dropout else None
 
@@ -207,16 +215,41 @@ def make_train_step(model: Backbone, optimizer: optax.GradientTransformation, *,
     return train_step
 
 
+@dataclasses.dataclass(frozen=True)
+class JittedTrainStep:
+    """A jitted train step: `step(state, frozen_params, batch, candidates=None)`.
+
+    Attributes:
+      jitted: the `jax.jit` of `(state, frozen_params, batch, candidates)`; its
+        `_cache_size()` counts the executables compiled so far.
+    """
+
+    jitted: Callable
+
+    def __call__(self, state, frozen_params, batch, candidates=None):
+        return self.jitted(state, frozen_params, batch, candidates)
+
+    def lower(self, state, frozen_params, batch, candidates=None):
+        return self.jitted.lower(state, frozen_params, batch, candidates)
+
+    def _cache_size(self) -> int:
+        return self.jitted._cache_size()
+
+    def bind(self, candidates) -> Callable:
+        """`step(state, frozen_params, batch)` with these candidates (None: the default)."""
+        return functools.partial(self, candidates=candidates)
+
+
 def jit_train_step(train_step: Callable, model: Backbone, mesh: Mesh,
-                   trainable: Trainable = PROMPT) -> Callable:
+                   trainable: Trainable = PROMPT) -> JittedTrainStep:
     """Jits the step over the mesh: state replicated (and donated), frozen params sharded by the
-    rules table, batch split over 'data'. Model tuning keeps the trained params replicated
-    (data parallel) and takes no frozen params."""
+    rules table, batch split over 'data', candidates replicated. Model tuning keeps the trained
+    params replicated (data parallel) and takes no frozen params."""
     rep = partitioning.replicated(mesh)
     frozen = rep if trainable.tunes_model else partitioning.param_shardings(model, mesh)
-    return jax.jit(
+    return JittedTrainStep(jax.jit(
         train_step,
-        in_shardings=(rep, frozen, partitioning.batch_sharding(mesh)),
+        in_shardings=(rep, frozen, partitioning.batch_sharding(mesh), rep),
         out_shardings=(rep, rep),
         donate_argnums=(0,),
-    )
+    ))
