@@ -122,8 +122,8 @@ def run_ours(args) -> dict:
         name="adamw", learning_rate=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, total_steps=args.steps))
     step = train.jit_train_step(
-        train.make_train_step(loaded.model, opt, placement=task.placement,
-                              candidates=task.candidates), loaded.model, loaded.mesh)
+        train.make_train_step(loaded.model, opt, placement=task.placement), loaded.model,
+        loaded.mesh)
     prompt = engine.initial_prompt(loaded, task, "text", args.prompt_length, init_text=INIT_TEXT)
     state = train.place_state(train.init_state(prompt * (1 + args.scale), opt), loaded.mesh)
     times, losses = [], []

@@ -81,9 +81,7 @@ def loaded(tiny_llama):
 def test_every_registered_task_trains_and_evaluates(name, loaded, tiny_data):
     task = loaded.task(name, max_input_length=48, data=str(tiny_data))
     optimizer = train.make_optimizer(train.OptimizerConfig())
-    step = train.jit_train_step(
-        train.make_train_step(loaded.model, optimizer, placement=task.placement,
-                              candidates=task.candidates), loaded.model, loaded.mesh)
+    step = loaded.train_step(task, train.OptimizerConfig())  # the cached step every run uses
     prompt = prompts.random_uniform(jax.random.key(0), 4, loaded.model.d_model)
     state = train.place_state(train.init_state(prompt, optimizer), loaded.mesh)
     batches = task.batches("train", 8, shuffle=True, repeat=True, limit=16,

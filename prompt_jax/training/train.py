@@ -178,9 +178,7 @@ def loss_fn(prompt, params, batch, *, model, loss, placement, candidates=None,
 
 def make_train_step(model: Backbone, optimizer: optax.GradientTransformation, *,
                     trainable: Trainable = PROMPT, loss: str = "target_ce",
-                    placement: str = "prefix",
-                    candidates: tuple[jax.Array, jax.Array] | None = None,
-                    dropout: bool = False) -> Callable:
+                    placement: str = "prefix", dropout: bool = False) -> Callable:
     """`train_step(state, frozen_params, batch, candidates=None) -> (state, metrics)`: a pure
     function that updates only `state.trainable`, through `trainable.apply` into the prompt and
     params the model sees. It closes over static things only (model, loss, optimizer,
@@ -188,14 +186,11 @@ def make_train_step(model: Backbone, optimizer: optax.GradientTransformation, *,
 
     The rank loss scores the task's candidates (ids, mask) [C, K]: pass them to the step, so
     that one jitted step serves every task of the same shapes (`LoadedModel.train_step` does).
-    `candidates` here is only the default for a call that passes none (a step jitted for one
-    task). For model tuning (`trainable.tunes_model`) pass `frozen_params=None`: the params are
+    For model tuning (`trainable.tunes_model`) pass `frozen_params=None`: the params are
     the trainable."""
-    default = candidates
 
     def train_step(state: TrainState, frozen_params: Params | None, batch: dict,
                    candidates: tuple[jax.Array, jax.Array] | None = None):
-        candidates = default if candidates is None else candidates
         if loss == "rank" and candidates is None:
             raise ValueError("the rank loss needs the task's candidates")
         rng, dropout_rng = jax.random.split(state.rng)
@@ -236,7 +231,8 @@ class JittedTrainStep:
         return self.jitted._cache_size()
 
     def bind(self, candidates) -> Callable:
-        """`step(state, frozen_params, batch)` with these candidates (None: the default)."""
+        """`step(state, frozen_params, batch)` with these candidates (None for a loss that reads
+        none)."""
         return functools.partial(self, candidates=candidates)
 
 

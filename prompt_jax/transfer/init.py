@@ -123,10 +123,10 @@ def init_runs(loaded: engine.LoadedModel, target: str,
                 run.initial_trainable(loaded, task, config))
             summary = train_run(loaded, config)
             curve = [[0, first[metric]]] + _curve(folder, metric)
-            results.append({"target": target, "arm": arm, "seed": seed, "curve": curve,
-                            "final": curve[-1][1], "metric": metric, "eval_limit": eval_limit,
-                            "train_seconds": summary["train_seconds"]})
-            write_json(path, results[-1])
+            write_json(path, {"target": target, "arm": arm, "seed": seed, "curve": curve,
+                              "final": curve[-1][1], "metric": metric, "eval_limit": eval_limit,
+                              "train_seconds": summary["train_seconds"]})
+            results.append(read_json(path))  # as a resumed call reads it, provenance included
     return results
 
 

@@ -65,10 +65,12 @@ def read_json(path: Path) -> Any:
 def train_run(loaded: engine.LoadedModel, config: run.RunConfig) -> dict[str, Any]:
     """`run.train_prompt`, resumable at the level of whole runs: a finished run (its
     `summary.json` exists) is read back, a killed one resumes from its last checkpoint."""
-    out = Path(config.output_dir)
-    if (out / "summary.json").exists():
-        return read_json(out / "summary.json")
-    return run.train_prompt(config, resume=loop.holds_run(out), loaded=loaded)
+    path = Path(config.output_dir) / "summary.json"
+    if path.exists():
+        return read_json(path)
+    summary = run.train_prompt(config, resume=loop.holds_run(path.parent), loaded=loaded)
+    # as a later call reads it back, provenance included (only the primary process writes it)
+    return read_json(path) if path.exists() else summary
 
 
 def train_sources(loaded: engine.LoadedModel, tasks: Sequence[str], out_dir: str | Path,
