@@ -45,27 +45,29 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
-def read_block(name: str, doc: Path | None = None) -> str:
-    """What stands between block `name`'s markers (exits naming them when they are missing)."""
-    doc = doc or target(name)
+def _span(name: str, doc: Path) -> tuple[str, int, int]:
+    """`doc`'s text and where block `name`'s content starts (after its start marker) and its
+    end marker begins (exits naming the markers when they are missing)."""
     start_marker, end_marker = markers(name)
     text = doc.read_text()
     start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         sys.exit(f"{doc} has no {start_marker} ... {end_marker} block")
-    return text[start + len(start_marker) + 1:end - 1]
+    return text, start + len(start_marker), end
+
+
+def read_block(name: str, doc: Path | None = None) -> str:
+    """What stands between block `name`'s markers (exits naming them when they are missing)."""
+    text, start, end = _span(name, doc or target(name))
+    return text[start + 1:end - 1]
 
 
 def write_block(name: str, block: str, doc: Path | None = None) -> None:
     """Replaces what stands between block `name`'s markers in `doc` (default: the block's own
     file, see `target`) with `block` (exits naming the markers when the file lacks them)."""
     doc = doc or target(name)
-    start_marker, end_marker = markers(name)
-    text = doc.read_text()
-    start, end = text.find(start_marker), text.find(end_marker)
-    if start < 0 or end < start:
-        sys.exit(f"{doc} has no {start_marker} ... {end_marker} block")
-    doc.write_text(text[:start + len(start_marker)] + "\n" + block + "\n" + text[end:])
+    text, start, end = _span(name, doc)
+    doc.write_text(text[:start] + "\n" + block + "\n" + text[end:])
     where = doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc
     print(f"wrote block {name} into {where}", file=sys.stderr)
 

@@ -14,7 +14,7 @@ never closed over.
 
 Where the prompt goes: decoder-only backbones (`shares_prefix`) take it as a prefix whose keys
 and values are computed once per batch ([P, H] or a `PromptSet`), or precomputed once per
-prompt (`PromptKV`, e.g. a serving bank's arrays); other families (T5) get it inserted into
+prompt (`CachedPrompts`, e.g. a serving bank's arrays); other families (T5) get it inserted into
 the encoder input at `default_placement`.
 
 Stopping: a row ends at its first EOS (kept, like Hugging Face's `generate`), at the caller's
@@ -30,13 +30,13 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from prompt_jax.models.base import Params
 from prompt_jax.prompts.initializers import PromptSet, insert_prompt
+from prompt_jax.scoring import CachedPrompts, bucket
 
 TRACES: collections.Counter = collections.Counter()  # family -> decode programs compiled
 FINISH_REASONS = ("eos", "stop", "length")
@@ -49,25 +49,6 @@ class Buckets:
     min_batch: int = 1
     min_length: int = 8
     min_new_tokens: int = 8
-
-
-def bucket(n: int, minimum: int = 1) -> int:
-    """The power of two >= max(n, minimum)."""
-    size = max(1, minimum)
-    while size < n:
-        size *= 2
-    return size
-
-
-@flax.struct.dataclass
-class PromptKV:
-    """N prompts' keys and values computed beforehand (`Backbone.prefix_kv`), e.g. once when
-    a prompt joins a serving bank (`serving.bank.BankArrays.keys` / `.values` / `.lengths`);
-    decoder-only backbones only."""
-
-    keys: jax.Array  # [L, N, P, K, D]
-    values: jax.Array  # [L, N, P, K, D]
-    lengths: jax.Array  # [N] int32 real vectors of each prompt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +72,7 @@ def greedy(model, params: Params, prompt, input_ids, input_mask, *, max_new_toke
       model: a generative `Backbone` (Llama, Gemma 3, T5).
       params: its frozen params (an argument of the jitted program).
       prompt: None; [P, H], one prompt for every row; a `PromptSet` (N prompts) or a
-        `PromptKV` (N prompts' keys and values, decoder-only backbones), with `prompt_index`.
+        `CachedPrompts` (N prompts' keys and values, decoder-only backbones), with `prompt_index`.
       input_ids: [B, T] token ids, padded anywhere.
       input_mask: [B, T] 1 for real tokens; every row needs one.
       max_new_tokens: the task's maximum of new tokens.
@@ -119,10 +100,10 @@ def greedy(model, params: Params, prompt, input_ids, input_mask, *, max_new_toke
                          f"input token; greedy decoding continues a row's last token")
     if stop is not None and decode is None:
         raise ValueError("a stop string needs `decode` (token ids -> text) to be found")
-    if isinstance(prompt, PromptKV) and not model.shares_prefix:
+    if isinstance(prompt, CachedPrompts) and not model.shares_prefix:
         raise ValueError(f"the {model.family} backbone does not share prefixes: give it the "
                          f"prompt vectors, not their keys and values")
-    if isinstance(prompt, (PromptSet, PromptKV)) and prompt_index is None:
+    if isinstance(prompt, (PromptSet, CachedPrompts)) and prompt_index is None:
         raise ValueError("N prompts need prompt_index [B], the prompt of each row")
     cfg = model.config
     if pad_id is None:
@@ -184,7 +165,7 @@ def _program(model, params, prompt, prompt_index, ids, mask, live, eos_ids, pad_
     embeds = model.embed(params, ids)  # [B, T, H]
     kwargs = dict(eos_ids=eos_ids, pad_id=pad_id, live=live, limit=limit)
     if model.shares_prefix:
-        if isinstance(prompt, PromptKV):
+        if isinstance(prompt, CachedPrompts):
             kwargs.update(prefix_kv=(prompt.keys, prompt.values), prefix_lengths=prompt.lengths,
                           prefix_index=prompt_index)
         elif isinstance(prompt, PromptSet):

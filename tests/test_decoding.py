@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_jax import decoding
+from prompt_jax import decoding, scoring
 from prompt_jax.models import T5, Llama, LlamaConfig, T5Config, load_pretrained
 from prompt_jax.prompts import PromptSet
 from tests.hf_models import load_reference, save_tiny
@@ -124,13 +124,13 @@ def test_mixed_prompts_and_precomputed_prompt_keys_values(tiny):
         theirs = _theirs(kind, ref, [[prompt, second][index[b]]], ROWS[b:b + 1], 95)
         np.testing.assert_array_equal(ours.token_ids[b, :theirs.shape[1]], theirs[0])
     if not model.shares_prefix:
-        kv = decoding.PromptKV(jnp.zeros((1, 1, 1, 1, 1)), jnp.zeros((1, 1, 1, 1, 1)),
+        kv = scoring.CachedPrompts(jnp.zeros((1, 1, 1, 1, 1)), jnp.zeros((1, 1, 1, 1, 1)),
                                jnp.ones((1,), jnp.int32))
         with pytest.raises(ValueError, match="does not share prefixes"):
             decoding.greedy(model, params, kv, ids, mask, max_new_tokens=N, prompt_index=index)
         return
     keys, values = model.prefix_kv(params, prompt_set.vectors, prompt_set.lengths)
-    bank = decoding.PromptKV(keys, values, prompt_set.lengths)
+    bank = scoring.CachedPrompts(keys, values, prompt_set.lengths)
     again = decoding.greedy(model, params, bank, ids, mask, max_new_tokens=N, eos_ids=-1,
                             prompt_index=index)
     np.testing.assert_array_equal(again.token_ids, ours.token_ids)
