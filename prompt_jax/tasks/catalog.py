@@ -5,8 +5,8 @@ Every task reads its train and validation splits from the local files (../shared
 TFDS: mnli, qnli, snli, qqp, movie_rationales and ag_news lack local train files, so they train
 only with `$PROMPT_JAX_SOURCE=tfds` (online, or with the dataset prepared under
 $TFDS_DATA_DIR); their error for a missing local file says so. The paper's generation tasks
-(SQuAD, NQ-Open, Multi-News, SAMSum) are not registered: nothing here decodes yet. ETHICS
-deontology and justice are, on their own splits (validation = the release's test, test = its
+(SQuAD, NQ-Open, Multi-News, SAMSum) are not registered yet (their metrics are in `metrics`).
+ETHICS deontology and justice are, on their own splits (validation = the release's test, test = its
 adversarial hard test). TweetEval's classification tasks are (emoji aside: its 20 labels are
 emoji); ../shared/data lacks its sentiment task's train text, so that one is an evaluation
 target only here. A dataset of one's own:
