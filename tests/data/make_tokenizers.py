@@ -47,7 +47,9 @@ def corpus() -> list[str]:
     for name in list_tasks():
         spec = get_task(name)
         lines += [t for _, t in spec.templates] + list(spec.verbalizers + spec.t5_verbalizers)
-        lines += [" " + w for w in spec.verbalizers]
+        # Label words as a real vocabulary holds them: SmolLM2 has " positive", " yes", ... as
+        # one token each, which the serving bank's initial shape (one token per class) relies on.
+        lines += [" ".join(" " + w for w in spec.verbalizers)] * 200
         for split in ("train", "validation", "test"):
             try:
                 examples, _ = read_split(name, split)
