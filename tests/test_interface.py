@@ -167,6 +167,7 @@ def test_configs_are_hashable_and_reject_bad_values():
         TINY["llama"](dtype="float8").init_params(jax.random.key(0))
 
 
+@pytest.mark.subprocess
 def test_importing_the_library_does_not_import_tensorflow():
     code = ("import sys, prompt_jax, prompt_jax.models, prompt_jax.models.convert; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")

@@ -154,6 +154,7 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.subprocess
 def test_two_processes_end_with_the_prompt_of_one_process_with_eight_devices(
         one_process, two_processes):
     two, results = two_processes
@@ -171,6 +172,7 @@ def test_two_processes_end_with_the_prompt_of_one_process_with_eight_devices(
     assert json.loads(printed[0])["steps"] == STEPS and printed[1] == ""  # by process 0 only
 
 
+@pytest.mark.subprocess
 def test_only_process_0_writes_files_and_each_once(two_processes):
     out, results = two_processes
     writes = [(out.parent / f"{out.name}.writes{rank}").read_text().splitlines()
@@ -188,6 +190,7 @@ def test_only_process_0_writes_files_and_each_once(two_processes):
     assert "train:" in results[0][2] and "train:" not in results[1][2]  # one progress bar
 
 
+@pytest.mark.subprocess
 def test_a_killed_process_fails_the_job_and_resume_ends_with_the_uninterrupted_prompt(
         tiny_llama, task_flags, two_processes, tmp_path):
     out = tmp_path / "run"

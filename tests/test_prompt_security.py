@@ -144,6 +144,7 @@ def test_truncated_or_lying_safetensors_prompt_is_a_format_error(tmp_path):
         load_prompt(path)
 
 
+@pytest.mark.subprocess
 def test_reading_a_safetensors_prompt_does_not_import_the_model_loader(tmp_path):
     from safetensors.numpy import save_file
 

@@ -198,6 +198,7 @@ def test_demo_prints_the_table_and_saves_the_prompt(tiny_llama, tmp_path, capsys
     assert json.loads(prompt.with_suffix(".json").read_text())["length"] == 20
 
 
+@pytest.mark.subprocess
 def test_killed_run_resumes_to_the_same_prompt(tiny_llama, tmp_path):
     args = ["--steps", "60", "--gin_param", "RunConfig.checkpoint_every=5",
             "--gin_param", "RunConfig.eval_every=0"]
@@ -223,6 +224,7 @@ def test_killed_run_resumes_to_the_same_prompt(tiny_llama, tmp_path):
                                                                        "prompt.npy"))
 
 
+@pytest.mark.real_model
 @pytest.mark.parametrize("gguf", ["smollm2_gguf", "gemma3_gguf"])
 def test_real_prompt_training_lowers_the_loss(gguf, request):
     """A few Adafactor steps on four real SST-2 training sentences, on each real model: the

@@ -23,7 +23,7 @@ from prompt_jax.tasks import (
     with_template,
 )
 from prompt_jax.tasks.registry import sample_rows
-from tests.task_tokenizers import BACKBONES, bert_tokenizer, smollm2_tokenizer
+from tests.task_tokenizers import BACKBONES, bert_tokenizer, llama_tokenizer
 
 # Every task with data in ../shared/data and the train / validation splits it has there.
 LOCAL = {"sst2": ("train", "validation"), "imdb": ("train", "validation"),
@@ -42,7 +42,7 @@ def _rows(batch_list, key):
 
 @pytest.mark.parametrize(("task", "split"), [(t, s) for t, ss in LOCAL.items() for s in ss])
 def test_every_local_task_yields_fixed_shape_batches(task, split):
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     got = list(batches(task, split, tok, "causal", 16, max_length=128, shuffle=False, limit=24))
     assert len(got) == 2
     for b in got:
@@ -61,7 +61,7 @@ def test_every_local_task_yields_fixed_shape_batches(task, split):
 
 
 def test_absent_splits_and_impossible_lengths_fail_before_running():
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     with pytest.raises(FileNotFoundError, match="mnli/train.jsonl.*PROMPT_JAX_SOURCE=tfds"):
         next(batches("mnli", "train", tok, "causal", 8, max_length=64))
     with pytest.raises(KeyError, match="no local 'test' split"):
@@ -111,7 +111,7 @@ def test_decoding_a_batch_gives_back_the_filled_template(family):
 
 
 def test_a_template_of_ones_own_goes_through_the_pipeline():
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     own = with_template("rte", "causal", "{text_a}\nQuestion: {text_b} Yes or no?\nAnswer:")
     (b,) = batches(own, "validation", tok, "causal", 4, max_length=512, shuffle=False, limit=4)
     (default,) = batches("rte", "validation", tok, "causal", 4, max_length=512, shuffle=False,
@@ -130,7 +130,7 @@ def test_a_template_of_ones_own_goes_through_the_pipeline():
 
 
 def _order(seed, repeat_batches=16):
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     it = batches("cb", "train", tok, "causal", 8, max_length=256, seed=seed, shuffle=True,
                  repeat=True, limit=64)
     return np.concatenate([next(it)["index"] for _ in range(repeat_batches)])
@@ -150,7 +150,7 @@ def test_same_seed_same_order_over_two_epochs_other_seed_another():
 def test_limit_is_a_seeded_random_sample_of_a_file_sorted_by_label():
     """IMDB's test file is sorted by label (12,500 negative reviews, then 12,500 positive): a
     limit takes a seeded random sample of the whole split, in file order, so both classes."""
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     examples, _ = read_split("imdb", "test")
     assert {e.label for e in examples[:500]} == {0}  # the file's start is one class
 
@@ -175,7 +175,7 @@ def test_limit_is_a_seeded_random_sample_of_a_file_sorted_by_label():
 
 
 def test_lengths_are_bucketed_and_truncation_keeps_the_template_end():
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     shapes = collections.Counter()
     suffix = compile_layout("imdb", tok, "causal").parts[-1].ids
     for b in batches("imdb", "validation", tok, "causal", 32, max_length=200, limit=256):
@@ -188,7 +188,7 @@ def test_lengths_are_bucketed_and_truncation_keeps_the_template_end():
 
 
 def test_mixture_examples_carry_their_task_id():
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     kwargs = dict(max_length=256, seed=3, limit=96, rates=[1.0, 1.0])
     got = list(mixture_batches(["rte", "cb"], "train", tok, "causal", 16, **kwargs))
     again = list(mixture_batches(["rte", "cb"], "train", tok, "causal", 16, **kwargs))
@@ -209,7 +209,7 @@ def test_mixture_examples_carry_their_task_id():
 def test_the_registered_seqio_task():
     import tensorflow as tf
 
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     task = seqio_task("mrpc", tok, "causal")
     assert task.name.startswith("prompt_jax_mrpc_causal:local_")
     assert seqio_task("mrpc", tok, "causal") is task
@@ -230,7 +230,7 @@ def test_the_registered_seqio_task():
 
 
 def test_tfds_source_fails_fast_and_clearly_when_offline(tmp_path, monkeypatch):
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("PROMPT_JAX_SOURCE", "tfds")  # the one setting that picks the source
     monkeypatch.setenv("PROMPT_JAX_OFFLINE", "1")

@@ -286,6 +286,7 @@ def test_cli_lists_tasks_with_labels_sizes_and_offline_availability(capsys, tmp_
     assert "dropped in validation: {'malformed': 1}" in out and "missing/1/-" in out
 
 
+@pytest.mark.subprocess
 def test_importing_the_tasks_package_imports_no_tensorflow_and_no_model_side():
     """The data side stands alone: no TensorFlow until a pipeline runs, and never flax, jax or
     the model side (prompt_jax.models, prompt_jax.scoring)."""

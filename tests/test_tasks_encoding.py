@@ -1,4 +1,5 @@
-"""Templates, verbalizers and truncation with each backbone's real tokenizer; the metrics."""
+"""Templates, verbalizers and truncation with each backbone's tokenizer (tiny ones in the fast
+tier, SmolLM2's and MiniLM's own in the real_model tier); the metrics."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import pytest
 from prompt_jax.tasks import candidates, compile_layout, get_task, list_tasks, read_split, render
 from prompt_jax.tasks.encoding import encode_inputs
 from prompt_jax.tasks.metrics import compute, evaluate_classification
-from tests.task_tokenizers import BACKBONES
+from tests.task_tokenizers import BACKBONES, REAL_BACKBONES
 
 CLASSIFICATION = [n for n in list_tasks() if not get_task(n).is_generation]
 
 
-@pytest.fixture(scope="module", params=sorted(BACKBONES))
+@pytest.fixture(scope="module", params=sorted(BACKBONES) + [
+    pytest.param(name, marks=pytest.mark.real_model) for name in sorted(REAL_BACKBONES)])
 def backbone(request):
-    style, make = BACKBONES[request.param]
-    return request.param, style, make()
+    """(kind, style, tokenizer); the real tokenizers ("bert-minilm") are checked as their kind."""
+    style, make = {**BACKBONES, **REAL_BACKBONES}[request.param]
+    return request.param.split("-")[0], style, make()
 
 
 def test_every_verbalizer_is_a_distinct_candidate(backbone):

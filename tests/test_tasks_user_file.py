@@ -24,7 +24,7 @@ from prompt_jax.tasks import (
     read_split,
     render,
 )
-from tests.task_tokenizers import smollm2_tokenizer
+from tests.task_tokenizers import llama_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def test_a_jsonl_task_reads_and_batches_like_a_built_in_one(tmp_path, caplog):
     assert ("carved_from_train", 1) in report.notes
     assert {e.label for e in validation} == {0, 1}  # a seeded permutation, not the file's end
 
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     got = list(batches("my_reviews", "train", tok, "causal", 32, max_length=64, shuffle=False))
     real = np.concatenate([b["label"][b["weight"] > 0] for b in got])
     assert real.tolist() == [e.label for e in train_rows]
@@ -94,7 +94,7 @@ def test_a_csv_pair_task_and_a_tsv_task(tmp_path):
     assert [(e.text_a, e.text_b, e.label) for e in train] == [
         ("A man, tired, sleeps.", "A man rests.", 1), ("A dog runs.", "A cat sleeps.", 0),
         ("Kids play.", "Children play.", 1)]
-    tok = smollm2_tokenizer()
+    tok = llama_tokenizer()
     (b,) = batches("pairs", "validation", tok, "causal", 4, max_length=64, shuffle=False)
     assert b["label"].tolist()[:2] == [1, 0] and b["weight"].tolist() == [1, 1, 0, 0]
     decoded = tok.decode(b["inputs"][1][b["input_mask"][1] == 1].tolist())
@@ -170,6 +170,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 TF_LINES = ("oneDNN", "cuInit", "TF_ENABLE", "tensorflow", "cuda drivers", "absl::")
 
 
+@pytest.mark.subprocess
 def test_the_cli_prints_our_lines_only():
     done = _cli("-m", "prompt_jax", "tasks")
     assert done.returncode == 0 and "sst2" in done.stdout

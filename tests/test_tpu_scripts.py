@@ -14,6 +14,8 @@ import pytest
 from prompt_jax.commands import cli
 from prompt_jax.commands.gin_config import find_gin_file
 
+pytestmark = pytest.mark.subprocess  # every test runs a script through bash
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "tpu_scripts"
 GIN = ["models/t5_1_1_lm100k_xxl.gin", "prompts/text_20.gin", "tasks/sst2.gin",

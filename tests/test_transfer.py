@@ -180,6 +180,7 @@ def _matrix_command(model: Path, out: Path) -> list[str]:
             "--steps", "3", "--prompt_length", "6", "--limit", "16"]
 
 
+@pytest.mark.subprocess
 def test_matrix_command_writes_its_files_and_resumes_after_a_kill(tiny_llama, tmp_path):
     out = tmp_path / "transfer"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
