@@ -427,7 +427,10 @@ def report() -> str:
         ["distance SmolLM2 -> Gemma", "distance Gemma -> SmolLM2", "task SmolLM2 -> Gemma",
          "task Gemma -> SmolLM2", "init"], parts, strict=True) if not p]
     tail = [f"Not measured yet: {', '.join(missing)}."] if missing else []
-    return "\n\n".join(["\n".join(p) for p in measured] + tail)
+    import results
+
+    when = f"Results {results.stored(sorted(OUT.rglob('*.json')))}."
+    return "\n\n".join([when] + ["\n".join(p) for p in measured] + tail)
 
 
 def main() -> None:

@@ -474,7 +474,7 @@ def stored(paths: list[Path]) -> str:
                           *map(str, paths)], cwd=HERE.parent, capture_output=True, text=True)
     date, _, commit = log.stdout.strip().partition(" ")
     return (f"stored {date} in commit {commit}; these files do not record the machine "
-            "(`results.py run` records it since)" if date else "date and machine not recorded")
+            "(every result written since does)" if date else "date and machine not recorded")
 
 
 DEMO_RESULT = RESULTS / "demo" / "demo.json"

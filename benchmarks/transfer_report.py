@@ -383,7 +383,11 @@ def report(model: str = MODEL) -> str:
              ("### Retrieving a source prompt for a new task", retrieval_part(out)),
              ("### Prompt projectors on the paper's released prompts",
               released_part("released_projectors"))]
-    blocks = [f"Measured on {model} with the commands of `{SCRIPT}`; numbers as measured."]
+    import results
+
+    when = results.stored(sorted(out.rglob("*.json"))) if out.is_dir() else "not measured"
+    blocks = [f"Measured on {model} with the commands of `{SCRIPT}`; numbers as measured; "
+              f"results {when}."]
     blocks += ["\n".join([title, "", *lines]) for title, lines in parts if lines]
     return "\n\n".join(blocks)
 
