@@ -18,7 +18,7 @@ from prompt_jax.commands import (
     serve_commands,
     transfer_commands,
 )
-from prompt_jax.commands.common import import_tensorflow_quietly
+from prompt_jax.commands.common import COMPILING, import_tensorflow_quietly, use_compilation_cache
 
 __all__ = ["build_parser", "import_tensorflow_quietly", "main"]
 
@@ -30,6 +30,10 @@ COMMAND_MODULES = (model_commands, run_commands, serve_commands, prompts_command
 def build_parser() -> argparse.ArgumentParser:
     """The `prompt-jax` argument parser (every subcommand and flag)."""
     parser = argparse.ArgumentParser(prog="prompt-jax", description=__doc__.splitlines()[0])
+    parser.add_argument("--no_compilation_cache", action="store_true",
+                        help="do not keep compiled programs on disk (by default JAX's persistent "
+                             "compilation cache is on, in $PROMPT_JAX_CACHE/jax, so a second run "
+                             "of the same shapes does not compile again)")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.add_parser(sub)
@@ -39,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Parses `argv` (default: the command line) and runs the subcommand."""
     args = build_parser().parse_args(argv)
+    if args.command in COMPILING:
+        use_compilation_cache(not args.no_compilation_cache)
     try:
         args.func(args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError) as e:

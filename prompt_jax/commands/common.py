@@ -59,3 +59,38 @@ def print_once(text: str) -> None:
 def names(text: str) -> list[str]:
     """The items of a comma-separated list, blanks dropped."""
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# Commands that compile programs, and so gain from JAX's persistent compilation cache: a second
+# run of the same shapes reads its programs from disk instead of compiling them again.
+COMPILING = ("demo", "train", "eval", "infer", "serve", "transfer", "project")
+MIN_COMPILE_SECONDS = 0.5  # programs quicker to compile than this are not worth a disk entry
+
+
+def compilation_cache_dir() -> str:
+    """The persistent compilation cache's folder: `jax/` in the prompt_jax cache folder
+    (`$PROMPT_JAX_CACHE`, default ~/.cache/prompt_jax)."""
+    from prompt_jax.models.fetch import cache_dir
+
+    return str(cache_dir() / "jax")
+
+
+def use_compilation_cache(enabled: bool = True) -> str | None:
+    """Turns JAX's persistent compilation cache on for this process, or off.
+
+    A folder the user set already (`JAX_COMPILATION_CACHE_DIR` or `jax.config`) is kept;
+    otherwise it is `compilation_cache_dir()`.
+
+    Returns:
+      The cache folder in use, or None when it is turned off.
+    """
+    import jax
+
+    if not enabled:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    jax.config.update("jax_enable_compilation_cache", True)
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", compilation_cache_dir())
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    return jax.config.jax_compilation_cache_dir
