@@ -1,4 +1,5 @@
-"""The CLI keeps compiled programs on disk (JAX's persistent compilation cache) unless told not to."""
+"""The CLI keeps compiled programs on disk (JAX's persistent compilation cache) unless told
+not to."""
 
 from __future__ import annotations
 
