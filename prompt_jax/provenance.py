@@ -9,6 +9,7 @@ differ between days: AVX2, AVX-512, AMX; CPUs, GPUs, TPUs).
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -62,8 +63,10 @@ def accelerators() -> list[str]:
     return sorted({d.device_kind for d in jax.devices() if d.platform != "cpu"})
 
 
+@functools.cache
 def machine() -> dict[str, Any]:
-    """CPU model, usable cores, ISA extensions, JAX backend and any GPU or TPU."""
+    """CPU model, usable cores, ISA extensions, JAX backend and any GPU or TPU (read once per
+    process: a transfer experiment writes hundreds of results)."""
     import jax
 
     return {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "isa": isa(),
@@ -71,8 +74,10 @@ def machine() -> dict[str, Any]:
             "accelerators": accelerators()}
 
 
+@functools.cache
 def versions(libraries: Sequence[str] = LIBRARIES) -> dict[str, str]:
-    """Python's version and the installed version of each library (those installed)."""
+    """Python's version and the installed version of each library (those installed; read once
+    per process)."""
     found = {"python": platform.python_version()}
     for name in libraries:
         try:
@@ -112,7 +117,7 @@ def describe(argv: Sequence[str] | None = None) -> dict[str, Any]:
     now = datetime.datetime.now(datetime.UTC)
     return {"command": command(argv), "date": now.strftime("%Y-%m-%d"),
             "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "commit": git_commit(),
-            "machine": machine(), "versions": versions()}
+            "machine": dict(machine()), "versions": dict(versions())}
 
 
 def write_result(path: str | os.PathLike, value: Mapping[str, Any], *, indent: int | None = 2,
