@@ -51,7 +51,8 @@ class TaskHandle:
       spec: the task (`prompt_jax.tasks.TaskSpec`), its template already chosen.
       style: the template style of the model ("causal", "t5", "mlm").
       placement: where the prompt goes ("prefix", "after_bos", ...).
-      candidates: the verbalizers' token ids and mask, each [C, K].
+      candidates: the verbalizers' token ids and mask, each [C, K]; None for a generation
+        task.
       tokenizer: the model's tokenizer.
       max_input_length: input tokens kept per example (the prompt not included).
       data: the data folder ("" = $PROMPT_JAX_DATA or ../shared/data).
@@ -62,7 +63,7 @@ class TaskHandle:
     spec: Any
     style: str
     placement: str
-    candidates: tuple[jax.Array, jax.Array]
+    candidates: tuple[jax.Array, jax.Array] | None
     tokenizer: Any
     max_input_length: int = 128
     data: str = ""
@@ -84,11 +85,12 @@ class TaskHandle:
     def packer(self, prompt_length: int) -> packing.Packer | None:
         """A packer for batches that continue a `prompt_length`-vector prefix prompt (0: no
         prompt), when packing applies: a backbone that packs, a prefix prompt and single-token
-        verbalizers. Otherwise None (one example per row: same results, more FLOPs)."""
+        verbalizers. Otherwise None (one example per row: same results, more FLOPs; so for
+        a generation task, whose targets are many tokens)."""
         from prompt_jax.tasks.vocabulary import pad_id
 
         if not (self.pack_keys_per_token and self.placement == "prefix"
-                and self.candidates[0].shape[1] == 1):
+                and self.candidates is not None and self.candidates[0].shape[1] == 1):
             return None
         return packing.Packer(rows=self.pack_rows, prefix_length=prompt_length,
                               keys_per_token=self.pack_keys_per_token,
@@ -243,11 +245,18 @@ class LoadedModel:
         placement = placement or self.model.default_placement
         if placement not in prompts.PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}; use {prompts.PLACEMENTS}")
-        ids, mask = tasks.candidates(spec, self.tokenizer, self.style)
+        if spec.is_generation and self.style not in spec.styles:
+            raise ValueError(f"task {spec.name!r} generates text, and the {self.model.family} "
+                             f"backbone ({self.style} style) cannot: use a decoder-only model "
+                             f"(Llama, Gemma 3) or T5")
+        candidates = None
+        if not spec.is_generation:
+            ids, mask = tasks.candidates(spec, self.tokenizer, self.style)
+            candidates = (jnp.asarray(ids), jnp.asarray(mask))
         packs = pack and self.model.packs
         return TaskHandle(
             spec=spec, style=self.style, placement=placement,
-            candidates=(jnp.asarray(ids), jnp.asarray(mask)), tokenizer=self.tokenizer,
+            candidates=candidates, tokenizer=self.tokenizer,
             max_input_length=max_input_length, data=data,
             pack_keys_per_token=self.model.pack_keys_per_token() if packs else 0.0,
             pack_rows=self.mesh.shape["data"])
@@ -271,6 +280,9 @@ class LoadedModel:
         (optimizer, trainable, loss, placement, dropout; the last few); the task's candidates
         are an argument (bucketed; rank loss only), so runs on tasks of the same bucketed
         shapes, back to back, compile it once per batch shape."""
+        if loss == "rank" and task.candidates is None:
+            raise ValueError(f"the rank loss ranks classes; task {task.name!r} generates text: "
+                             f"train it with the target_ce loss")
         key = (optimizer, trainable, loss, task.placement, dropout)
         jitted = self._train_steps.pop(key, None)
         if jitted is None:
@@ -291,7 +303,9 @@ class LoadedModel:
         fixed shapes). `prompt=None` scores the hand-written template alone (zero-shot);
         `params` replaces the frozen params (a tuned model). The metrics are
         `tasks.metrics.evaluate_classification`'s (accuracy, macro-F1, the task's own, a
-        note when the labels are all one class) and the number of `examples` scored.
+        note when the labels are all one class) and the number of `examples` scored; a
+        generation task's rows are decoded and scored by its own metric
+        (`generation.evaluator`).
 
         Args:
           task: from `self.task`.
@@ -304,6 +318,11 @@ class LoadedModel:
         """
         from prompt_jax.tasks.metrics import evaluate_classification
 
+        if task.spec.is_generation:  # decoded and scored by the task's own metric
+            from prompt_jax import generation
+
+            return generation.evaluator(self, task, split, batch_size=batch_size, limit=limit,
+                                        seed=seed)
         partitioning.check_batch_size(batch_size, self.mesh)
         batches = list(task.batches(split, batch_size, limit=limit, limit_seed=seed,
                                     packer=task.packer(prompt_length)))

@@ -14,23 +14,23 @@ def save_tiny(kind: str, directory: Path, seed: int = 0, **overrides) -> Path:
     """Creates a random tiny HF model of `kind` and saves it (safetensors) into `directory`."""
     torch.manual_seed(seed)
     if kind == "t5_v1_0":
-        config = transformers.T5Config(
+        config = transformers.T5Config(**{**dict(
             vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
             num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
-            feed_forward_proj="relu", dropout_rate=0.0, decoder_start_token_id=0, **overrides)
+            feed_forward_proj="relu", dropout_rate=0.0, decoder_start_token_id=0), **overrides})
         model = transformers.T5ForConditionalGeneration(config)
     elif kind == "t5_v1_1":
-        config = transformers.T5Config(
+        config = transformers.T5Config(**{**dict(
             vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2,
             num_decoder_layers=3, num_heads=4, relative_attention_num_buckets=8,
             relative_attention_max_distance=20, feed_forward_proj="gated-gelu",
-            decoder_start_token_id=0, dropout_rate=0.0, **overrides)
+            decoder_start_token_id=0, dropout_rate=0.0), **overrides})
         model = transformers.T5ForConditionalGeneration(config)
     elif kind == "roberta":
-        config = transformers.RobertaConfig(
+        config = transformers.RobertaConfig(**{**dict(
             vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=40, type_vocab_size=1,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **overrides)
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), **overrides})
         model = transformers.RobertaForMaskedLM(config)
     elif kind == "bert":
         config = transformers.BertConfig(

@@ -96,6 +96,6 @@ def test_every_registered_task_trains_and_evaluates(name, loaded, tiny_data):
     split = "validation"
     evaluate = loaded.evaluator(task, split, batch_size=8, limit=8, prompt_length=4)
     result = evaluate(trained)
-    assert result["examples"] == 8 and 0.0 <= result["accuracy"] <= 1.0, result
+    assert result["examples"] == 8, result
     for metric in tasks.get_task(name).metric_names:
         assert 0.0 <= result[metric] <= 1.0, (metric, result)

@@ -5,7 +5,8 @@ Every task reads its train and validation splits from the local files (../shared
 TFDS: mnli, qnli, snli, qqp, movie_rationales and ag_news lack local train files, so they train
 only with `$PROMPT_JAX_SOURCE=tfds` (online, or with the dataset prepared under
 $TFDS_DATA_DIR); their error for a missing local file says so. The paper's generation tasks
-(SQuAD, NQ-Open, Multi-News, SAMSum) are not registered yet (their metrics are in `metrics`).
+SQuAD, NQ-Open and SAMSum are registered on the parts of them available offline (below);
+Multi-News is not.
 ETHICS deontology and justice are, on their own splits (validation = the release's test, test = its
 adversarial hard test). TweetEval's classification tasks are (emoji aside: its 20 labels are
 emoji); ../shared/data lacks its sentiment task's train text, so that one is an evaluation
@@ -295,6 +296,56 @@ TASKS += [
             "Request: {text_a}\nExcuse: {text_b}\nIs this excuse reasonable? Answer:", True),
     _ethics("ethics_justice", "ethics_justice scenario: {text_a}",
             "Statement: {text_a}\nIs this claim fair and reasonable? Answer:", False),
+]
+
+# --- Generation: the paper's question answering and summarization families -----------------
+# Only their evaluation releases are offline, so each trains on one part and scores another it
+# never trained on: SQuAD's dev set split by article (validation = a seeded 20% of the
+# articles, `registry.GROUP_CARVE_FRACTION`), NQ-Open trained on EfficientQA's dev and test and
+# scored on NQ-Open's dev, SAMSum trained on its validation split and scored on its test split.
+# Multi-News is not available offline. The causal style ends an answer at a line break.
+def _generation(name: str, family: str, scorer: str, metric_names: tuple[str, ...],
+                templates: tuple[tuple[str, str], ...], local: LocalSource, tfds: TfdsSource,
+                max_new_tokens: int, pair: bool, description: str) -> TaskSpec:
+    return TaskSpec(
+        name=name, family=family, labels=(), verbalizers=(), t5_verbalizers=(),
+        metric_names=metric_names, templates=templates, pair=pair, label_aliases=(),
+        local=local, tfds=tfds, description=description, scorer=scorer,
+        max_new_tokens=max_new_tokens, stop="\n")
+
+
+TASKS += [
+    _generation(
+        "squad", "qa", "squad", ("f1", "exact_match"),
+        (("t5", "question: {text_b} context: {text_a}"),
+         ("causal", "Context: {text_a}\nQuestion: {text_b}\nAnswer:")),
+        LocalSource("squad", (("train", ("squad/dev-v1.1.json",)), ("validation", CARVED))),
+        TfdsSource("squad/v1.1", (("train", "validation[:80%]"),
+                                  ("validation", "validation[80%:]")),
+                   text_a="context", text_b="question", references="answers/text"),
+        max_new_tokens=24, pair=True,
+        description="SQuAD v1.1 dev, split by article (train 80% of the articles, "
+                    "validation the other 20%)"),
+    _generation(
+        "nq_open", "qa", "nq_open", ("exact_match",),
+        (("t5", "nq question: {text_a}"), ("causal", "Question: {text_a}\nAnswer:")),
+        LocalSource("jsonl", (("train", ("nq_open/NQ-open.efficientqa.dev.1.1.jsonl",
+                                         "nq_open/NQ-open.efficientqa.test.1.1.jsonl")),
+                              ("validation", ("nq_open/NQ-open.dev.jsonl",))),
+                    (("text_a", "question"), ("references", "answer"))),
+        TfdsSource("natural_questions_open", (("train", "train"), ("validation", "validation")),
+                   text_a="question", references="answer"),
+        max_new_tokens=16, pair=False,
+        description="NQ-Open (train = EfficientQA dev + test, validation = NQ-Open dev)"),
+    _generation(
+        "samsum", "summarization", "rouge", ("rougeL", "rouge1", "rouge2"),
+        (("t5", "summarize: {text_a}"), ("causal", "Dialogue:\n{text_a}\nSummary:")),
+        LocalSource("csv", (("train", ("samsum/val.csv",)), ("validation", ("samsum/test.csv",))),
+                    (("text_a", "dialogue"), ("references", "summary"))),
+        TfdsSource("samsum", (("train", "validation"), ("validation", "test")),
+                   text_a="dialogue", references="summary"),
+        max_new_tokens=64, pair=False,
+        description="SAMSum (train = its validation split, validation = its test split)"),
 ]
 
 for _spec in TASKS:

@@ -76,12 +76,27 @@ def classification_metrics(predictions: Sequence[int], labels: Sequence[int],
 
 def compute(task: str | TaskSpec, predictions: Sequence[int], labels: Sequence[int]
             ) -> dict[str, float]:
-    """The task's own metrics (`TaskSpec.metric_names`: "accuracy", and "f1" for MRPC / QQP)."""
+    """The task's own metrics (`TaskSpec.metric_names`): "accuracy", and "f1" for MRPC / QQP,
+    of class indices; a generation task's (`TaskSpec.scorer`: SQuAD's EM and F1, NQ-Open's EM,
+    ROUGE) of generated texts against each row's gold texts."""
     spec = get_task(task)
+    if spec.is_generation:  # predictions: texts; labels: per row its gold texts (or one text)
+        references = [[r] if isinstance(r, str) else list(r) for r in labels]
+        result = GENERATION_METRICS[spec.scorer](list(predictions), references)
+        return {name: result[name] for name in spec.metric_names}
     result = {"accuracy": accuracy(predictions, labels)}
     if "f1" in spec.metric_names:
         result["f1"] = binary_f1(predictions, labels)
     return {name: result[name] for name in spec.metric_names}
+
+
+def per_row(task: str | TaskSpec, predictions: Sequence[str],
+            references: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+    """A generation task's metrics row by row ([N] each; their means are `compute`'s): what
+    intervals and paired comparisons are drawn from."""
+    spec = get_task(task)
+    rows = [compute(spec, [p], [r]) for p, r in zip(predictions, references, strict=True)]
+    return {name: np.asarray([row[name] for row in rows]) for name in spec.metric_names}
 
 
 def evaluate_classification(task: str | TaskSpec, predictions: Sequence[int],

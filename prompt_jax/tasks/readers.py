@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
+import itertools
 import json
 import os
 from collections import Counter
@@ -68,6 +69,7 @@ class Example:
     text_b: str
     label: int
     references: tuple[str, ...] = ()
+    group: str = ""  # rows of one group (a SQuAD article) stay on one side of a carved split
 
     @property
     def target(self) -> str:
@@ -118,9 +120,9 @@ def _lines(path: Path, notes: Counter) -> Iterator[tuple[int, str | Problem]]:
 
 
 def _record(text_a: str, text_b: str = "", label: str | None = None,
-            references: tuple[str, ...] = ()) -> dict:
+            references: tuple[str, ...] = (), group: str = "") -> dict:
     return {"text_a": text_a.strip(), "text_b": text_b.strip(), "label": label,
-            "references": tuple(r.strip() for r in references)}
+            "references": tuple(r.strip() for r in references), "group": group}
 
 
 RawRows = Iterator["dict | Problem"]
@@ -186,23 +188,47 @@ def read_jsonl(path: Path, notes: Counter, *, text_a: str, text_b: str | None = 
 
 
 def read_csv(path: Path, notes: Counter, *, text_a: str, text_b: str | None = None,
-             label: str | None = None) -> RawRows:
-    """A comma-separated file with a header row and quoted fields (AG News, ETHICS)."""
+             label: str | None = None, references: str | None = None) -> RawRows:
+    """A comma-separated file with a header row and quoted fields (AG News, ETHICS; SAMSum,
+    whose `references` column is the summary and whose fields hold line breaks)."""
     good: list[str] = []
     for _, line in _lines(path, notes):
         if isinstance(line, Problem):
             yield line
         else:
             good.append(line)
-    reader = csv.DictReader(good)
-    missing = [c for c in (text_a, text_b, label) if c and c not in (reader.fieldnames or [])]
+    reader = csv.DictReader(line + "\n" for line in good)  # a quoted field keeps its breaks
+    missing = [c for c in (text_a, text_b, label, references)
+               if c and c not in (reader.fieldnames or [])]
     if missing:
         raise ValueError(f"{path}: header {reader.fieldnames} lacks columns {missing}")
     for row in reader:
         if None in row or any(v is None for v in row.values()):
             yield Problem("malformed", f"{path}:{reader.line_num}")
             continue
-        yield _record(row[text_a], row[text_b] if text_b else "", row[label] if label else None)
+        yield _record(row[text_a], row[text_b] if text_b else "", row[label] if label else None,
+                      (row[references],) if references else ())
+
+
+def read_squad(path: Path, notes: Counter) -> RawRows:
+    """SQuAD v1.1's official nested JSON (articles -> paragraphs -> qas): the context as
+    text_a, the question as text_b, every gold answer's text as a reference, the article's
+    title as the group."""
+    try:
+        articles = json.loads(path.read_bytes().decode("utf-8").removeprefix(BOM))["data"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not SQuAD's JSON layout ({type(e).__name__}: {e})") from None
+    for a, article in enumerate(articles):
+        for p, paragraph in enumerate(article.get("paragraphs", ())):
+            for q, qa in enumerate(paragraph.get("qas", ())):
+                answers = tuple(x.get("text", "") for x in qa.get("answers", ())
+                                if isinstance(x, dict))
+                if not isinstance(paragraph.get("context"), str) or not isinstance(
+                        qa.get("question"), str):
+                    yield Problem("malformed", f"{path}:article {a} paragraph {p} qa {q}")
+                    continue
+                yield _record(paragraph["context"], qa["question"], None, answers,
+                              str(article.get("title", a)))
 
 
 def read_prefixed(path: Path, notes: Counter, *, sep: str) -> RawRows:
@@ -267,7 +293,10 @@ def read_lines(text_path: Path, labels_path: Path, notes: Counter) -> RawRows:
 READERS: dict[str, Callable[..., RawRows]] = {
     "tsv": read_tsv, "msr": read_msr, "jsonl": read_jsonl, "csv": read_csv,
     "prefixed": read_prefixed, "absa": read_absa, "eraser": read_eraser, "lines": read_lines,
+    "squad": read_squad,
 }
+# Readers of one file each: a split listing several such files reads them in order.
+ONE_FILE_EACH = frozenset({"tsv", "jsonl", "csv", "squad"})
 
 
 def read_file(fmt: str, paths: tuple[Path, ...], label_aliases: Mapping[str, int] | None,
@@ -296,7 +325,10 @@ def read_file(fmt: str, paths: tuple[Path, ...], label_aliases: Mapping[str, int
         if len(first) < 5:
             first.append(f"{where}: {kind}")
 
-    for row in READERS[fmt](*paths, notes, **(options or {})):
+    rows = (itertools.chain.from_iterable(READERS[fmt](p, notes, **(options or {}))
+                                          for p in paths)
+            if fmt in ONE_FILE_EACH else READERS[fmt](*paths, notes, **(options or {})))
+    for row in rows:
         if isinstance(row, Problem):
             bad(row.kind, row.where)
             continue
@@ -305,7 +337,8 @@ def read_file(fmt: str, paths: tuple[Path, ...], label_aliases: Mapping[str, int
             bad("empty_text", where)
             continue
         if label_aliases is None:
-            examples.append(Example(row["text_a"], row["text_b"], -1, row["references"]))
+            examples.append(Example(row["text_a"], row["text_b"], -1, row["references"],
+                                    row.get("group", "")))
             continue
         if row["label"] is None or row["label"].strip() == "":
             bad("missing_label", where)

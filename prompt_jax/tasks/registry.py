@@ -23,6 +23,9 @@ CARVE_FRACTION = 0.1
 CARVE_MAX = 2000
 CARVE_SEED = 20220101
 CARVED = "carved from train"
+# Where the rows come in groups (SQuAD's articles: questions on one paragraph share its text),
+# a carved validation split takes whole groups: this share of them, by a seeded permutation.
+GROUP_CARVE_FRACTION = 0.2
 
 # The default seed of the sample a `limit` (an eval_limit) takes of a split.
 LIMIT_SEED = 0
@@ -86,6 +89,11 @@ class TaskSpec:
       label_aliases: label strings as written in the files (and TFDS names) -> class index.
       local: the local files; tfds: the TFDS builder (None where TFDS has none).
       task_id: a stable integer (registry order), carried by every example of the task.
+      description: one line on the data and its splits.
+      scorer: a generation task's metric (a key of `metrics.GENERATION_METRICS`: "squad",
+        "nq_open", "rouge"); "" for classification.
+      max_new_tokens: a generation task's most new tokens, decoded and trained on.
+      stop: a generation task's stop string (the causal style ends an answer at it); "" = none.
     """
 
     name: str
@@ -101,10 +109,20 @@ class TaskSpec:
     tfds: TfdsSource | None
     task_id: int = -1
     description: str = ""
+    scorer: str = ""
+    max_new_tokens: int = 0
+    stop: str = ""
 
     @property
     def is_generation(self) -> bool:
         return not self.labels
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric a run keeps its best checkpoint by and a transfer cell reports: the first
+        of `metric_names` (accuracy for classification, F1 for SQuAD, EM for NQ-Open,
+        ROUGE-L for SAMSum)."""
+        return self.metric_names[0]
 
     @property
     def styles(self) -> tuple[str, ...]:
@@ -148,6 +166,9 @@ class TaskSpec:
         if self.labels and set(self.aliases.values()) != set(range(len(self.labels))):
             raise ValueError(f"{self.name}: label aliases {self.aliases} do not cover "
                              f"{len(self.labels)} classes")
+        if not self.labels and (not self.scorer or self.max_new_tokens <= 0):
+            raise ValueError(f"{self.name}: a generation task (no labels) needs a scorer and "
+                             f"a positive max_new_tokens")
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
@@ -249,6 +270,16 @@ def carve_indices(n: int) -> np.ndarray:
     return np.random.default_rng(CARVE_SEED).permutation(n)[:size]
 
 
+def group_carve_indices(groups: list[str]) -> np.ndarray:
+    """Row indices that form a carved validation split of grouped rows: every row of a seeded
+    `GROUP_CARVE_FRACTION` of the groups (at least one), in file order, so that no group (a
+    SQuAD article) has rows on both sides."""
+    names = list(dict.fromkeys(groups))
+    size = max(1, round(len(names) * GROUP_CARVE_FRACTION))
+    chosen = {names[i] for i in np.random.default_rng(CARVE_SEED).permutation(len(names))[:size]}
+    return np.asarray([i for i, g in enumerate(groups) if g in chosen], np.int64)
+
+
 def sample_rows(n: int, limit: int | None, seed: int = LIMIT_SEED) -> np.ndarray | None:
     """The rows (of n) that `limit` keeps: a seeded random sample, not the file's first rows.
 
@@ -300,7 +331,8 @@ def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None 
             f"{spec.description} release in {spec.local.fmt!r} format{tfds}") from None
     carved = dict(spec.local.splits).get("validation") == CARVED
     if carved and split in ("train", "validation"):
-        carve = carve_indices(len(examples))
+        carve = (group_carve_indices([e.group for e in examples]) if examples and
+                 examples[0].group else carve_indices(len(examples)))
         if split == "validation":
             examples = [examples[i] for i in carve]
         else:
@@ -309,7 +341,28 @@ def read_split(task: str | TaskSpec, split: str, root: str | os.PathLike | None 
             examples = [e for e, k in zip(examples, keep, strict=True) if k]
         report = dataclasses.replace(report, kept=len(examples),
                                      notes=report.notes + (("carved_from_train", 1),))
+    if spec.is_generation and split == "train" and "validation" in dict(spec.local.splits):
+        examples, report = _without_scored_inputs(spec, examples, report, root)
     return list(examples), report
+
+
+def _input_key(example: Example) -> str:
+    """An input's text compared case-, punctuation- and spacing-blind."""
+    text = f"{example.text_a} {example.text_b}".lower()
+    return " ".join("".join(c for c in text if c.isalnum() or c.isspace()).split())
+
+
+def _without_scored_inputs(spec: TaskSpec, examples, report: ReadReport, root
+                           ) -> tuple[list[Example], ReadReport]:
+    """A generation task's train rows minus those whose input is also a validation row's (the
+    releases it is split from repeat a few: an NQ-Open question, 4 SAMSum dialogues), so that
+    it never trains on what it scores; the report notes how many went."""
+    scored = {_input_key(e) for e in read_split(spec, "validation", root)[0]}
+    kept = [e for e in examples if _input_key(e) not in scored]
+    if len(kept) == len(examples):
+        return list(examples), report
+    return kept, dataclasses.replace(report, kept=len(kept), notes=report.notes + (
+        ("dropped_as_in_validation", len(examples) - len(kept)),))
 
 
 @functools.lru_cache(maxsize=64)

@@ -256,7 +256,8 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
         state, frozen, step, train_batches(task, config, loaded.mesh),
         loop.LoopConfig(steps=config.steps, eval_every=config.eval_every,
                         checkpoint_every=config.checkpoint_every,
-                        keep_checkpoints=config.keep_checkpoints, log_every=config.log_every),
+                        keep_checkpoints=config.keep_checkpoints, log_every=config.log_every,
+                        best_metric=task.spec.primary_metric),
         out, evaluate=evaluate, resume=resume, examples_per_batch=config.batch_size,
         export=export, on_best=save_best, claimed=True,
     )
@@ -300,9 +301,14 @@ def evaluate_prompt(config: RunConfig, prompt_path: str | None, split: str | Non
 
 def infer(config: RunConfig, prompt_path: str, texts: Sequence[str],
           loaded: engine.LoadedModel | None = None) -> list[str]:
-    """The predicted label name for each raw input text."""
+    """The predicted label name for each raw input text; a generation task's generated text."""
     if not texts:
         raise ValueError("no input text given")
     loaded, task = load(config, loaded)
+    if task.spec.is_generation:
+        from prompt_jax import generation
+
+        return list(generation.generate(loaded, task, _load_prompt(loaded, prompt_path),
+                                        texts).texts)
     scores = loaded.scores(task, _load_prompt(loaded, prompt_path), texts)
     return [task.labels[i] for i in scores.argmax(-1)]
