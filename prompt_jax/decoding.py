@@ -19,8 +19,9 @@ the encoder input at `default_placement`.
 
 Stopping: a row ends at its first EOS (kept, like Hugging Face's `generate`), at the caller's
 maximum of new tokens, or, on the host after the loop, at the first token whose decoded text
-completes the stop string: that token is the row's last, the ids after it are replaced by pad,
-and the row's text is cut where the stop string begins.
+completes the stop string after the text's leading whitespace (so a "\n" stop does not cut an
+answer that starts on a new line to nothing): that token is the row's last, the ids after it
+are replaced by pad, and the row's text is cut where the stop string begins.
 """
 
 from __future__ import annotations
@@ -147,14 +148,22 @@ def finish_rows(tokens: np.ndarray, eos: np.ndarray, pad_id: int, stop: str | No
         if decode is None:
             continue
         text = decode(body)
-        if stop is not None and stop in text:
-            k = next(k for k in range(1, len(body) + 1) if stop in decode(body[:k]))
+        if stop is not None and _stop_index(text, stop) >= 0:
+            k = next(k for k in range(1, len(body) + 1)
+                     if _stop_index(decode(body[:k]), stop) >= 0)
             lengths[row], finish[row] = k, "stop"
             tokens[row, k:] = pad_id
             text = decode(body[:k])
-            text = text[:text.index(stop)]
+            text = text[:_stop_index(text, stop)]
         texts.append(text)
     return Generation(tokens, lengths, tuple(finish), None if decode is None else tuple(texts))
+
+
+def _stop_index(text: str, stop: str) -> int:
+    """Where the stop string begins in a generated text, past its leading whitespace (an
+    answer that starts on a new line is not cut to nothing by a "\n" stop); -1 if absent."""
+    start = len(text) - len(text.lstrip())
+    return text.find(stop, start) if start < len(text) else -1
 
 
 @partial(jax.jit, static_argnames=("model", "max_new_tokens"))

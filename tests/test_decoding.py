@@ -171,3 +171,12 @@ def test_rows_without_tokens_and_stop_without_decode_raise():
     with pytest.raises(ValueError, match="prompt_index"):
         decoding.greedy(model, None, PromptSet.stack([np.ones((2, 32))]), ids, np.ones((2, 3)),
                         max_new_tokens=2)
+
+
+def test_a_line_break_stop_does_not_cut_an_answer_that_starts_on_a_new_line():
+    decode = lambda toks: "".join("\n" if t == 5 else chr(ord("a") + t % 26) for t in toks)  # noqa: E731
+    tokens = np.asarray([[5, 6, 7, 5, 8, 9], [5, 5, 5, 5, 5, 5], [6, 5, 7, 8, 9, 10]])
+    out = decoding.finish_rows(tokens, np.asarray([-1]), 0, "\n", decode)
+    assert out.texts == ("\ngh", "\n\n\n\n\n\n", "g")
+    assert out.finish == ("stop", "length", "stop") and out.lengths.tolist() == [4, 6, 2]
+    np.testing.assert_array_equal(out.token_ids[0], [5, 6, 7, 5, 0, 0])

@@ -3,6 +3,7 @@ ROUGE through Google's rouge-score package."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
@@ -60,3 +61,20 @@ def test_bad_rows_are_refused():
         metrics.squad_metrics(["a"], [])
     with pytest.raises(ValueError, match="non-empty list of strings"):
         metrics.nq_open_metrics(["a"], ["a"])
+
+
+@pytest.mark.parametrize("task", ["squad", "nq_open", "samsum"])
+def test_a_task_computes_its_own_metrics_and_their_rows_average_to_them(task):
+    predictions = ["Denver Broncos", "the 1990s", "Amanda will call Tom"]
+    references = [["Denver Broncos", "Broncos"], ["1990s"], ["Amanda is going to call Tom."]]
+    whole = metrics.compute(task, predictions, references)
+    spec = metrics.get_task(task)
+    assert tuple(whole) == spec.metric_names
+    scorer = metrics.GENERATION_METRICS[spec.scorer](predictions, references)
+    assert whole == {name: scorer[name] for name in spec.metric_names}
+    rows = metrics.per_row(task, predictions, references)
+    assert {name: float(np.mean(v)) for name, v in rows.items()} == pytest.approx(whole, abs=1e-12)
+    assert all(v.shape == (3,) for v in rows.values())
+    # seqio hands one target string per row: the same as a one-element list
+    assert metrics.compute(task, predictions, [r[0] for r in references]) == metrics.compute(
+        task, predictions, [r[:1] for r in references])
