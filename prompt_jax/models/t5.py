@@ -121,22 +121,37 @@ def relative_position_buckets(
 
 
 class T5Attention(nn.Module):
+    """T5's attention (q, k, v, o; no scaling, the position bias added). `project_kv` and
+    `attend` split it for cached decoding (`t5_cache`), on the same parameters."""
+
     config: T5Config
     deterministic: bool
 
-    @nn.compact
-    def __call__(self, x: jax.Array, kv: jax.Array, bias: jax.Array) -> jax.Array:
+    def setup(self):
         cfg = self.config
         dense = partial(
             layers.Linear, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype)
         )
         heads = (cfg.num_heads, cfg.d_kv)
-        q = dense(heads, ("embed",), ("heads", "kv"), name="q")(x)  # [B, Tq, N, D]
-        k = dense(heads, ("embed",), ("heads", "kv"), name="k")(kv)  # [B, Tk, N, D]
-        v = dense(heads, ("embed",), ("heads", "kv"), name="v")(kv)
-        drop = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
-        out = layers.dot_product_attention(q, k, v, bias, scale=1.0, dropout=drop)
-        return dense((cfg.d_model,), ("heads", "kv"), ("embed",), name="o")(out)
+        self.q = dense(heads, ("embed",), ("heads", "kv"))
+        self.k = dense(heads, ("embed",), ("heads", "kv"))
+        self.v = dense(heads, ("embed",), ("heads", "kv"))
+        self.o = dense((cfg.d_model,), ("heads", "kv"), ("embed",))
+        self.drop = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
+
+    def project_kv(self, kv: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """[B, Tk, H] -> keys, values [B, Tk, N, D]."""
+        return self.k(kv), self.v(kv)
+
+    def attend(self, x: jax.Array, keys: jax.Array, values: jax.Array,
+               bias: jax.Array) -> jax.Array:
+        """Queries of x [B, Tq, H] over keys and values [B, Tk, N, D] -> [B, Tq, H]."""
+        out = layers.dot_product_attention(self.q(x), keys, values, bias, scale=1.0,
+                                           dropout=self.drop)
+        return self.o(out)
+
+    def __call__(self, x: jax.Array, kv: jax.Array, bias: jax.Array) -> jax.Array:
+        return self.attend(x, *self.project_kv(kv), bias)
 
 
 class T5MLP(nn.Module):

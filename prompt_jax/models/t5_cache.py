@@ -21,7 +21,13 @@ import jax.numpy as jnp
 from prompt_jax.models import layers
 from prompt_jax.models.base import Params, dtype_of
 from prompt_jax.models.kv_cache import eos_array, greedy_loop
-from prompt_jax.models.t5 import T5MLP, T5Config, T5Module, relative_position_buckets
+from prompt_jax.models.t5 import (
+    T5MLP,
+    T5Attention,
+    T5Config,
+    T5Module,
+    relative_position_buckets,
+)
 
 
 @flax.struct.dataclass
@@ -33,37 +39,12 @@ class T5Cache:
     step: jax.Array  # int32 the position of the next decoder token
 
 
-class _Attention(nn.Module):
-    """`t5.T5Attention`'s parameters (q, k, v, o), with the key/value projection apart."""
-
-    config: T5Config
-
-    def setup(self):
-        cfg = self.config
-        dense = partial(layers.Linear, dtype=dtype_of(cfg.dtype),
-                        param_dtype=dtype_of(cfg.param_dtype))
-        heads = (cfg.num_heads, cfg.d_kv)
-        self.q = dense(heads, ("embed",), ("heads", "kv"))
-        self.k = dense(heads, ("embed",), ("heads", "kv"))
-        self.v = dense(heads, ("embed",), ("heads", "kv"))
-        self.o = dense((cfg.d_model,), ("heads", "kv"), ("embed",))
-
-    def project_kv(self, x):
-        """[B, T, H] -> keys, values [B, T, N, D]."""
-        return self.k(x), self.v(x)
-
-    def __call__(self, x, keys, values, bias):
-        """Queries x [B, Tq, H] over keys and values [B, Tk, N, D] -> [B, Tq, H]."""
-        out = layers.dot_product_attention(self.q(x), keys, values, bias, scale=1.0)
-        return self.o(out)
-
-
 class _CrossKVBlock(nn.Module):
     config: T5Config
 
     @nn.compact
     def __call__(self, carry, encoded):
-        return carry, _Attention(self.config, name="cross_attn").project_kv(encoded)
+        return carry, T5Attention(self.config, True, name="cross_attn").project_kv(encoded)
 
 
 class CrossKV(nn.Module):
@@ -92,13 +73,13 @@ class _CachedBlock(nn.Module):
         norm = partial(layers.RMSNorm, cfg.layer_norm_epsilon, dtype_of(cfg.dtype),
                        dtype_of(cfg.param_dtype))
         h = norm(name="self_attn_norm")(x)  # [B, 1, H]
-        attn = _Attention(cfg, name="self_attn")
+        attn = T5Attention(cfg, True, name="self_attn")
         k, v = attn.project_kv(h)  # [B, 1, N, D]
         self_k = jax.lax.dynamic_update_slice_in_dim(self_k, k.astype(self_k.dtype), step, 1)
         self_v = jax.lax.dynamic_update_slice_in_dim(self_v, v.astype(self_v.dtype), step, 1)
-        x = x + attn(h, self_k, self_v, self_bias)
+        x = x + attn.attend(h, self_k, self_v, self_bias)
         h = norm(name="cross_attn_norm")(x)
-        x = x + _Attention(cfg, name="cross_attn")(h, cross_k, cross_v, cross_bias)
+        x = x + T5Attention(cfg, True, name="cross_attn").attend(h, cross_k, cross_v, cross_bias)
         x = x + T5MLP(cfg, True, name="mlp")(norm(name="mlp_norm")(x))
         return x, (self_k, self_v)
 
