@@ -21,6 +21,8 @@ RUN_FLAGS = (  # plain flags for the common things; everything else through gin
     ("--template", str, "your own hand-written template, e.g. 'Review: {text_a}\\nSentiment:'"),
     ("--prompt_length", int, "number of soft-prompt vectors"),
     ("--init", str, "prompt init: random_uniform, sampled_vocab, class_labels, text, from_array"),
+    ("--init_prompt", str, "--init from_array: the prompt file to start from (e.g. the "
+                           "start.npy of `transfer suggest`)"),
     ("--tune", str, "what is trained: prompt (default) or model (every weight, no prompt)"),
     ("--steps", int, "training steps"),
     ("--batch_size", int, "training batch size"),
