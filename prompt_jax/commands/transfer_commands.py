@@ -186,6 +186,10 @@ def retrieve(loaded: engine.LoadedModel, out: Path, *, brief: SourceRecipe,
               "retrieved": {k: {t: [sources[j] for j in np.argsort(-np.where(valid[i], v[i],
                                                                             -np.inf))[:3]]
                                 for i, t in enumerate(targets)} for k, v in values.items()},
+              # every indicator value and actual score, for intervals with ties split
+              # (`stats.retrieval_hits`); [T, S], a target's own prompt included
+              "values": {k: np.asarray(v).tolist() for k, v in values.items()},
+              "actual": actual.tolist(),
               "accuracy": {k: {str(kk): acc for kk, acc in ind.retrieval_accuracy(
                   jnp.asarray(v), jnp.asarray(actual), ks, jnp.asarray(valid)).items()}
                            for k, v in values.items()}}
