@@ -137,7 +137,9 @@ def test_suggest_ranks_a_library_scores_with_intervals_and_writes_a_start(tiny_l
         if name != "none":
             assert scores["vs_template"]["difference"]["value"] == pytest.approx(
                 acc["value"] - result["scores"]["none"]["accuracy"]["value"])
-    assert "starts better than the template beyond noise" in result["reading"]
+    assert result["reading"].startswith(stats.reading(
+        [s["vs_template"]["beyond_noise"] for n, s in result["scores"].items() if n != "none"],
+        "starts"))
     start = load_prompt(out / "start.npy")
     assert start.array.shape == (4, WIDTH) and start.metadata["suggested"] == result["chosen"]
     assert start.metadata["task_spec"]["name"] == TASK

@@ -85,6 +85,15 @@ def score_candidates(loaded: engine.LoadedModel, task: str, candidates: Mapping[
     return split, out
 
 
+def start_reading(scores: Mapping[str, dict]) -> str:
+    """'X of Y starts beyond noise (A above the template, B below), Z within'."""
+    vs = [s["vs_template"] for n, s in scores.items() if n != NO_PROMPT]
+    above = sum(v["beyond_noise"] and v["difference"]["value"] > 0 for v in vs)
+    below = sum(v["beyond_noise"] and v["difference"]["value"] < 0 for v in vs)
+    return (stats.reading([v["beyond_noise"] for v in vs], "starts")
+            + f" ({above} above the template, {below} below)")
+
+
 def _verdict(name: str, scores: dict) -> str:
     vs = scores["vs_template"]
     d = stats.Estimate(**{k: vs["difference"][k] for k in ("value", "low", "high", "n")})
@@ -162,8 +171,6 @@ def suggest(loaded: engine.LoadedModel, task: str, library_dir: str | Path, out:
                           "--prompt_length", str(brief.prompt_length),
                           "--output_dir", str(out / "train")])
     timings["total"] = time.perf_counter() - started
-    beyond = [scores[n]["vs_template"]["beyond_noise"]
-              and scores[n]["vs_template"]["difference"]["value"] > 0 for n in starts]
     result = {
         "task": task, "model": loaded.name, "library": str(library_dir),
         "indicator": indicator, "indicator_why": why,
@@ -171,7 +178,7 @@ def suggest(loaded: engine.LoadedModel, task: str, library_dir: str | Path, out:
                      "handling": by_name[n].handling} for n in ranked],
         "spot_weights": weights, "split": split, "sample": sample, "seed": seed,
         "scores": scores, "chosen": chosen, "start": str(start_path), "command": command,
-        "reading": stats.reading(beyond, "starts better than the template"),
+        "reading": start_reading(scores),
         "brief": {"recipe": dataclasses.asdict(brief), "final": summary.get("final")},
         "seconds": timings,
     }
