@@ -2,8 +2,9 @@
 `<!-- name:end -->` markers, so that every number there comes from a stored result file.
 
 Every generated block lives in `docs/results.md` (the default target), except the README's one
-headline table, the demo's (`demo`, written into README.md). `tests/test_docs.py` regenerates
-each block from the stored files (`generators`) and compares it with the docs text byte for byte.
+headline table, the demo's (`demo`, written into README.md), and `suggest` (docs/transfer.md).
+`tests/test_docs.py` regenerates each block from the stored files (`generators`) and compares it
+with the docs text byte for byte.
 
     python benchmarks/readme_block.py          # rewrite every block from the stored files
     python benchmarks/readme_block.py --check  # only say which blocks differ (exit 1 if any)
@@ -23,7 +24,7 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 RESULTS_MD = DOCS / "results.md"
 # The blocks that live elsewhere than docs/results.md.
-TARGETS = {"demo": README}
+TARGETS = {"demo": README, "suggest": DOCS / "transfer.md"}
 
 
 def target(name: str) -> Path:
@@ -86,12 +87,14 @@ def generators() -> dict:
     import results
     import serving
     import step_bench
+    import suggest_report
     import transfer_report
 
     stored = HERE / "results"
     blocks = {"demo": results.demo_table,
               "results": lambda: results.report(draw=False),
               "transfer": transfer_report.report,
+              "suggest": suggest_report.report,
               "cross_model": cross_model.report,
               "step_bench_peers": step_bench.peers_block,
               "serving": lambda: serving.table(json.loads(

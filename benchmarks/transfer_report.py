@@ -22,7 +22,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from prompt_jax import transfer  # noqa: E402
+from prompt_jax import stats, transfer  # noqa: E402
+from prompt_jax.transfer import report as readings  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 from readme_block import link  # noqa: E402
@@ -62,8 +63,9 @@ def matrix_part(out: Path) -> list[str]:
                  f" Scored on the test split (no local validation file): {', '.join(on_test)}."
                  if on_test else "") + ("" if complete else
                                           " (Partial: the run has not finished every cell.)"),
-             "", transfer.markdown_table(sources, targets, score, lambda v: f"{100 * v:.1f}"),
-             "", *_matrix_reading(sources, targets, score),
+             "", "Each cell: the accuracy (its 95% Wilson interval).",
+             "", _interval_table(cells, sources, targets),
+             "", *_matrix_reading(cells, sources, targets, score),
              "", f"![transfer heatmap]({link(out / 'matrix.png')})", "",
              f"Relative performance (score / the target's own prompt's score, the paper's "
              f"measure) and the CSV: `{_rel(out / 'matrix.md')}`, `{_rel(out / 'matrix.csv')}`."
@@ -71,27 +73,34 @@ def matrix_part(out: Path) -> list[str]:
     return lines
 
 
-def _matrix_reading(sources: list[str], targets: list[str], score: np.ndarray) -> list[str]:
-    """What the matrix says, computed: on how many targets the best other source prompt (its
-    own prompt and sources sharing its texts left out) beats the template alone and the
-    random prompt, and which targets no prompt moves."""
-    rows = [s for s in sources if s not in transfer.CONTROLS]
-    none, rand = sources.index("none"), sources.index("random")
-    wins, flat = [], []
-    for j, target in enumerate(targets):
-        others = [score[sources.index(s), j] for s in rows
-                  if s != target and not transfer.shares_text(s, target)]
-        best = max(others)
-        wins.append((best > score[none, j], best > score[rand, j]))
-        if score[:, j].max() - score[:, j].min() < 0.07:
-            flat.append(target)
-    n = len(targets)
-    return [f"Reading it: the best other source prompt beats the template alone on "
-            f"{sum(w for w, _ in wins)} of {n} targets and the random prompt on "
-            f"{sum(r for _, r in wins)} of {n}." + (
-                f" On {', '.join(flat)} every row, prompt or not, lies within 7 points: the "
+def _interval_table(cells: list[dict], sources: list[str], targets: list[str]) -> str:
+    """The matrix with each cell's Wilson interval: `78.5 (72-84)`."""
+    texts, index = [], np.full((len(sources), len(targets)), np.nan)
+    for c in cells:
+        e = readings.cell_accuracy(c)
+        index[sources.index(c["source"]), targets.index(c["target"])] = len(texts)
+        texts.append(f"{100 * e.value:.1f} ({100 * e.low:.0f}-{100 * e.high:.0f})")
+    return transfer.markdown_table(sources, targets, index, lambda v: texts[int(v)])
+
+
+def _matrix_reading(cells: list[dict], sources: list[str], targets: list[str],
+                    score: np.ndarray) -> list[str]:
+    """What the matrix says, computed from 95% intervals: per target, the best other source
+    prompt (its own prompt and sources sharing its texts left out) and the median one against
+    the template alone and the random prompt; and which targets no prompt moves."""
+    flat = [t for j, t in enumerate(targets) if score[:, j].max() - score[:, j].min() < 0.07]
+    lines = []
+    for control, name in (("none", "the template alone"), ("random", "the random prompt")):
+        for pick in ("best", "median"):
+            lines.append("- " + readings.comparison_reading(
+                readings.versus_control(cells, control, pick),
+                f"the {pick} other source prompt against {name}"))
+    return (["Reading it (a difference is beyond noise when its 95% interval excludes zero; the "
+             "best source is picked on the same rows it is scored on, so its wins are biased "
+             "upward, and the median source is the fairer reading):", "", *lines]
+            + ([f"\nOn {', '.join(flat)} every row, prompt or not, lies within 7 points: the "
                 "model stays near one class there whatever the prompt, so those columns say "
-                "nothing about transfer." if flat else "")]
+                "nothing about transfer."] if flat else []))
 
 
 def sources_part(out: Path) -> list[str]:
@@ -151,6 +160,14 @@ def indicators_part(out: Path) -> list[str]:
              f"Pooled over {pairs} pairs, a Spearman beyond ±{1.96 / np.sqrt(pairs - 1):.3f} "
              "differs from zero at p < 0.05 (normal approximation); the per-target means "
              f"average correlations over {len(result['sources']) - 1} sources each."]
+    per_target = _per_target_spearman(result)
+    beyond = {k: e.excludes(0.0) for k, e in per_target.items()}
+    lines += ["", "The per-target mean Spearman with its 95% interval (a bootstrap over the "
+              f"{len(result['targets'])} targets): " + "; ".join(
+                  f"{k} {e.text(percent=False, digits=2)}" for k, e in per_target.items())
+              + ". Reading it: " + stats.reading(list(beyond.values()), "indicators")
+              + (f" ({', '.join(k for k, b in beyond.items() if b)})" if any(beyond.values())
+                 else "") + "."]
     best_on = max((k for k in corr if k.startswith("ON_")),
                   key=lambda k: corr[k]["spearman_per_target"], default=None)
     if best_on and "E_cos" in corr and np.isfinite(
@@ -162,6 +179,27 @@ def indicators_part(out: Path) -> list[str]:
                      f"({cos:+.3f}); the paper finds ON the better predictor.")
     lines += ["", f"Reproduce: the `transfer indicators` command of `{SCRIPT}`."]
     return lines
+
+
+def _per_target_spearman(result: dict) -> dict[str, stats.Estimate]:
+    """Each indicator's Spearman with relative transfer per target (its own prompt left out),
+    averaged over targets with a bootstrap interval over targets."""
+    from scipy import stats as sps
+
+    sources, targets = result["sources"], result["targets"]
+    relative = np.asarray(result["relative"], np.float64)  # [S, T]
+    out = {}
+    for name, table in result["indicators"].items():
+        values = np.asarray(table, np.float64)
+        rhos = []
+        for j, t in enumerate(targets):
+            keep = [i for i, s in enumerate(sources) if s != t
+                    and np.isfinite(values[i, j]) and np.isfinite(relative[i, j])]
+            if len(keep) >= 3 and np.ptp(values[keep, j]) > 0 and np.ptp(relative[keep, j]) > 0:
+                rhos.append(float(sps.spearmanr(values[keep, j], relative[keep, j])[0]))
+        if len(rhos) >= 2:
+            out[name] = readings.bootstrap_mean(rhos)
+    return out
 
 
 def released_part(name: str) -> list[str]:
@@ -322,9 +360,13 @@ def retrieval_rates(out: Path) -> dict:
         for k in ks:
             ties = [bool(set(retrieved[t][:k]) & best[t]) for t in targets]
             split = [len(set(retrieved[t][:k]) & best[t]) / len(best[t]) for t in targets]
+            low, high = stats.bootstrap_interval(lambda c, axis=-1: np.mean(c, axis=axis),
+                                                 (np.asarray(split, np.float64),))
             rates[name][k] = {"stored": result["accuracy"][name][str(k)],
                               "ties_as_hits": float(np.mean(ties)),
-                              "ties_split": float(np.mean(split))}
+                              "ties_split": float(np.mean(split)),
+                              "interval": stats.Estimate(float(np.mean(split)), low, high,
+                                                         len(split))}
     chance = {k: float(np.mean([k / len(valid[t]) for t in targets])) for k in ks}
     # A random ranking's top-k holds one of b tied best sources out of n: 1 - C(n-b, k) / C(n, k).
     chance_ties = {k: float(np.mean([1 - math.comb(len(valid[t]) - len(best[t]), k)
@@ -361,11 +403,18 @@ def retrieval_part(out: Path) -> list[str]:
     if mismatch:
         lines += ["", "The recount with ties as hits differs from the stored rates for: "
                   + ", ".join(sorted(set(mismatch))) + "."]
-    above = [n for n, by_k in rates.items() if by_k[ks[0]]["ties_split"] > r["chance"][ks[0]]]
-    lines += ["", f"With ties split, {len(above)} of {len(rates)} indicators retrieve the best "
-              f"source at top-{ks[0]} more often than chance"
-              + (f" ({', '.join(above)})" if above else "") + f"; with {len(r['targets'])} "
-              f"targets one target moves a rate by {1 / len(r['targets']):.0%}.", "",
+    k0, chance = ks[0], r["chance"][ks[0]]
+    beyond = {n: by_k[k0]["interval"].low > chance for n, by_k in rates.items()}
+    lines += ["", f"Top-{k0} with ties split and its 95% interval (a bootstrap over the "
+              f"{len(r['targets'])} targets), against chance {chance:.0%}: " + "; ".join(
+                  f"{n} {by_k[k0]['interval'].text(digits=0)}" for n, by_k in rates.items())
+              + ".", "", "Reading it: " + stats.reading(list(beyond.values()), "indicators")
+              .replace("beyond noise", "beyond chance").replace("within", "within chance's "
+                                                                "noise")
+              + (f" ({', '.join(n for n, b in beyond.items() if b)} above chance)"
+                 if any(beyond.values()) else "")
+              + f"; with {len(r['targets'])} targets one target moves a rate by "
+              f"{1 / len(r['targets']):.0%}.", "",
               f"Reproduce: the `transfer retrieve` command of `{SCRIPT}`."]
     return lines
 

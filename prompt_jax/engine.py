@@ -297,7 +297,8 @@ class LoadedModel:
         return jitted.bind(candidates)
 
     def evaluator(self, task: TaskHandle, split: str = "validation", *, batch_size: int = 32,
-                  limit: int = 0, seed: int = 0, prompt_length: int = 0
+                  limit: int = 0, seed: int = 0, prompt_length: int = 0,
+                  per_row: bool = False
                   ) -> Callable[[jax.Array | None, Params | None], dict[str, float]]:
         """`evaluate(prompt, params=None) -> metrics` over a split of `task` (batches made once,
         fixed shapes). `prompt=None` scores the hand-written template alone (zero-shot);
@@ -315,6 +316,9 @@ class LoadedModel:
           seed: the sample's seed (the same rows whatever a run's training seed).
           prompt_length: the length of the prompts it will mostly score, for deciding where
             packing pays (any prompt, or none, gives the same scores).
+          per_row: add `correct`, each scored row's outcome (1 right, 0 wrong) in one fixed
+            order, the same for every prompt this evaluator scores (for paired comparisons,
+            `prompt_jax.stats`).
         """
         from prompt_jax.tasks.metrics import evaluate_classification
 
@@ -336,7 +340,8 @@ class LoadedModel:
                 step, prompt, params, batches, candidates,
                 place=lambda batch: partitioning.shard_batch(batch, self.mesh))
             metrics = evaluate_classification(task.spec, predictions, labels)
-            return {**metrics, "examples": int(len(labels))}
+            rows = {"correct": (predictions == labels).astype(int).tolist()} if per_row else {}
+            return {**metrics, "examples": int(len(labels)), **rows}
 
         return evaluate
 

@@ -6,6 +6,8 @@
   paired bootstrap interval (scipy's `bootstrap(..., paired=True, method="percentile")` drawn
   from the same generator) and McNemar's exact test (a two-sided binomial test on the rows where
   exactly one of the two is right).
+- `unpaired_difference`: the same difference from counts alone (rows not known to match):
+  Newcombe's hybrid score interval.
 - `correlation`: Spearman or Pearson over targets with a bootstrap interval over targets.
 - `retrieval_hits`: how often an indicator's top pick is a best source, ties split 1/k, beside
   the rate a random pick gets.
@@ -147,6 +149,20 @@ def paired_difference(a_correct, b_correct, *, confidence: float = CONFIDENCE,
                                    resamples=resamples, seed=seed)
     return PairedDifference(Estimate(float(af.mean() - bf.mean()), low, high, a.size),
                             a_only, b_only, p)
+
+
+def unpaired_difference(k_a: int, n_a: int, k_b: int, n_b: int,
+                        confidence: float = CONFIDENCE) -> Estimate:
+    """Accuracy k_a/n_a minus k_b/n_b of two prompts scored on different (or unknown) rows:
+    Newcombe's (1998) hybrid score interval, built from the two Wilson intervals (his
+    method 10). For stored scores without per-row outcomes, where a paired test cannot run;
+    wider than the paired interval on the same rows."""
+    p_a, p_b = k_a / n_a, k_b / n_b
+    low_a, high_a = wilson_interval(k_a, n_a, confidence)
+    low_b, high_b = wilson_interval(k_b, n_b, confidence)
+    d = p_a - p_b
+    return Estimate(d, d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
+                    d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2), min(n_a, n_b))
 
 
 def _rank_correlation(x, y, axis=-1):

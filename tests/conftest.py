@@ -168,6 +168,9 @@ SLOW = {
         "test_shared_prefix_path_equals_inserting_the_prompt[2-gemma3]",
         "test_shared_prefix_path_equals_inserting_the_prompt[2-llama]",
     ),
+    "test_transfer_library.py": (  # three commands, each training and scoring (18 s)
+        "test_file_tasks_and_a_library_in_the_transfer_commands",
+    ),
     "test_transfer.py": (
         "test_domain_shift_scores_the_prompt_and_the_tuned_model",
         "test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored",

@@ -121,3 +121,17 @@ def test_estimate_text():
     assert stats.Estimate(0.786, 0.757, 0.812, 872).text() == "78.6% [75.7, 81.2]"
     assert stats.Estimate(0.12, -0.03, 0.27, 10).text(percent=False, digits=2) == (
         "+0.12 [-0.03, +0.27]")
+
+
+def test_unpaired_difference_is_newcombes_hybrid_score_interval():
+    # Newcombe (1998), Statistics in Medicine 17:873, Table II example (a): 56/70 - 48/80,
+    # method 10 gives 0.0524 to 0.3339.
+    d = stats.unpaired_difference(56, 70, 48, 80)
+    assert d.value == pytest.approx(0.2)
+    assert (round(d.low, 4), round(d.high, 4)) == (0.0524, 0.3339)
+    # built from scipy's Wilson intervals exactly
+    a = sps.binomtest(56, 70).proportion_ci(method="wilson")
+    b = sps.binomtest(48, 80).proportion_ci(method="wilson")
+    assert d.low == pytest.approx(0.2 - np.hypot(0.8 - a.low, b.high - 0.6), abs=1e-9)
+    assert d.high == pytest.approx(0.2 + np.hypot(a.high - 0.8, 0.6 - b.low), abs=1e-9)
+    assert not stats.unpaired_difference(100, 200, 110, 200).excludes(0.0)

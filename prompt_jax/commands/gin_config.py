@@ -9,11 +9,13 @@ from pathlib import Path
 
 import gin
 
+from prompt_jax.tasks.task_spec import file_task
 from prompt_jax.training.run import RunConfig
 from prompt_jax.training.train import OptimizerConfig
 
 gin.external_configurable(RunConfig, module="prompt_jax")
 gin.external_configurable(OptimizerConfig, module="prompt_jax")
+gin.external_configurable(file_task, module="prompt_jax")  # RunConfig.task = @file_task()
 
 GIN_DIR = Path(__file__).resolve().parents[2] / "gin_configs"
 

@@ -332,7 +332,7 @@ def apply_file(projector_path: str | os.PathLike, prompt_path: str | os.PathLike
                 "projector_kind": saved.config.kind, "source": prompt.source,
                 "source_backbone": saved.metadata.get("source_backbone", ""),
                 **({"backbone": target} if target else {}),
-                **({"task": prompt.metadata["task"]} if "task" in prompt.metadata else {})}
+                **{k: prompt.metadata[k] for k in ("task", "task_spec") if k in prompt.metadata}}
     output = Path(output)
     if output.suffix != ".npy":
         raise ValueError(f"{output}: the projected prompt is written as <name>.npy (+ .json)")
@@ -367,6 +367,12 @@ def main(args) -> None:
         from prompt_jax.commands import run_commands
         from prompt_jax.commands.common import import_tensorflow_quietly
 
+        if args.source_prompt:  # its own task by default (a file task made again)
+            from prompt_jax.tasks import task_spec
+
+            own = task_spec.prompt_metadata(args.source_prompt).get("task")
+            if args.task in (None, own):
+                args.task = task_spec.define_from_prompt(args.source_prompt)
         missing = [f"--{name}" for name in ("model", "task", "source_prompt")
                    if not getattr(args, name)]
         if missing:
@@ -418,7 +424,8 @@ def add_parser(sub) -> None:
     p.add_argument("--target_backbone", default="", help="distance: recorded in the sidecar")
     p.add_argument("--model", help="task: the target model (REAL_MODELS name, local directory "
                                    "or file, or hub id)")
-    p.add_argument("--task", help="task: the registered task trained on")
+    p.add_argument("--task", help="task: the registered task trained on (default: the source "
+                                  "prompt's own, a file task made again from its sidecar)")
     p.add_argument("--source_prompt", help="task: the source model's prompt file")
     p.add_argument("--target_length", type=int,
                    help="task, flat: projected prompt length (default: the source's)")

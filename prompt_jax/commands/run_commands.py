@@ -21,6 +21,8 @@ RUN_FLAGS = (  # plain flags for the common things; everything else through gin
     ("--template", str, "your own hand-written template, e.g. 'Review: {text_a}\\nSentiment:'"),
     ("--prompt_length", int, "number of soft-prompt vectors"),
     ("--init", str, "prompt init: random_uniform, sampled_vocab, class_labels, text, from_array"),
+    ("--init_prompt", str, "--init from_array: the prompt file to start from (e.g. the "
+                           "start.npy of `transfer suggest`)"),
     ("--tune", str, "what is trained: prompt (default) or model (every weight, no prompt)"),
     ("--steps", int, "training steps"),
     ("--batch_size", int, "training batch size"),
@@ -62,12 +64,28 @@ def add_task_file_flags(p) -> None:
                                     "train file's distinct values, sorted)")
     g.add_argument("--verbalizers", help="the word(s) scored for each label, e.g. "
                                          "terrible,great (default: the labels)")
+    g.add_argument("--task_spec", help="a file task made again from its stored definition: a "
+                                       "run's task_spec.json or a prompt's .json sidecar (a "
+                                       "prompt given by --prompt brings its own)")
 
 
 def define_task_from_flags(args) -> None:
-    """Registers the `--task_file` task (if any) under `--task` or the file's stem, before the
-    run config is resolved; `--template` becomes its template (naming its text fields)."""
+    """Registers the `--task_file` task (if any) under `--task` or the file's stem, or the
+    `--task_spec` one, before the run config is resolved; `--template` becomes a file task's
+    template (naming its text fields)."""
     files = (args.task_file, args.task_eval_file, args.task_test_file)
+    if getattr(args, "task_spec", None):
+        from prompt_jax.tasks import task_spec
+
+        if any(files):
+            raise ValueError("give --task_spec (a stored task) or --task_file (a new one), "
+                             "not both")
+        name = task_spec.define_from_file(args.task_spec)
+        if args.task not in (None, name):
+            raise ValueError(f"--task {args.task!r} but --task_spec {args.task_spec} defines "
+                             f"task {name!r}")
+        args.task = name
+        return
     if not any(files):
         return
     from pathlib import Path
@@ -127,10 +145,38 @@ def add_run_flags(p) -> None:
 
 
 def run_config(args):
-    """The run's `RunConfig` from the command's gin files and plain flags."""
+    """The run's `RunConfig` from the command's gin files and plain flags; for `eval` and
+    `infer --prompt`, the prompt's own task and model where neither flags nor gin name them
+    (`from_prompt`)."""
     define_task_from_flags(args)
-    return resolve_config(args.gin_file, args.gin_param,
-                          {flag[2:]: getattr(args, flag[2:]) for flag, _, _ in RUN_FLAGS})
+    config = resolve_config(args.gin_file, args.gin_param,
+                            {flag[2:]: getattr(args, flag[2:]) for flag, _, _ in RUN_FLAGS})
+    return from_prompt(args, config)
+
+
+def from_prompt(args, config):
+    """`config` with a saved prompt's task and model (`--prompt`'s sidecar), so that the
+    prompt file alone evaluates or infers in a new process: a file task is made again from
+    its stored definition (a changed file is reported), and the task and model fill in what
+    neither a flag nor gin set (gin's values equal to the defaults count as unset)."""
+    import dataclasses
+
+    from prompt_jax.tasks import task_spec
+    from prompt_jax.training.run import RunConfig
+
+    prompt = getattr(args, "prompt", None)
+    if not prompt or args.task_file or args.task_eval_file or args.task_test_file \
+            or args.task_spec:
+        return config
+    metadata = task_spec.prompt_metadata(prompt)
+    defaults, changes = RunConfig(), {}
+    task = metadata.get("task")
+    unset = args.task is None and config.task == defaults.task
+    if task and (unset or config.task == task):
+        changes["task"] = task_spec.define_from_metadata(metadata, where=prompt) or task
+    if args.model is None and config.model == defaults.model and metadata.get("model"):
+        changes["model"] = metadata["model"]
+    return dataclasses.replace(config, **changes)
 
 
 def _train(args) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from prompt_jax import provenance
 from prompt_jax.commands.common import import_tensorflow_quietly
 from prompt_jax.commands.common import names as comma_list
+from prompt_jax.commands.run_commands import add_task_file_flags
 
 if TYPE_CHECKING:  # the heavy imports wait for a command that runs (the parser stays light)
     from prompt_jax import engine
@@ -62,8 +63,10 @@ def sources_table(out: Path, names: Sequence[str]) -> str:
     for name in names:
         summary = transfer.read_json(out / "sources" / f"{name}.json")
         final = summary["final"]
-        lines.append(f"| {name} | {final['accuracy']:.1%} | {final.get('examples', '-')} | "
-                     f"{summary['train_seconds']:.0f} |")
+        accuracy = f"{final['accuracy']:.1%}" if "accuracy" in final else "-"
+        seconds = (f"{summary['train_seconds']:.0f}" if summary.get("train_seconds") is not None
+                   else f"library ({summary.get('handling', '')})")
+        lines.append(f"| {name} | {accuracy} | {final.get('examples', '-')} | {seconds} |")
     return "\n".join(lines)
 
 
@@ -183,6 +186,10 @@ def retrieve(loaded: engine.LoadedModel, out: Path, *, brief: SourceRecipe,
               "retrieved": {k: {t: [sources[j] for j in np.argsort(-np.where(valid[i], v[i],
                                                                             -np.inf))[:3]]
                                 for i, t in enumerate(targets)} for k, v in values.items()},
+              # every indicator value and actual score, for intervals with ties split
+              # (`stats.retrieval_hits`); [T, S], a target's own prompt included
+              "values": {k: np.asarray(v).tolist() for k, v in values.items()},
+              "actual": actual.tolist(),
               "accuracy": {k: {str(kk): acc for kk, acc in ind.retrieval_accuracy(
                   jnp.asarray(v), jnp.asarray(actual), ks, jnp.asarray(valid)).items()}
                            for k, v in values.items()}}
@@ -233,17 +240,8 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
             brief_file = transfer.train_sources(loaded, [target], out / "brief", brief,
                                                 runs_dir=(runs or out / "runs") / "brief")
             own = transfer.load_prompts(loaded, brief_file)[target]
-            if indicator in transfer.EMBEDDING_INDICATORS:
-                fn = transfer.EMBEDDING_INDICATORS[indicator]
-                sims = {s: float(fn(own, p)) for s, p in prompts.items()}
-            elif indicator.startswith("ON_"):
-                sims = transfer.neuron_overlaps(loaded, {**prompts, "_brief": own}, target,
-                                                "_brief", mode=indicator[3:],
-                                                n_inputs=n_inputs)
-                sims.pop("_brief")
-            else:
-                raise ValueError(f"unknown indicator {indicator!r}; use one of "
-                                 f"{list(transfer.EMBEDDING_INDICATORS)} or ON_<mode>")
+            sims = transfer.similarity_to(loaded, prompts, own, target, indicator,
+                                          n_inputs=n_inputs)
             starts[arm], notes[arm] = transfer.spot_mix(prompts, sims, int(k or 3))
         else:
             raise ValueError(f"unknown arm {arm!r}: baseline, {', '.join(init_arms)}, "
@@ -311,32 +309,69 @@ def domain_shift(loaded: engine.LoadedModel, source: str, targets: Sequence[str]
     return rows
 
 
-# Actions and the flag each one needs.
-NEEDS = {"sources": "sources", "matrix": "sources", "init": "target", "domain-shift": "targets"}
+# Actions and the flags each one needs (one of them).
+NEEDS = {"sources": ("sources", "prompts"), "matrix": ("sources", "prompts"),
+         "init": ("target",), "domain-shift": ("targets",),
+         "suggest": ("task_file", "task_spec")}
+
+
+def define_tasks(args, out: Path) -> str | None:
+    """Registers the file tasks: those the experiment keeps (`tasks/*.json`), then the one the
+    flags define (`--task_file` ... or `--task_spec`), kept for the later commands; its name."""
+    from prompt_jax.commands.run_commands import define_task_from_flags
+    from prompt_jax.transfer import library
+
+    if out.is_dir():
+        library.define_recorded_tasks(out)
+    define_task_from_flags(args)
+    if args.task and args.action != "suggest":
+        library.record_task(args.task, out)
+    return args.task
 
 
 def main(args) -> None:
     """Runs one `prompt-jax transfer` action on the model, loaded once for the whole command."""
     from prompt_jax import engine, transfer
+    from prompt_jax.transfer import library as library_prompts
 
-    if args.action in NEEDS and not getattr(args, NEEDS[args.action]):
-        raise ValueError(f"transfer {args.action} needs --{NEEDS[args.action]}")
+    if args.action in NEEDS and not any(getattr(args, f) for f in NEEDS[args.action]):
+        raise ValueError(f"transfer {args.action} needs "
+                         + " or ".join(f"--{f}" for f in NEEDS[args.action]))
     import_tensorflow_quietly()  # seqio inside
+    out = Path(args.out)
+    own_task = define_tasks(args, out)
     recipe = transfer.SourceRecipe(prompt_length=args.prompt_length, steps=args.steps,
                                    batch_size=args.batch_size, learning_rate=args.lr,
                                    seed=args.seed)
     brief = dataclasses.replace(recipe, steps=args.brief_steps)
-    out = Path(args.out)
     runs = Path(args.runs) if args.runs else None
     loaded = engine.load_model(args.model, mesh_data=1)
+    if args.action == "suggest":
+        from prompt_jax.transfer import suggest
+
+        suggest.main(loaded, own_task, args, recipe=recipe, brief=brief)
+        return
+    trained = comma_list(args.sources) if args.sources else []
+    library, library_tasks = [], []
+    if args.prompts:  # a user's saved prompts, as sources beside the trained ones
+        items = library_prompts.read_library(args.prompts, loaded.model.d_model,
+                                             args.prompt_length, projector=args.projector)
+        library = library_prompts.import_library(items, out)
+        library_tasks = [i.task for i in items if i.task]
+        for item in items:
+            print(f"[library] {item.name} (task {item.task or '?'}): {item.handling}",
+                  flush=True)
+    for task in trained + comma_list(args.targets or ""):
+        library_prompts.record_task(task, out)
     if args.action == "sources":
-        transfer.train_sources(loaded, comma_list(args.sources), out, recipe, runs_dir=runs)
-        print(sources_table(out, comma_list(args.sources)))
+        transfer.train_sources(loaded, trained, out, recipe, runs_dir=runs)
+        print(sources_table(out, trained + library))
     elif args.action == "matrix":
-        sources = comma_list(args.sources)
-        paths = matrix(loaded, sources, comma_list(args.targets) if args.targets else sources,
-                       out, recipe=recipe, limit=args.limit, runs=runs,
-                       controls=not args.no_controls)
+        targets = (comma_list(args.targets) if args.targets else
+                   list(dict.fromkeys(trained + library_tasks + ([own_task] if own_task
+                                                                 else []))))
+        paths = matrix(loaded, trained + library, targets, out, recipe=recipe,
+                       limit=args.limit, runs=runs, controls=not args.no_controls)
         print((out / "matrix.md").read_text())
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     elif args.action == "indicators":
@@ -359,14 +394,29 @@ def main(args) -> None:
         print((out / "domain_shift.md").read_text())
 
 
+def run_task_flags(p) -> None:
+    """A file task for any action, by name in --sources / --targets / --target (kept in the
+    experiment folder for the later commands)."""
+    add_task_file_flags(p)
+    p.add_argument("--task", help="the --task_file task's name (default: the file's stem)")
+    p.add_argument("--template", help="the --task_file task's template, naming its fields")
+
+
 def add_parser(sub) -> None:
     """Adds `transfer` to the `prompt-jax` subparsers."""
     p = sub.add_parser(
         "transfer", help="cross-task prompt transfer: sources, matrix, init, indicators, "
                          "retrieve, domain-shift (resumable: rerun a killed command)")
     p.add_argument("action", choices=["sources", "matrix", "init", "indicators", "retrieve",
-                                      "domain-shift"])
-    p.add_argument("--out", required=True, help="the experiment's results folder")
+                                      "domain-shift", "suggest"])
+    p.add_argument("--out", required=True, help="the experiment's results folder (suggest: "
+                                                "where suggestion.json and the prompt go)")
+    p.add_argument("--prompts", help="a folder of saved prompts (<name>.npy + .json sidecar) "
+                                     "used as sources beside the trained ones (suggest: the "
+                                     "library ranked); another length is fitted and said")
+    p.add_argument("--projector", help="a saved projector mapping library prompts of another "
+                                       "width to the model's")
+    run_task_flags(p)
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="REAL_MODELS name, local directory or file, or hub id")
     p.add_argument("--runs", help="training runs' folder (default <out>/runs)")
@@ -398,4 +448,14 @@ def add_parser(sub) -> None:
                    help="domain-shift: AdamW learning rate of model tuning")
     p.add_argument("--eval_every", type=int, default=40, help="init: steps between evaluations")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--indicator", help="suggest: rank the library by this (E_cos, E_euc, "
+                                       "E_cos_tokens, E_euc_tokens, ON_paper, ON_inputs, "
+                                       "ON_prompt; default: the best of the model's stored "
+                                       "retrieval benchmark)")
+    p.add_argument("--top_k", type=int, default=3, help="suggest: library prompts scored and "
+                                                        "mixed (default 3)")
+    p.add_argument("--sample", type=int, default=500,
+                   help="suggest: validation rows scored, a seeded sample (default 500)")
+    p.add_argument("--retrieval", help="suggest: the retrieval.json whose best indicator ranks "
+                                       "(default: the one stored for --model)")
     p.set_defaults(func=main)

@@ -240,13 +240,16 @@ class PromptBank:
     def add_file(self, path: str | os.PathLike, *, name: str = "", task: str = "") -> BankEntry:
         """Adds a saved prompt (any format `prompt_io` reads) with its sidecar's task, template
         and model; `name` defaults to the file's stem, `task` to the sidecar's (or the stem,
-        when that is a registered task)."""
+        when that is a registered task). A file task is made again from the sidecar's
+        definition (`tasks.task_spec`)."""
         from prompt_jax import tasks
         from prompt_jax.prompts import files as prompt_io
+        from prompt_jax.tasks import task_spec
 
         path = Path(path)
         loaded = prompt_io.load_prompt(path)
         metadata = dict(loaded.metadata)
+        task_spec.define_from_metadata(metadata, where=str(path))  # a file task, made again
         task = task or metadata.get("task") or (path.stem if path.stem in tasks.list_tasks()
                                                 else "")
         if not task:

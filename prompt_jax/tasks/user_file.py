@@ -8,6 +8,7 @@ No TensorFlow here.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import string
@@ -24,6 +25,17 @@ FAMILY = "file"
 FILE_READER = "file"  # the LocalSource format of a file task
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 BUILT_IN = frozenset(spec.name for spec in catalog.TASKS)
+# name -> the definition of each file task defined in this process, as `task_spec` stores it
+DEFINITIONS: dict[str, dict] = {}
+
+
+def sha256(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_format(path: str | Path) -> str:
@@ -215,7 +227,14 @@ def define_file_task(name: str, train: str | Path | None = None,
         label_aliases=tuple((label, i) for i, label in enumerate(labels)),
         local=LocalSource(FILE_READER, tuple(splits), options), tfds=None,
         description=f"file task ({', '.join(map(str, files.values()))})")
-    return register(spec, replace=True) if register_task else spec
+    if not register_task:
+        return spec
+    DEFINITIONS[name] = {
+        "name": name, "files": {split: {"path": str(path), "sha256": sha256(path)}
+                                for split, path in files.items()},
+        "text_fields": list(text_fields), "label_field": label_field, "labels": list(labels),
+        "verbalizers": list(verbalizers), "template": template}
+    return register(spec, replace=True)
 
 
 def read_task_file(path: Path, notes, *, text_a: str, label: str, text_b: str | None = None):

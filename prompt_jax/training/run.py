@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from prompt_jax import distributed, engine, partitioning, prompts, provenance
+from prompt_jax.tasks import task_spec
 from prompt_jax.training import loop, train
 
 TUNES = ("prompt", "model")
@@ -152,10 +153,13 @@ def train_batches(task: engine.TaskHandle, config: RunConfig, mesh: Mesh | None 
 
 def sidecar(loaded: engine.LoadedModel, task: engine.TaskHandle, config: RunConfig,
             **extra) -> dict[str, Any]:
-    """Metadata saved beside an exported prompt."""
+    """Metadata saved beside an exported prompt; a file task's definition too (`task_spec`),
+    so that the prompt alone makes its task again in another process."""
+    spec = task_spec.definition(config.task)
     return {"backbone": loaded.model.family, "model": config.model, "task": config.task,
             "init": config.init, "placement": task.placement, "style": task.style,
-            "template": task.template, **extra}
+            "template": task.template, **({task_spec.SIDECAR_KEY: spec} if spec else {}),
+            **extra}
 
 
 def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = False,
@@ -163,7 +167,8 @@ def train_prompt(config: RunConfig, resume: bool = False, *, overwrite: bool = F
                  evaluate: Callable[[train.TrainState], dict[str, float]] | None = None,
                  config_files: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Trains a soft prompt; writes checkpoints, metrics and the best and last prompts
-    (`best_prompt.npy`, `prompt.npy`, each with a JSON sidecar) into `output_dir`.
+    (`best_prompt.npy`, `prompt.npy`, each with a JSON sidecar) into `output_dir`, and a file
+    task's definition (`task_spec.json`, also in the sidecars).
 
     With `config.tune == "model"` it trains every weight of the model instead, on the
     hand-written template alone (no prompt is saved; the tuned params are in the last orbax
@@ -225,6 +230,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
                                          + "\n")
         for name, text in (config_files or {}).items():
             (out / name).write_text(text)
+        task_spec.write_spec(config.task, out)  # a file task's definition (task_spec.json)
     optimizer = train.make_optimizer(config.optimizer)
     if initial is None:
         initial = initial_trainable(loaded, task, config)

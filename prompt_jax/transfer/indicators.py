@@ -124,3 +124,26 @@ def correlations(indicator: np.ndarray, transfer: np.ndarray, valid: np.ndarray
     return result
 
 
+
+
+def similarity_to(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np.ndarray],
+                  own: np.ndarray, target: str, indicator: str, *, n_inputs: int = 16
+                  ) -> dict[str, float]:
+    """Each prompt's value of one indicator with `own` (a prompt trained on `target`): an
+    embedding indicator (`EMBEDDING_INDICATORS`) or `ON_<mode>` on the target's inputs.
+
+    Raises:
+      ValueError: an unknown indicator (naming the known ones).
+    """
+    if indicator in EMBEDDING_INDICATORS:
+        fn = EMBEDDING_INDICATORS[indicator]
+        return {s: float(fn(own, p)) for s, p in prompts_by_name.items()}
+    if indicator.startswith("ON_") and indicator[3:] in ON_MODES:
+        reference = "\0own"  # a name no prompt has
+        values = neuron_overlaps(loaded, {**prompts_by_name, reference: own}, target,
+                                 reference, mode=indicator[3:], n_inputs=n_inputs)
+        values.pop(reference)
+        return values
+    raise ValueError(f"unknown indicator {indicator!r}; use one of "
+                     f"{', '.join(EMBEDDING_INDICATORS)} or "
+                     + ", ".join(f"ON_{m}" for m in ON_MODES))

@@ -76,7 +76,8 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
       seed: the random control's seed.
 
     Returns:
-      The cells: {"source", "target", "accuracy", "macro_f1", "examples", "seconds", ...}.
+      The cells: {"source", "target", "accuracy", "macro_f1", "examples", "seconds",
+      "correct" (each row's outcome, in an order shared by the target's cells), ...}.
     """
     out = Path(out_dir)
     rows: dict[str, np.ndarray | None] = dict(sources)
@@ -95,7 +96,7 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
                     lengths = [p.shape[0] for p in rows.values() if p is not None]
                     target_split = scored_split(target, split, task.data or None)
                     evaluate = loaded.evaluator(task, target_split, batch_size=batch_size,
-                                                limit=limit,
+                                                limit=limit, per_row=True,
                                                 prompt_length=lengths[0] if lengths else 0)
                 t0 = time.perf_counter()
                 metrics = evaluate(None if prompt is None else jnp.asarray(prompt))

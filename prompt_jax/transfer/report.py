@@ -1,15 +1,19 @@
-"""Reports of transfer experiments: the matrix as CSV, markdown tables and a heatmap PNG, and
-the curves of transfer-initialized runs."""
+"""Reports of transfer experiments: the matrix as CSV, markdown tables and a heatmap PNG, the
+curves of transfer-initialized runs, and the readings drawn from them with 95% intervals
+(`cell_accuracy`, `cell_difference`, `versus_control`, `comparison_reading`,
+`bootstrap_mean`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from prompt_jax.transfer.matrix import matrix_arrays, shares_text
+from prompt_jax import stats
+from prompt_jax.transfer.matrix import CONTROLS, matrix_arrays, shares_text
 
 
 def markdown_table(sources: Sequence[str], targets: Sequence[str], values: np.ndarray,
@@ -128,3 +132,79 @@ def plot_init_curves(results: Sequence[dict[str, Any]], zero_shot: float, path: 
     return Path(path)
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# Readings with intervals (`prompt_jax.stats`)
+# --------------------------------------------------------------------------------------------
+
+
+def cell_accuracy(cell: dict[str, Any]) -> stats.Estimate:
+    """A cell's accuracy with its 95% Wilson interval (from its per-row outcomes when stored,
+    else from its accuracy and row count)."""
+    if "correct" in cell:
+        return stats.accuracy(cell["correct"])
+    n = int(cell["examples"])
+    k = int(round(cell["accuracy"] * n))
+    return stats.Estimate(k / n, *stats.wilson_interval(k, n), n)
+
+
+def cell_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[stats.Estimate, bool]:
+    """Accuracy of cell `a` minus cell `b` (one target) with a 95% interval: paired on the
+    same rows when both cells store their per-row outcomes (a paired bootstrap), else from the
+    counts alone (Newcombe's interval, wider). Returns (difference, paired)."""
+    if "correct" in a and "correct" in b and len(a["correct"]) == len(b["correct"]):
+        return stats.paired_difference(a["correct"], b["correct"]).difference, True
+    ea, eb = cell_accuracy(a), cell_accuracy(b)
+    return stats.unpaired_difference(round(ea.value * ea.n), ea.n, round(eb.value * eb.n),
+                                     eb.n), False
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One target's comparison of a chosen source row with a control row."""
+
+    target: str
+    source: str
+    difference: stats.Estimate
+    paired: bool
+
+
+def versus_control(cells: Sequence[dict[str, Any]], control: str, pick: str = "best"
+                   ) -> list[Comparison]:
+    """Per target, a source prompt (its own prompt and sources sharing its texts left out)
+    against a control row (`none`, `random`): `pick` "best" (the best source on the same rows
+    it is scored on: a selected maximum, so biased upward) or "median" (the median source)."""
+    by_target: dict[str, dict[str, dict]] = {}
+    for c in cells:
+        by_target.setdefault(c["target"], {})[c["source"]] = c
+    out = []
+    for target, row in by_target.items():
+        others = sorted((c for s, c in row.items() if s not in CONTROLS and s != target
+                         and not shares_text(s, target)), key=lambda c: c["accuracy"])
+        if not others or control not in row:
+            continue
+        chosen = others[-1] if pick == "best" else others[(len(others) - 1) // 2]
+        diff, paired = cell_difference(chosen, row[control])
+        out.append(Comparison(target, chosen["source"], diff, paired))
+    return out
+
+
+def comparison_reading(comparisons: Sequence[Comparison], what: str) -> str:
+    """'X of Y targets beyond noise (A above, B below), Z within', and how they were paired."""
+    above = sum(c.difference.low > 0 for c in comparisons)
+    below = sum(c.difference.high < 0 for c in comparisons)
+    paired = sum(c.paired for c in comparisons)
+    text = stats.reading([c.difference.excludes(0.0) for c in comparisons], "targets")
+    how = ("paired on the same rows" if paired == len(comparisons) else
+           "from counts alone (the cells store no per-row outcomes; Newcombe's interval)"
+           if paired == 0 else f"{paired} paired on the same rows, the rest from counts alone")
+    return f"{what}: {text} ({above} above, {below} below; 95% intervals {how})"
+
+
+def bootstrap_mean(values: Sequence[float], seed: int = stats.SEED) -> stats.Estimate:
+    """The mean of per-target values with a percentile bootstrap interval over targets."""
+    x = np.asarray([v for v in values if np.isfinite(v)], np.float64)
+    low, high = stats.bootstrap_interval(lambda v, axis=-1: np.mean(v, axis=axis), (x,),
+                                         seed=seed)
+    return stats.Estimate(float(x.mean()), low, high, x.size)
