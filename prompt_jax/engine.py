@@ -326,7 +326,7 @@ class LoadedModel:
             from prompt_jax import generation
 
             return generation.evaluator(self, task, split, batch_size=batch_size, limit=limit,
-                                        seed=seed)
+                                        seed=seed, per_row=per_row)
         partitioning.check_batch_size(batch_size, self.mesh)
         batches = list(task.batches(split, batch_size, limit=limit, limit_seed=seed,
                                     packer=task.packer(prompt_length)))

@@ -60,14 +60,16 @@ def predict(loaded, task, batches: Sequence[dict], prompt, params: Params | None
     return rows, texts
 
 
-def evaluator(loaded, task, split: str, *, batch_size: int, limit: int, seed: int
-              ) -> Callable[[Any, Params | None], dict[str, Any]]:
+def evaluator(loaded, task, split: str, *, batch_size: int, limit: int, seed: int,
+              per_row: bool = False) -> Callable[[Any, Params | None], dict[str, Any]]:
     """`evaluate(prompt, params=None) -> metrics` of a generation task (`LoadedModel.evaluator`
     dispatches here): greedy decoding of every row (batches made once), the task's own metrics
     against all of each row's gold texts, the number of `examples`, and the first few
-    `samples` (split row index, prediction, gold texts) to read.
+    `samples` (split row index, prediction, gold texts) to read; with `per_row`, also
+    `row_scores`: each row's primary metric, in one fixed order (for paired comparisons).
     """
     from prompt_jax.tasks.metrics import compute
+    from prompt_jax.tasks.metrics import per_row as row_metrics
 
     partitioning.check_batch_size(batch_size, loaded.mesh)
     batches = list(task.batches(split, batch_size, limit=limit, limit_seed=seed))
@@ -78,7 +80,11 @@ def evaluator(loaded, task, split: str, *, batch_size: int, limit: int, seed: in
         metrics = compute(task.spec, predictions, [golds[r] for r in rows])
         samples = [{"row": r, "prediction": p, "references": list(golds[r])}
                    for r, p in list(zip(rows, predictions, strict=True))[:3]]
-        return {**metrics, "examples": len(rows), "samples": samples}
+        scores = {}
+        if per_row:
+            scores["row_scores"] = row_metrics(task.spec, predictions, [golds[r] for r in rows])[
+                task.spec.primary_metric].tolist()
+        return {**metrics, "examples": len(rows), "samples": samples, **scores}
 
     return evaluate
 

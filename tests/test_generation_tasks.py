@@ -148,3 +148,33 @@ def test_a_masked_lm_refuses_a_generation_task(tmp_path):
         with pytest.raises(ValueError, match="generates text, and the roberta backbone"):
             loaded.task(name)
     assert loaded.task("sst2").candidates is not None
+
+
+def test_transfer_scores_each_target_with_its_own_metric_and_indicators_span_both_kinds(
+        tiny_t5, tmp_path):
+    from prompt_jax import transfer
+    from prompt_jax.transfer.report import cell_difference
+
+    rng = np.random.default_rng(0)
+    sources = {name: rng.normal(0, 1, (P, tiny_t5.model.d_model)).astype(np.float32)
+               for name in ("nq_open", "squad", "sst2")}
+    cells = transfer.zero_shot_matrix(tiny_t5, sources, ["nq_open", "sst2"], tmp_path,
+                                     limit=4, batch_size=4)
+    by = {(c["source"], c["target"]): c for c in cells}
+    assert len(by) == 5 * 2  # three sources and two controls on each target
+    qa, sentiment = by[("squad", "nq_open")], by[("nq_open", "sst2")]
+    assert (qa["metric"], sentiment["metric"]) == ("exact_match", "accuracy")
+    assert qa["score"] == qa["exact_match"] and len(qa["row_scores"]) == 4
+    assert sentiment["score"] == sentiment["accuracy"] and len(sentiment["correct"]) == 4
+    names, targets, score, _ = transfer.matrix_arrays(cells)
+    assert score[names.index("squad"), targets.index("nq_open")] == qa["exact_match"]
+    diff, paired = cell_difference(qa, by[("none", "nq_open")])
+    assert paired and diff.n == 4
+    assert diff.value == pytest.approx(np.mean(qa["row_scores"]) - np.mean(
+        by[("none", "nq_open")]["row_scores"]))
+    # E_cos and ON over QA, summarization-style and sentiment prompts, on a QA target's inputs
+    e_cos = transfer.embedding_indicators(sources)
+    assert set(e_cos) >= {"E_cos"}
+    on = transfer.neuron_overlaps(tiny_t5, sources, "squad", "nq_open", mode="inputs",
+                                  n_inputs=2)
+    assert on["nq_open"] == pytest.approx(1.0) and all(0.0 <= v <= 1.0 for v in on.values())

@@ -76,8 +76,10 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
       seed: the random control's seed.
 
     Returns:
-      The cells: {"source", "target", "accuracy", "macro_f1", "examples", "seconds",
-      "correct" (each row's outcome, in an order shared by the target's cells), ...}.
+      The cells: {"source", "target", "metric" (the target's own: accuracy, SQuAD's F1,
+      NQ-Open's EM, ROUGE-L), "score" (its value), "examples", "seconds", the target's other
+      metrics, and per row in an order shared by the target's cells "correct" (a
+      classification row's outcome) or "row_scores" (a generation row's metric), ...}.
     """
     out = Path(out_dir)
     rows: dict[str, np.ndarray | None] = dict(sources)
@@ -100,8 +102,10 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
                                                 prompt_length=lengths[0] if lengths else 0)
                 t0 = time.perf_counter()
                 metrics = evaluate(None if prompt is None else jnp.asarray(prompt))
+                primary = task.spec.primary_metric  # the target's own metric
                 write_json(path, {"source": source, "target": target, "split": target_split,
                                    "limit": limit, "model": loaded.name, **metrics,
+                                   "metric": primary, "score": metrics[primary],
                                    "seconds": time.perf_counter() - t0})
             cells.append(read_json(path))
             bar.update(1)
@@ -123,7 +127,15 @@ def ordered_cells(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(cells, key=key)
 
 
-def matrix_arrays(cells: Sequence[dict[str, Any]], metric: str = "accuracy"
+def cell_score(cell: dict[str, Any], metric: str = "score") -> float:
+    """A cell's `metric`; "score" is its target's own metric (cells stored before targets had
+    their own were classification cells: their accuracy)."""
+    if metric == "score" and "score" not in cell:
+        return cell["accuracy"]
+    return cell[metric]
+
+
+def matrix_arrays(cells: Sequence[dict[str, Any]], metric: str = "score"
                   ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """The cells as arrays: (sources, targets, score [S, T], relative [S, T]).
 
@@ -134,7 +146,7 @@ def matrix_arrays(cells: Sequence[dict[str, Any]], metric: str = "accuracy"
     targets = list(dict.fromkeys(c["target"] for c in cells))
     score = np.full((len(sources), len(targets)), np.nan)
     for c in cells:
-        score[sources.index(c["source"]), targets.index(c["target"])] = c[metric]
+        score[sources.index(c["source"]), targets.index(c["target"])] = cell_score(c, metric)
     own = np.array([score[sources.index(t), j] if t in sources else np.nan
                     for j, t in enumerate(targets)])
     with np.errstate(invalid="ignore", divide="ignore"):

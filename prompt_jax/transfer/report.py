@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from prompt_jax import stats
-from prompt_jax.transfer.matrix import CONTROLS, matrix_arrays, shares_text
+from prompt_jax.transfer.matrix import CONTROLS, cell_score, matrix_arrays, shares_text
 
 
 def markdown_table(sources: Sequence[str], targets: Sequence[str], values: np.ndarray,
@@ -37,7 +37,7 @@ def markdown_table(sources: Sequence[str], targets: Sequence[str], values: np.nd
 
 
 def write_matrix(cells: Sequence[dict[str, Any]], out_dir: str | Path,
-                 metric: str = "accuracy", title: str = "") -> dict[str, Path]:
+                 metric: str = "score", title: str = "") -> dict[str, Path]:
     """`matrix.csv` (one row per cell), `matrix.md` (scores and relative performance) and
     `matrix.png` (the relative-performance heatmap) in `out_dir`."""
     out = Path(out_dir)
@@ -46,7 +46,8 @@ def write_matrix(cells: Sequence[dict[str, Any]], out_dir: str | Path,
     for c in cells:
         i, j = sources.index(c["source"]), targets.index(c["target"])
         rel = "" if not np.isfinite(relative[i, j]) else f"{relative[i, j]:.4f}"
-        lines.append(f"{c['source']},{c['target']},{c[metric]:.4f},{rel},{c['examples']},"
+        lines.append(f"{c['source']},{c['target']},{cell_score(c, metric):.4f},{rel},"
+                     f"{c['examples']},"
                      f"{int(shares_text(c['source'], c['target']))}")
     (out / "matrix.csv").write_text("\n".join(lines) + "\n")
     note = ("Rows: source prompts (none = the template alone, random = a random prompt of the "
@@ -144,6 +145,10 @@ def cell_accuracy(cell: dict[str, Any]) -> stats.Estimate:
     else from its accuracy and row count)."""
     if "correct" in cell:
         return stats.accuracy(cell["correct"])
+    if "row_scores" in cell:  # a generation target: a bootstrap interval of the row mean
+        rows = np.asarray(cell["row_scores"], float)
+        return stats.Estimate(float(rows.mean()), *stats.bootstrap_interval(
+            lambda x, axis=-1: np.mean(x, axis=axis), [rows]), rows.size)
     n = int(cell["examples"])
     k = int(round(cell["accuracy"] * n))
     return stats.Estimate(k / n, *stats.wilson_interval(k, n), n)
@@ -155,6 +160,11 @@ def cell_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[stats.Estimat
     counts alone (Newcombe's interval, wider). Returns (difference, paired)."""
     if "correct" in a and "correct" in b and len(a["correct"]) == len(b["correct"]):
         return stats.paired_difference(a["correct"], b["correct"]).difference, True
+    if "row_scores" in a and "row_scores" in b:  # a generation target's metric, row by row
+        x, y = (np.asarray(c["row_scores"], float) for c in (a, b))
+        low, high = stats.bootstrap_interval(
+            lambda p, q, axis=-1: np.mean(p, axis=axis) - np.mean(q, axis=axis), [x, y])
+        return stats.Estimate(float(np.mean(x - y)), low, high, x.size), True
     ea, eb = cell_accuracy(a), cell_accuracy(b)
     return stats.unpaired_difference(round(ea.value * ea.n), ea.n, round(eb.value * eb.n),
                                      eb.n), False
@@ -181,7 +191,7 @@ def versus_control(cells: Sequence[dict[str, Any]], control: str, pick: str = "b
     out = []
     for target, row in by_target.items():
         others = sorted((c for s, c in row.items() if s not in CONTROLS and s != target
-                         and not shares_text(s, target)), key=lambda c: c["accuracy"])
+                         and not shares_text(s, target)), key=cell_score)
         if not others or control not in row:
             continue
         chosen = others[-1] if pick == "best" else others[(len(others) - 1) // 2]
