@@ -46,7 +46,7 @@ def test_matrix_tables_mark_own_prompts_and_shared_text(tmp_path):
     assert "| sst2 | **60.0%** | 50.0% † | 50.0% |" in md
     assert "| trec | 50.0% | 50.0% | **60.0%** |" in md
     csv = paths["csv"].read_text().splitlines()
-    assert csv[0] == "source,target,accuracy,relative,examples,shares_text"
+    assert csv[0] == "source,target,score,relative,examples,shares_text"
     assert "sst2,rotten_tomatoes,0.5000,0.8333,10,1" in csv
     assert paths["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert transfer.shares_text("rotten_tomatoes", "sst2")
