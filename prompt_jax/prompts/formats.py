@@ -58,7 +58,11 @@ class PromptShapeError(ValueError):
 def sniff(path: Path) -> str | None:
     """The format a file's first bytes announce: npy, zip, safetensors, json, or None."""
     with open(path, "rb") as f:
-        head = f.read(16)
+        return sniff_bytes(f.read(16))
+
+
+def sniff_bytes(head: bytes) -> str | None:
+    """The format that bytes starting a file announce (see `sniff`)."""
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"PK\x03\x04"):
