@@ -228,7 +228,8 @@ def describe(limits: Limits, refusals: Refusals, api_key: str | None) -> dict[st
 
 def document(app: FastAPI, secured: bool) -> None:
     """Makes `app.openapi()` say what `Guard` does: the bearer scheme and 401 on every
-    non-public operation (when `secured`), 413 on every operation that takes a body."""
+    non-public operation (when `secured`), 413 on every operation that takes a body (and
+    FastAPI's 400 for a body it cannot parse)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -245,6 +246,8 @@ def document(app: FastAPI, secured: bool) -> None:
                 responses = operation.setdefault("responses", {})
                 if "requestBody" in operation:
                     responses.setdefault("413", {"description": "too large", **error})
+                    responses.setdefault("400", {"description": "a body that cannot be parsed "
+                                                 "(not UTF-8, nested too deep)", **error})
                 if secured and path not in PUBLIC_PATHS:
                     operation["security"] = [{"bearer": []}]
                     responses.setdefault("401", {
