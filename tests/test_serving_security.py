@@ -290,6 +290,15 @@ def test_oversized_bodies_texts_and_row_counts_are_refused_before_tokenization(
         assert httpx.get(f"{url}/metrics").json()["refused"]["texts_cut"] == 1
 
 
+def test_a_text_that_is_not_valid_unicode_is_refused(loaded, folder):
+    """A lone surrogate (valid JSON, no tokenizer takes it) is a 422, not a 500."""
+    with running(create_app(_classifier(loaded, folder), _config())) as url:
+        r = httpx.post(f"{url}/classify", content=b'{"task": "sst2", "text": "a \\ud800 b"}',
+                       headers={"content-type": "application/json"}, timeout=60)
+        assert r.status_code == 422 and "not valid Unicode" in r.json()["detail"]
+        assert httpx.get(f"{url}/metrics").json()["errors"] == 0
+
+
 def test_limits_are_checked():
     with pytest.raises(ValueError, match="max_rows must be at least 1"):
         guard.Limits(max_rows=0)
