@@ -281,7 +281,8 @@ def measure(args) -> dict:
                 "bank_prompts": metrics["bank"]["prompts"], "queue_depth": metrics["queue_depth"],
                 "refused": metrics["refused"], "errors_500": metrics["errors"],
                 "removed_files": len(list((folder / "removed").glob("*.npy"))),
-                "pending_files": len(list((folder / ".pending").glob("*")))})
+                "pending_files": len(list((folder / ".pending").glob("*"))),
+                "load_1min": os.getloadavg()[0]})  # the machine's, other work included
             row = minutes.rows[m]
             print(f"minute {m + 1}: {sum(row['sent'].values())} requests, RSS "
                   f"{row['rss_mb'][-1]:.0f} MB, unexpected {row['unexpected']}",
@@ -316,14 +317,16 @@ def table(result: dict) -> str:
     rows = result["per_minute"]
     model = {DEFAULT_MODEL: "SmolLM2-135M-Instruct"}.get(result["model"], result["model"])
     limits = ", ".join(f"--{k} {v}" for k, v in result["limits"].items())
+    cores = result["provenance"]["machine"]["cores"]
     lines = [f"`python {result['provenance']['command']}`: {result['minutes']} minutes, "
              f"{result['clients']} clients each pausing 0.1-0.5 s between requests, a bank of "
              f"{result['tasks']} tasks on {model}, {limits}; {provenance.line(result)}. Run "
-             f"under `nice -n 5` on a machine shared with other work: a stability test, not a "
+             f"under `nice -n 5` on a machine shared with other work (machine load: its 1-minute "
+             f"load average at each minute's end, on {cores} cores): a stability test, not a "
              f"speed one.", "",
              "| minute | requests | classify | adds | removes | bad input refused | unexpected "
-             "| p50 / p95 / p99 ms | server RSS MB | compilations after warm-up | prompts |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| p50 / p95 / p99 ms | server RSS MB | compilations after warm-up | prompts | "
+             "machine load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(x):
         return "-" if x is None else f"{x:.0f}"
@@ -335,7 +338,8 @@ def table(result: dict) -> str:
             f"| {r['minute']} | {sum(sent.values())} | {sent.get('classify', 0)} | "
             f"{sent.get('add', 0)} | {sent.get('remove', 0)} | {bad} | {r['unexpected']} | "
             f"{ms(r['p50_ms'])} / {ms(r['p95_ms'])} / {ms(r['p99_ms'])} | "
-            f"{r['rss_mb']:.0f} | {r['compilations_after_warm_up']} | {r['bank_prompts']} |")
+            f"{r['rss_mb']:.0f} | {r['compilations_after_warm_up']} | {r['bank_prompts']} | "
+            f"{r['load_1min']:.1f} |")
     first, last = rows[min(1, len(rows) - 1)], rows[-1]
     growth = last["rss_mb"] - first["rss_mb"]
     total = sum(sum(r["requests"].values()) for r in rows)

@@ -56,7 +56,8 @@ class PromptInfo(BaseModel):
     task: str
     labels: list[str]
     prompt_length: int
-    template: str
+    template: str | None = Field(description="null for masked LMs (the tokenizer's own "
+                                             "layout)")
     pair: bool
     slot: int
     source: str = Field(description="the name of the file it was read from (no folder)")
