@@ -22,11 +22,11 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
-import json
 import socket
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 
 PUBLIC_PATHS = frozenset({"/health"})
 API_KEY_ENV = "PROMPT_JAX_API_KEY"
@@ -105,14 +105,6 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
                          f"--api_key), or pass --insecure if the network is yours alone")
 
 
-async def _respond(send, status: int, detail: str, headers: dict[str, str] | None = None):
-    body = json.dumps({"detail": detail}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
 class Guard:
     """The ASGI middleware checking the API key and the body size (see the module docstring).
 
@@ -142,12 +134,13 @@ class Guard:
         if self._key is not None and scope["path"] not in PUBLIC_PATHS \
                 and not self._authorized(headers):
             self.refusals.unauthorized += 1
-            return await _respond(send, 401, "a missing or wrong API key: send the header "
-                                  "'Authorization: Bearer <key>'", {"www-authenticate": "Bearer"})
+            return await JSONResponse(
+                {"detail": "a missing or wrong API key: send the header 'Authorization: Bearer "
+                           "<key>'"}, 401, {"www-authenticate": "Bearer"})(scope, receive, send)
         limit = self.limits.max_body_bytes
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > limit:
-            return await self._too_large(send, limit)
+            return await self._too_large(scope, receive, send)
         body, more = bytearray(), True
         while more:  # read it all (a chunked body too) before the app sees any of it
             message = await receive()
@@ -155,7 +148,7 @@ class Guard:
                 return  # the client went away: nobody to answer
             body += message.get("body", b"")
             if len(body) > limit:
-                return await self._too_large(send, limit)
+                return await self._too_large(scope, receive, send)
             more = message.get("more_body", False)
         replayed = False
 
@@ -168,10 +161,11 @@ class Guard:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send, limit: int):
+    async def _too_large(self, scope, receive, send):
         self.refusals.body_too_large += 1
-        await _respond(send, 413, f"the request body exceeds the limit of {limit} bytes "
-                                  f"(--max_body_bytes)")
+        detail = (f"the request body exceeds the limit of {self.limits.max_body_bytes} bytes "
+                  f"(--max_body_bytes)")
+        await JSONResponse({"detail": detail}, 413)(scope, receive, send)
 
 
 class Gate:
