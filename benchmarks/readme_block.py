@@ -2,9 +2,9 @@
 `<!-- name:end -->` markers, so that every number there comes from a stored result file.
 
 Every generated block lives in `docs/results.md` (the default target), except the README's one
-headline table, the demo's (`demo`, written into README.md), and `suggest` (docs/transfer.md).
-`tests/test_docs.py` regenerates each block from the stored files (`generators`) and compares it
-with the docs text byte for byte.
+headline table, the demo's (`demo`, written into README.md), `suggest` (docs/transfer.md) and
+the serving soak run's (`soak`, in docs/serving.md). `tests/test_docs.py` regenerates each block
+from the stored files (`generators`) and compares it with the docs text byte for byte.
 
     python benchmarks/readme_block.py          # rewrite every block from the stored files
     python benchmarks/readme_block.py --check  # only say which blocks differ (exit 1 if any)
@@ -24,7 +24,7 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 RESULTS_MD = DOCS / "results.md"
 # The blocks that live elsewhere than docs/results.md.
-TARGETS = {"demo": README, "suggest": DOCS / "transfer.md"}
+TARGETS = {"demo": README, "suggest": DOCS / "transfer.md", "soak": DOCS / "serving.md"}
 
 
 def target(name: str) -> Path:
@@ -86,6 +86,7 @@ def generators() -> dict:
     import cross_model
     import results
     import serving
+    import soak
     import step_bench
     import suggest_report
     import transfer_report
@@ -100,7 +101,9 @@ def generators() -> dict:
               "serving": lambda: serving.table(json.loads(
                   (stored / "serving_smollm2-135m-instruct.json").read_text())),
               "aot": lambda: aot_memory.table(json.loads(
-                  (stored / "aot_memory.json").read_text()))}
+                  (stored / "aot_memory.json").read_text())),
+              "soak": lambda: soak.table(json.loads(
+                  (stored / "soak_smollm2-135m-instruct.json").read_text()))}
     for name in STEP_BENCH_BLOCKS:
         path = stored / f"{name}.json"
         blocks[name] = (lambda path=path: step_bench.readme_block(

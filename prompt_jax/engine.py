@@ -145,6 +145,12 @@ class TaskHandle:
                                  f"'text_a<TAB>text_b')")
             if not self.spec.pair and text_b is not None:
                 raise ValueError(f"task {self.name!r} takes one text, not text_b")
+            for t in (text, text_b or ""):
+                try:
+                    t.encode("utf-8")  # a lone surrogate, which the tokenizer cannot take
+                except UnicodeEncodeError as e:
+                    raise ValueError(f"the text is not valid Unicode ({e.reason} at "
+                                     f"character {e.start})") from None
             firsts.append(text)
             seconds.append(text_b)
         seconds, limit = seconds if self.spec.pair else [], max_length or self.max_input_length

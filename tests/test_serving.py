@@ -9,23 +9,20 @@ import concurrent.futures
 import contextlib
 import json
 import random
-import socket
-import threading
 import time
 
 import httpx
 import jax
 import numpy as np
 import pytest
-import uvicorn
 
 from prompt_jax import engine, prompts
 from prompt_jax.commands import cli
-from prompt_jax.prompts.files import save_prompt
 from prompt_jax.serving.bank import PromptBank
 from prompt_jax.serving.classifier import Buckets, MixedClassifier
 from prompt_jax.serving.server import ServerConfig, create_app
 from prompt_jax.tasks import get_task
+from tests.serving_util import running, save, upload
 
 TASKS = ("sst2", "imdb", "rotten_tomatoes", "laptop", "mnli", "qnli", "rte", "cb", "mrpc",
          "ag_news", "trec", "tweet_sentiment", "tweet_emotion", "tweet_hate", "tweet_irony",
@@ -47,20 +44,12 @@ def _request(rng: random.Random, name: str, n: int = 0) -> dict:
     return request
 
 
-def _save(directory, name, array, model, task, **extra):
-    spec = get_task(task)
-    save_prompt(np.asarray(array), directory / f"{name}.npy", format="prompt_jax",
-                metadata={"backbone": "llama", "model": model, "task": task,
-                          "template": spec.template("causal"), "placement": "prefix", **extra})
-    return directory / f"{name}.npy"
-
-
 @pytest.fixture(scope="module")
 def bank_dir(tiny_llama, tmp_path_factory):
     directory = tmp_path_factory.mktemp("bank")
     keys = jax.random.split(jax.random.key(0), len(TASKS))
     for i, (task, key) in enumerate(zip(TASKS, keys, strict=True)):
-        _save(directory, task, prompts.random_uniform(key, LENGTHS[i % len(LENGTHS)], 32),
+        save(directory, task, prompts.random_uniform(key, LENGTHS[i % len(LENGTHS)], 32),
               str(tiny_llama), task)
     return directory
 
@@ -69,11 +58,11 @@ def bank_dir(tiny_llama, tmp_path_factory):
 def extra_dir(tiny_llama, tmp_path_factory):
     directory = tmp_path_factory.mktemp("extra")
     key = jax.random.key(7)
-    _save(directory, "sst2_alt", prompts.random_uniform(key, 6, 32), str(tiny_llama), "sst2")
-    _save(directory, "sst2_alt_v2", prompts.random_uniform(key, 12, 32), str(tiny_llama), "sst2")
-    _save(directory, "other_model", prompts.random_uniform(key, 6, 32), "smollm2-135m-instruct",
+    save(directory, "sst2_alt", prompts.random_uniform(key, 6, 32), str(tiny_llama), "sst2")
+    save(directory, "sst2_alt_v2", prompts.random_uniform(key, 12, 32), str(tiny_llama), "sst2")
+    save(directory, "other_model", prompts.random_uniform(key, 6, 32), "smollm2-135m-instruct",
           "sst2")
-    _save(directory, "too_wide", prompts.random_uniform(key, 6, 48), str(tiny_llama), "sst2")
+    save(directory, "too_wide", prompts.random_uniform(key, 6, 48), str(tiny_llama), "sst2")
     return directory
 
 
@@ -179,23 +168,9 @@ def test_infer_bank_jsonl(tiny_llama, bank_dir, classifier, tmp_path, capsys):
 
 @contextlib.contextmanager
 def _running(classifier, config):
-    """A real uvicorn server on a free 127.0.0.1 port, in a thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(classifier, config), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    """A real uvicorn server of the classifier on a free 127.0.0.1 port, in a thread."""
+    with running(create_app(classifier, config)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -261,36 +236,42 @@ def test_load_randomized_mixed_workload_never_compiles(url, classifier):
     assert metrics["latency_ms"]["p99"] is not None and metrics["queue_depth"] == 0
 
 
-def test_add_replace_remove_while_serving(url, classifier, loaded, extra_dir, tiny_llama):
-    """Prompts added, replaced and removed under traffic: no compilation, and the new prompt
-    scores as it does alone."""
+def test_add_replace_remove_while_serving(url, classifier, loaded, tiny_llama, bank_dir):
+    """Prompts added (as bytes), replaced and removed under traffic: no compilation, the new
+    prompt scores as it does alone, and each change is on disk before its answer."""
     traffic = concurrent.futures.ThreadPoolExecutor(1).submit(_clients, url, 2.0, 2, TASKS, 3)
+    key = jax.random.key(7)
+    first, longer = prompts.random_uniform(key, 6, 32), prompts.random_uniform(key, 12, 32)
     with httpx.Client(base_url=url, timeout=60) as client:
         before = classifier.compilations
-        r = client.post("/prompts", json={"path": str(extra_dir / "sst2_alt.npy")})
+        r = client.post("/prompts", json=upload("sst2_alt", first, str(tiny_llama), "sst2"))
         assert r.status_code == 200 and r.json()["compilations"] == 0
         assert r.json()["added"]["name"] == "sst2_alt" and r.json()["added"]["task"] == "sst2"
+        assert r.json()["file"] == "sst2_alt.npy" and (bank_dir / "sst2_alt.npy").is_file()
         request = {"task": "sst2_alt", "text": "a gorgeous witty film"}
         answer = client.post("/classify", json=request).json()
         entry = classifier.bank.get("sst2_alt")
         np.testing.assert_allclose(list(answer["scores"].values()),
                                    _alone(loaded, entry, request), atol=1e-5)
         slot = entry.slot
-        r = client.post("/prompts", json={"path": str(extra_dir / "sst2_alt_v2.npy"),
-                                          "name": "sst2_alt"})  # replace, longer prompt
-        assert r.status_code == 200 and r.json()["added"]["slot"] == slot
+        r = client.post("/prompts", json=upload("sst2_alt", longer, str(tiny_llama), "sst2"))
+        assert r.status_code == 200 and r.json()["added"]["slot"] == slot  # replaced in place
         entry = classifier.bank.get("sst2_alt")
-        assert entry.length == 12
+        assert entry.length == 12 and np.load(bank_dir / "sst2_alt.npy").shape == (12, 32)
         answer = client.post("/classify", json=request).json()
         np.testing.assert_allclose(list(answer["scores"].values()),
                                    _alone(loaded, entry, request), atol=1e-5)
-        r = client.post("/prompts", json={"path": str(extra_dir / "other_model.npy")})
+        r = client.post("/prompts", json=upload("other", first, "smollm2-135m-instruct", "sst2"))
         assert r.status_code == 422 and "smollm2-135m-instruct" in r.json()["detail"]
-        assert str(tiny_llama) in r.json()["detail"]
-        assert client.post("/prompts", json={"path": "/no/such.npy"}).status_code == 404
+        assert str(tiny_llama) in r.json()["detail"] and not (bank_dir / "other.npy").exists()
+        r = client.post("/prompts", json={"file": "no_such.npy"})
+        assert r.status_code == 404 and str(bank_dir) not in r.json()["detail"]
         names = [t["name"] for t in client.get("/tasks").json()["tasks"]]
         assert "sst2_alt" in names and len(names) == len(TASKS) + 1
-        assert client.delete("/prompts/sst2_alt").status_code == 200
+        r = client.delete("/prompts/sst2_alt")
+        assert r.status_code == 200 and r.json()["file"] == "removed/sst2_alt.npy"
+        assert not (bank_dir / "sst2_alt.npy").exists()
+        assert (bank_dir / "removed" / "sst2_alt.npy").is_file()
         r = client.post("/classify", json=request)
         assert r.status_code == 404 and "sst2_alt" in r.json()["detail"]
         assert classifier.compilations == before

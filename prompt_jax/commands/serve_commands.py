@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -82,21 +83,27 @@ def infer_bank(args, config) -> None:
 
 def serve(args) -> None:
     """`prompt-jax serve --model M --bank DIR`: the HTTP server (127.0.0.1 by default)."""
-    from prompt_jax.serving import server
+    from prompt_jax.serving import guard, server
 
     if not args.bank:
         raise ValueError("serve needs --bank (a folder of saved prompts)")
+    api_key = args.api_key or os.environ.get(guard.API_KEY_ENV) or None
+    guard.check_bind(args.host, api_key, args.insecure)  # before minutes of loading
+    limits = guard.Limits(max_body_bytes=args.max_body_bytes,
+                          max_text_chars=args.max_text_chars, max_rows=args.max_rows)
     classifier = load_bank(args.model, args.bank, args, dtype=args.dtype,
                            mesh_data=args.mesh_data)
     compiled = classifier.warm_up()
     bank = classifier.bank
+    access = "an API key" if api_key else "no API key"
     print(f"serving {len(bank)} prompts ({', '.join(bank.names)}) of {args.model} on "
-          f"http://{args.host}:{args.port} ({compiled} compilations in warm-up)",
+          f"http://{args.host}:{args.port} with {access} ({compiled} compilations in warm-up)",
           file=sys.stderr)
     config = server.ServerConfig(max_batch=args.max_batch or classifier.max_batch,
                                  max_wait_ms=args.max_wait_ms, queue_limit=args.queue_limit,
-                                 overlong=args.overlong)
-    server.serve(classifier, config, host=args.host, port=args.port, log_level=args.log_level)
+                                 overlong=args.overlong, limits=limits, api_key=api_key)
+    server.serve(classifier, config, host=args.host, port=args.port, log_level=args.log_level,
+                 insecure=args.insecure)
 
 
 def main(args) -> None:
@@ -115,8 +122,25 @@ def add_parser(sub) -> None:
                    help="REAL_MODELS name, local directory or file, or hub id")
     add_bank_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
-                                                       "127.0.0.1: this machine only)")
+                                                       "127.0.0.1: this machine only); any "
+                                                       "other needs an API key or --insecure")
     p.add_argument("--port", type=int, default=8000)
+    g = p.add_argument_group("access and limits (checked before any work)")
+    g.add_argument("--api_key", default="",
+                   help="the key every endpoint but /health needs, as 'Authorization: Bearer "
+                        "KEY' (at least 16 characters); better through $PROMPT_JAX_API_KEY, "
+                        "which other users cannot read in the process list")
+    g.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without an API key (anyone who reaches the "
+                        "port may add and remove prompts)")
+    g.add_argument("--max_body_bytes", type=int, default=2 * 2**20,
+                   help="largest request body (default 2 MiB; an uploaded prompt is base64 in "
+                        "it); larger: 413")
+    g.add_argument("--max_text_chars", type=int, default=4096,
+                   help="characters per input text (default 4096), cut before tokenization "
+                        "(--overlong truncate) or refused with 413 (reject)")
+    g.add_argument("--max_rows", type=int, default=256,
+                   help="input rows per request (default 256); more: 413")
     p.add_argument("--max_batch", type=int, default=0,
                    help="rows per forward (default: the largest batch bucket)")
     p.add_argument("--max_wait_ms", type=float, default=5.0,

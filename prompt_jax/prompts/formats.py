@@ -8,8 +8,10 @@ refused, and writes go through a temporary file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import tokenize
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,11 @@ class PromptShapeError(ValueError):
 def sniff(path: Path) -> str | None:
     """The format a file's first bytes announce: npy, zip, safetensors, json, or None."""
     with open(path, "rb") as f:
-        head = f.read(16)
+        return sniff_bytes(f.read(16))
+
+
+def sniff_bytes(head: bytes) -> str | None:
+    """The format that bytes starting a file announce (see `sniff`)."""
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"PK\x03\x04"):
@@ -131,12 +137,17 @@ def read_npy(path: Path, key: str | None) -> tuple[np.ndarray, str, dict]:
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, _, dtype = read_header(f)
-        except ValueError as e:
-            raise PromptFormatError(f"{path}: corrupt numpy header: {e}") from None
+        # numpy parses the header's Python literal: a corrupt one can raise any of these.
+        except (ValueError, SyntaxError, TypeError, tokenize.TokenError, OverflowError,
+                RecursionError, MemoryError) as e:
+            raise PromptFormatError(f"{path}: corrupt numpy header: {type(e).__name__}: "
+                                    f"{e}") from None
         data_start = f.tell()
     if dtype.hasobject:
         raise PromptFormatError(f"{path}: numpy object arrays are pickles; refusing to load")
-    needed = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if any(n < 0 for n in shape):
+        raise PromptFormatError(f"{path}: numpy header declares the shape {shape}")
+    needed = data_start + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if needed != path.stat().st_size:
         raise PromptFormatError(
             f"{path}: numpy header declares {shape} {dtype} ({needed} bytes with the header) "
@@ -148,7 +159,7 @@ def read_npy(path: Path, key: str | None) -> tuple[np.ndarray, str, dict]:
         return np.array(array), "npy", {}
     try:
         meta = json.loads(sidecar.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise PromptFormatError(
             f"{sidecar}: sidecar of {path.name} is not valid JSON: {e}") from None
     if not isinstance(meta, dict):
@@ -172,7 +183,7 @@ def read_peft(folder: Path, key: str | None) -> tuple[np.ndarray, str, dict]:
     config_path = folder / PEFT_CONFIG
     try:
         config = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise PromptFormatError(f"{config_path}: not valid JSON: {e}") from None
     if not isinstance(config, dict) or config.get("peft_type") != "PROMPT_TUNING":
         peft_type = config.get("peft_type") if isinstance(config, dict) else None

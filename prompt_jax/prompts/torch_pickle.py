@@ -14,7 +14,9 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -119,65 +121,81 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._storages(str(key), storage_type.dtype, int(numel))
 
 
+# What `zipfile` raises on a corrupt archive (bad headers, CRCs, compression methods or sizes).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError,
+               RuntimeError, OverflowError, struct.error, ValueError)
+
+
 def load_torch_file(path: str | Path) -> Any:
     """Loads a `torch.save` zip file into numpy arrays and plain containers, safely.
 
     Raises:
       UnsafePickleError: the pickle names a global outside the allowlist.
-      TorchFileError: not a zip checkpoint, truncated, or absurd declared sizes.
+      TorchFileError: not a zip checkpoint, truncated, corrupt, or absurd declared sizes.
     """
     path = Path(path)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+    except _ZIP_ERRORS as e:
         with open(path, "rb") as f:
             head = f.read(2)
         hint = (" (legacy pre-1.6 torch format: re-save it with a recent torch.save)"
                 if head[:1] == b"\x80" else "")
         raise TorchFileError(f"{path}: not a PyTorch zip checkpoint{hint}: {e}") from None
     with archive:
-        infos = {info.filename: info for info in archive.infolist()}
-        total = sum(info.file_size for info in infos.values())
-        if total > MAX_TOTAL_BYTES:
-            raise TorchFileError(f"{path}: declares {total} uncompressed bytes; refusing")
-        for info in infos.values():
-            if (info.compress_type != zipfile.ZIP_STORED and info.compress_size > 0
-                    and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO):
-                raise TorchFileError(
-                    f"{path}: member {info.filename} expands {info.file_size} / "
-                    f"{info.compress_size} bytes (compression bomb?); refusing"
-                )
-        pickles = [name for name in infos if name.endswith("data.pkl")]
-        if len(pickles) != 1:
-            raise TorchFileError(f"{path}: expected one */data.pkl in the archive, found {pickles}")
-        prefix = pickles[0][: -len("data.pkl")]
-        if infos[pickles[0]].file_size > MAX_PICKLE_BYTES:
-            raise TorchFileError(f"{path}: data.pkl is larger than {MAX_PICKLE_BYTES} bytes")
-
-        if f"{prefix}byteorder" in infos and archive.read(f"{prefix}byteorder") != b"little":
-            raise TorchFileError(f"{path}: big-endian checkpoints are not supported")
-        cache: dict[str, np.ndarray] = {}
-
-        def storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
-            if key not in cache:
-                name = f"{prefix}data/{key}"
-                if name not in infos:
-                    raise TorchFileError(f"{path}: storage {name} is missing")
-                expected = numel * dtype.itemsize
-                if infos[name].file_size != expected:
-                    raise TorchFileError(
-                        f"{path}: storage {name} holds {infos[name].file_size} bytes, "
-                        f"declared {numel} x {dtype} = {expected}"
-                    )
-                cache[key] = np.frombuffer(archive.read(name), dtype=dtype)
-            return cache[key]
-
         try:
-            return _RestrictedUnpickler(archive.read(pickles[0]), storage, str(path)).load()
+            return _load_archive(archive, path)
         except (UnsafePickleError, TorchFileError):
             raise
-        except Exception as e:  # malformed pickle stream
-            raise TorchFileError(f"{path}: cannot unpickle: {type(e).__name__}: {e}") from None
+        except _ZIP_ERRORS as e:
+            raise TorchFileError(f"{path}: a corrupt zip archive: {type(e).__name__}: "
+                                 f"{e}") from None
+
+
+def _load_archive(archive: zipfile.ZipFile, path: Path) -> Any:
+    """`load_torch_file`'s reading of an opened archive."""
+    infos = {info.filename: info for info in archive.infolist()}
+    total = sum(info.file_size for info in infos.values())
+    if total > MAX_TOTAL_BYTES:
+        raise TorchFileError(f"{path}: declares {total} uncompressed bytes; refusing")
+    for info in infos.values():
+        if (info.compress_type != zipfile.ZIP_STORED and info.compress_size > 0
+                and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO):
+            raise TorchFileError(
+                f"{path}: member {info.filename} expands {info.file_size} / "
+                f"{info.compress_size} bytes (compression bomb?); refusing"
+            )
+    pickles = [name for name in infos if name.endswith("data.pkl")]
+    if len(pickles) != 1:
+        raise TorchFileError(f"{path}: expected one */data.pkl in the archive, found {pickles}")
+    prefix = pickles[0][: -len("data.pkl")]
+    if infos[pickles[0]].file_size > MAX_PICKLE_BYTES:
+        raise TorchFileError(f"{path}: data.pkl is larger than {MAX_PICKLE_BYTES} bytes")
+
+    if f"{prefix}byteorder" in infos and archive.read(f"{prefix}byteorder") != b"little":
+        raise TorchFileError(f"{path}: big-endian checkpoints are not supported")
+    cache: dict[str, np.ndarray] = {}
+
+    def storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        if key not in cache:
+            name = f"{prefix}data/{key}"
+            if name not in infos:
+                raise TorchFileError(f"{path}: storage {name} is missing")
+            expected = numel * dtype.itemsize
+            if infos[name].file_size != expected:
+                raise TorchFileError(
+                    f"{path}: storage {name} holds {infos[name].file_size} bytes, "
+                    f"declared {numel} x {dtype} = {expected}"
+                )
+            cache[key] = np.frombuffer(archive.read(name), dtype=dtype)
+        return cache[key]
+
+    try:
+        return _RestrictedUnpickler(archive.read(pickles[0]), storage, str(path)).load()
+    except (UnsafePickleError, TorchFileError):
+        raise
+    except Exception as e:  # malformed pickle stream
+        raise TorchFileError(f"{path}: cannot unpickle: {type(e).__name__}: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------

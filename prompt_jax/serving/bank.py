@@ -106,10 +106,32 @@ class BankEntry:
         return self.task.labels
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able summary (name, task, labels, length, template, slot, source)."""
+        """A JSON-able summary (name, task, labels, length, template, slot, and the name of
+        the file it was read from, never its folder)."""
         return {"name": self.name, "task": self.task.name, "labels": list(self.labels),
                 "prompt_length": self.length, "template": self.task.template,
-                "pair": bool(self.task.spec.pair), "slot": self.slot, "source": self.source}
+                "pair": bool(self.task.spec.pair), "slot": self.slot,
+                "source": Path(self.source).name if self.source else ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedPrompt:
+    """A prompt checked for a bank, with its task made, but not in the bank yet
+    (`PromptBank.prepare`, then `PromptBank.install`).
+
+    Attributes: as `BankEntry`'s, without the slot.
+    """
+
+    name: str
+    task: engine.TaskHandle
+    prompt: np.ndarray
+    source: str = ""
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def sidecar(self) -> dict[str, Any]:
+        """What its sidecar says once written into a bank folder: its own fields, with the
+        task it is served for and its template."""
+        return {**self.metadata, "task": self.task.name, "template": self.task.template}
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -142,6 +164,7 @@ class PromptBank:
           data: the data folder for the tasks ("" = the default).
         """
         self.loaded = loaded
+        self.folder: Path | None = None  # set by `load_dir`
         self.max_input_length = max_input_length
         self.data = data
         model = loaded.model
@@ -192,9 +215,10 @@ class PromptBank:
     # Changing
     # ----------------------------------------------------------------------------------------
 
-    def add(self, name: str, prompt, task: str | engine.TaskHandle, *, template: str = "",
-            source: str = "", metadata: Mapping[str, Any] | None = None) -> BankEntry:
-        """Adds a prompt under `name`, or replaces the one of that name (in its slot).
+    def prepare(self, name: str, prompt, task: str | engine.TaskHandle, *, template: str = "",
+                source: str = "", metadata: Mapping[str, Any] | None = None) -> PreparedPrompt:
+        """Checks a prompt for this bank and makes its task, changing nothing (`install` adds
+        it; a server writes it to disk in between).
 
         Args:
           name: what requests will call it.
@@ -207,17 +231,24 @@ class PromptBank:
 
         Raises:
           ValueError: the prompt is for another model, width or placement, or too long.
+          KeyError: an unknown task.
         """
         metadata = dict(metadata or {})
-        where = source or f"prompt {name!r}"
         prompt = np.asarray(prompt, np.float32)
-        self._check(prompt, metadata, where)
+        self._check(prompt, metadata, source or f"prompt {name!r}")
         if not isinstance(task, engine.TaskHandle):
             task = self.loaded.task(task, template=template, max_input_length=self.max_input_length,
                                     data=self.data, pack=False)
+        return PreparedPrompt(name=name, task=task, prompt=prompt, source=source,
+                              metadata=metadata)
+
+    def install(self, prepared: PreparedPrompt) -> BankEntry:
+        """Adds a prepared prompt under its name, or replaces the one of that name (in its
+        slot); grows the arrays when it needs more room."""
+        prompt, task = prepared.prompt, prepared.task
         ids, mask = (np.asarray(x) for x in task.candidates)  # [C, K]
         with self._lock:
-            old = self._entries.get(name)
+            old = self._entries.get(prepared.name)
             slot = old.slot if old else self._free_slot()
             need = BankShape(max(self.shape.slots, bucket(slot + 1)),  # slots double
                              max(self.shape.prompt_length, bucket(prompt.shape[0], 8)),
@@ -232,42 +263,68 @@ class PromptBank:
                                                          s.candidate_tokens)  # [C, K]
             self._arrays = self._write(self._arrays, self.loaded.params, np.int32(slot), vectors,
                                        np.int32(prompt.shape[0]), cand_ids, cand_mask)
-            entry = BankEntry(name=name, task=task, prompt=prompt, slot=slot, source=source,
-                              metadata=metadata)
-            self._entries[name] = entry
+            entry = BankEntry(name=prepared.name, task=task, prompt=prompt, slot=slot,
+                              source=prepared.source, metadata=prepared.metadata)
+            self._entries[prepared.name] = entry
         return entry
 
-    def add_file(self, path: str | os.PathLike, *, name: str = "", task: str = "") -> BankEntry:
-        """Adds a saved prompt (any format `prompt_io` reads) with its sidecar's task, template
-        and model; `name` defaults to the file's stem, `task` to the sidecar's (or the stem,
-        when that is a registered task). A file task is made again from the sidecar's
-        definition (`tasks.task_spec`)."""
+    def add(self, name: str, prompt, task: str | engine.TaskHandle, *, template: str = "",
+            source: str = "", metadata: Mapping[str, Any] | None = None) -> BankEntry:
+        """Adds a prompt under `name`, or replaces the one of that name (in its slot): `prepare`
+        (which says what it raises) then `install`."""
+        return self.install(self.prepare(name, prompt, task, template=template, source=source,
+                                         metadata=metadata))
+
+    def prepare_loaded(self, loaded, *, name: str, task: str = "",
+                       source: str = "") -> PreparedPrompt:
+        """`prepare` for a prompt read from a file (`prompt_io.LoadedPrompt`), with its
+        sidecar's task, template and model; `task` defaults to the sidecar's (or `name`, when
+        that is a registered task)."""
         from prompt_jax import tasks
-        from prompt_jax.prompts import files as prompt_io
         from prompt_jax.tasks import task_spec
 
-        path = Path(path)
-        loaded = prompt_io.load_prompt(path)
         metadata = dict(loaded.metadata)
-        task_spec.define_from_metadata(metadata, where=str(path))  # a file task, made again
-        task = task or metadata.get("task") or (path.stem if path.stem in tasks.list_tasks()
-                                                else "")
+        for field in ("task", "template", "model", "backbone", "placement"):
+            if not isinstance(metadata.get(field, ""), str):
+                raise ValueError(f"{source or name}: the sidecar's {field!r} is not a string")
+        task_spec.define_from_metadata(metadata, where=source or name)  # a file task, again
+        task = task or metadata.get("task") or (name if name in tasks.list_tasks() else "")
         if not task:
-            raise ValueError(f"{path}: no task in its sidecar and its name is no registered "
-                             f"task; give one")
-        return self.add(name or path.stem, loaded.array, task,
-                        template=metadata.get("template") or "", source=str(path),
-                        metadata=metadata)
+            raise ValueError(f"{source or name}: no task in its sidecar and its name is no "
+                             f"registered task; give one")
+        return self.prepare(name, loaded.array, task, template=metadata.get("template") or "",
+                            source=source, metadata=metadata)
+
+    def read_file(self, path: str | os.PathLike, *, name: str = "",
+                  task: str = "") -> PreparedPrompt:
+        """A saved prompt (any format `prompt_io` reads) prepared for the bank
+        (`prepare_loaded`); `name` defaults to the file's stem."""
+        from prompt_jax.prompts import files as prompt_io
+
+        path = Path(path)
+        return self.prepare_loaded(prompt_io.load_prompt(path), name=name or path.stem,
+                                   task=task, source=str(path))
+
+    def add_file(self, path: str | os.PathLike, *, name: str = "", task: str = "") -> BankEntry:
+        """Adds a saved prompt (`read_file`, then `install`)."""
+        return self.install(self.read_file(path, name=name, task=task))
 
     def load_dir(self, directory: str | os.PathLike) -> list[BankEntry]:
-        """Adds every `<name>.npy` of a folder (with its `<name>.json` sidecar)."""
+        """Adds every `<name>.npy` of a folder (with its `<name>.json` sidecar), after settling
+        the writes a crash interrupted there (`store.recover`); the bank keeps the folder as
+        `folder`, where a server writes the prompts it adds."""
+        from prompt_jax.serving import store
+
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory}: no such folder of prompts")
-        files = sorted(directory.glob("*.npy"))
+        store.recover(directory)
+        files = store.prompt_files(directory)
         if not files:
             raise FileNotFoundError(f"{directory}: holds no <name>.npy prompts")
-        return [self.add_file(f) for f in files]
+        entries = [self.add_file(f) for f in files]
+        self.folder = directory
+        return entries
 
     def remove(self, name: str) -> BankEntry:
         """Removes a prompt; its slot is reused by the next one added (no array changes).

@@ -271,7 +271,7 @@ def read_requests(lines: Iterable[str], source: str = "input") -> list[dict[str,
             continue
         try:
             request = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{source}:{number}: not JSON: {e}") from None
         if not isinstance(request, dict) or not isinstance(request.get("task"), str) or \
                 not isinstance(request.get("text"), str):

@@ -80,22 +80,29 @@ def read_rows(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: line {lineno} is not JSON ({e.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}: line {lineno} is JSON nested too deep") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}: line {lineno} is not a JSON object")
             numbered.append((f"line {lineno}", row))
     else:
         reader = csv.DictReader(text.splitlines(), delimiter="\t" if fmt == "tsv" else ",",
                                 quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
-        header = reader.fieldnames or []
-        missing = [f for f in fields if f not in header]
-        if missing:
-            raise ValueError(f"{path}: the header {header} has no column {missing[0]!r}")
         numbered = []
-        for i, row in enumerate(reader, 1):
-            if None in row or None in row.values():
-                raise ValueError(f"{path}: row {i} has {len(row) + len(row.get(None, [])) - 1} "
-                                 f"columns where the header has {len(header)}")
-            numbered.append((f"row {i}", row))
+        try:
+            header = reader.fieldnames or []
+            missing = [f for f in fields if f not in header]
+            if missing:
+                raise ValueError(f"{path}: the header {header} has no column {missing[0]!r}")
+            for i, row in enumerate(reader, 1):
+                if None in row or None in row.values():
+                    raise ValueError(f"{path}: row {i} has "
+                                     f"{len(row) + len(row.get(None, [])) - 1} columns where "
+                                     f"the header has {len(header)}")
+                numbered.append((f"row {i}", row))
+        except csv.Error as e:  # e.g. a field over csv's size limit
+            raise ValueError(f"{path}: after {len(numbered)} rows: not readable as "
+                             f"{fmt.upper()}: {e}") from None
     if not numbered:
         raise ValueError(f"{path}: the file has no rows")
     rows = []
