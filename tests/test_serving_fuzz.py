@@ -5,11 +5,12 @@ answer must be no 500, within the schema's documented status codes, content type
 and answer schemas; invalid requests must be refused; an operation that needs the key must
 refuse a request without it; and no request may take over 20 s (a hang).
 
-Examples per operation and mode (`EXAMPLES`): 100 for POST /classify and POST /prompts, 40 for
-DELETE /prompts/{name}, 5 for each GET (they take no input: one is all there is) in positive
-mode, and the same for the three operations that take input in negative mode: at most
-255 + 240 = 495 requests, derandomized (the same ones at every run). Most positive /classify
-bodies get one of the bank's task names, so that they reach encoding and scoring.
+Examples per operation and mode (`EXAMPLES`): 100 for POST /classify and POST /prompts, 60 for
+POST /generate, 40 for DELETE /prompts/{name}, 5 for each GET (they take no input: one is all
+there is) in positive mode, and the same for the four operations that take input in negative
+mode: at most 315 + 300 = 615 requests, derandomized (the same ones at every run). Most
+positive /classify and /generate bodies get one of the bank's task names of their kind, so
+that they reach encoding and scoring or decoding.
 """
 
 from __future__ import annotations
@@ -42,24 +43,25 @@ from tests.serving_util import running, save
 
 KEY = "fuzz-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-EXAMPLES = {"POST /classify": 100, "POST /prompts": 100, "DELETE /prompts/{name}": 40,
-            "GET /tasks": 5, "GET /health": 5, "GET /metrics": 5}
+EXAMPLES = {"POST /classify": 100, "POST /prompts": 100, "POST /generate": 60,
+            "DELETE /prompts/{name}": 40, "GET /tasks": 5, "GET /health": 5, "GET /metrics": 5}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance, negative_data_rejection,
           ignored_auth]
 TIMEOUT_S = 20
 TASKS = ("sst2", "trec", "rte", "mnli")
+GENERATING = ("nq_open", "squad")
 # The operations that take input: the others have nothing a negative example could break.
-NEGATABLE = {"POST /classify", "POST /prompts", "DELETE /prompts/{name}"}
+NEGATABLE = {"POST /classify", "POST /prompts", "POST /generate", "DELETE /prompts/{name}"}
 
 
 @pytest.fixture(scope="module")
 def url(tiny_llama, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz-bank")
-    for i, task in enumerate(TASKS):
+    for i, task in enumerate(TASKS + GENERATING):
         save(folder, task, prompts.random_uniform(jax.random.key(i), 4 + i, 32),
              str(tiny_llama), task)
-    bank = PromptBank(engine.load_model(str(tiny_llama), mesh_data=1), slots=8, prompt_length=8,
+    bank = PromptBank(engine.load_model(str(tiny_llama), mesh_data=1), slots=8, prompt_length=16,
                       max_input_length=64)
     bank.load_dir(folder)
     classifier = MixedClassifier(bank, Buckets((8,), (64,)))
@@ -78,11 +80,13 @@ def _fuzzer(operation, mode, url, sent, statuses):
     @settings(max_examples=EXAMPLES[label], deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode),
-           served=st.sampled_from((None, *TASKS)))
-    def fuzz(case, served):
-        if served and mode is GenerationMode.POSITIVE and label == "POST /classify":
+           served=st.sampled_from((None, *TASKS)), generating=st.sampled_from(GENERATING))
+    def fuzz(case, served, generating):
+        if served and mode is GenerationMode.POSITIVE and label in ("POST /classify",
+                                                                    "POST /generate"):
             for row in case.body if isinstance(case.body, list) else [case.body]:
-                row["task"] = served  # most rows reach a real task's encoding and scoring
+                # most rows reach a real task of their kind: encoding, scoring or decoding
+                row["task"] = served if label == "POST /classify" else generating
         response = case.call_and_validate(base_url=url, headers=AUTH, checks=CHECKS,
                                           timeout=TIMEOUT_S)
         sent[label] += 1
@@ -105,6 +109,7 @@ def test_schema_driven_fuzzing_finds_no_500_no_hang_and_no_answer_off_the_schema
             _fuzzer(operation, mode, url, sent, statuses)()
     assert set(sent) == (set(EXAMPLES) if mode is GenerationMode.POSITIVE else NEGATABLE)
     assert sent["POST /classify"] >= 50 and sent["POST /prompts"] >= 50, sent
+    assert sent["POST /generate"] >= 30, sent
     assert statuses[500] == 0
     if mode is GenerationMode.POSITIVE:
         assert statuses[200] > 0, statuses  # valid requests were answered, not only refused

@@ -17,6 +17,35 @@ class ClassifyRequest(BaseModel):
     text_b: str | None = None
 
 
+MAX_NEW_TOKENS = 1024  # the schema's bound; each task's own maximum is lower (422 beyond it)
+
+
+class GenerateRequest(BaseModel):
+    """One input for one of the bank's generation tasks (question answering, summarization)."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(min_length=1, max_length=200)
+    text: str
+    text_b: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description=(
+        "at most this many new tokens (default and upper bound: the task's own maximum)"))
+
+
+class Generated(BaseModel):
+    """A generation row's answer."""
+
+    task: str
+    text: str = Field(description="the generated text, cut before the task's stop string")
+    finish: str = Field(description="eos, stop (the task's stop string) or length")
+    new_tokens: int
+    task_type: str | None = Field(None, description="the task, when the name is another")
+    truncated: bool | None = Field(None, description="the input was cut to fit the limits")
+    input_tokens: int | None = None
+    kept_tokens: int | None = None
+    input_chars: int | None = Field(None, description="characters before a cut to "
+                                                      "max_text_chars")
+
+
 class AddPromptRequest(BaseModel):
     """A prompt to add (or to replace the one of its name): its bytes, or a file already in
     the bank folder. Either way it is written into the bank folder before the answer."""

@@ -105,6 +105,11 @@ class BankEntry:
     def labels(self) -> tuple[str, ...]:
         return self.task.labels
 
+    @property
+    def generates(self) -> bool:
+        """Its task generates text (POST /generate) rather than picking a label."""
+        return self.task.spec.is_generation
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary (name, task, labels, length, template, slot, and the name of
         the file it was read from, never its folder)."""
@@ -246,7 +251,10 @@ class PromptBank:
         """Adds a prepared prompt under its name, or replaces the one of that name (in its
         slot); grows the arrays when it needs more room."""
         prompt, task = prepared.prompt, prepared.task
-        ids, mask = (np.asarray(x) for x in task.candidates)  # [C, K]
+        if task.candidates is None:  # a generation task: one masked class, never scored
+            ids, mask = np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32)
+        else:
+            ids, mask = (np.asarray(x) for x in task.candidates)  # [C, K]
         with self._lock:
             old = self._entries.get(prepared.name)
             slot = old.slot if old else self._free_slot()

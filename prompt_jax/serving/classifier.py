@@ -30,7 +30,7 @@ from prompt_jax import partitioning, scoring
 from prompt_jax.engine import OVERLONG, OverlongInput
 from prompt_jax.serving.bank import BankArrays, BankEntry, PromptBank
 
-__all__ = ["OVERLONG", "Buckets", "EncodedRow", "MixedClassifier", "OverlongInput",
+__all__ = ["OVERLONG", "Buckets", "EncodedRow", "GeneratedText", "MixedClassifier", "OverlongInput",
            "Prediction", "PromptChanged", "infer_requests", "read_requests"]
 
 
@@ -90,6 +90,27 @@ class Prediction:
 
     def to_json(self) -> dict[str, Any]:
         out = {"task": self.name, "label": self.label, "scores": self.scores}
+        if self.name != self.task:
+            out["task_type"] = self.task
+        if self.truncated:
+            out["truncated"] = True
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedText:
+    """A generation row's answer: the text, why it ended, and its new tokens."""
+
+    name: str
+    task: str
+    text: str
+    finish: str  # decoding.FINISH_REASONS
+    new_tokens: int
+    truncated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"task": self.name, "text": self.text, "finish": self.finish,
+               "new_tokens": self.new_tokens}
         if self.name != self.task:
             out["task_type"] = self.task
         if self.truncated:
@@ -176,6 +197,64 @@ class MixedClassifier:
             out.extend(self._run_batch(rows[start:start + self.max_batch]))
         return out
 
+    def generate(self, rows: Sequence[EncodedRow], max_new_tokens: Sequence[int]
+                 ) -> list[GeneratedText | Exception]:
+        """Greedy generations of encoded rows of generation tasks, any mix of the bank's
+        prompts in one decode (`decoding.greedy` over the bank's arrays: each row reads its
+        slot's prompt, its keys and values on decoder-only models); each row stops at EOS, its
+        own maximum of new tokens or its task's stop string. Classification rows are scored
+        apart (`run`): the two kinds never share a batch. A row whose prompt changed since it
+        was encoded gets a `PromptChanged`.
+
+        Raises:
+          ValueError: a row of a classification task, or a maximum beyond its task's.
+        """
+        from prompt_jax import decoding, generation
+
+        for row, limit in zip(rows, max_new_tokens, strict=True):
+            spec = row.entry.task.spec
+            if not spec.is_generation:
+                raise ValueError(f"task {row.entry.name!r} picks a label: classify it")
+            if not 1 <= limit <= spec.max_new_tokens:
+                raise ValueError(f"max_new_tokens for task {row.entry.name!r} must be in "
+                                 f"1..{spec.max_new_tokens}, got {limit}")
+        arrays, entries = self.bank.snapshot()
+        live = [entries.get(r.entry.name) is r.entry for r in rows]
+        good = [(r, n) for r, n, ok in zip(rows, max_new_tokens, live, strict=True) if ok]
+        out: list[GeneratedText | Exception] = []
+        if not rows:
+            return out
+        cfg = self.bank.loaded.model.config
+        options = generation.decode_options(rows[0].entry.task, self.bank.loaded.tokenizer)
+        eos = options["eos_ids"]
+        eos = np.atleast_1d(np.asarray(
+            eos if eos is not None else cfg.eos_token_id if cfg.eos_token_id is not None else -1,
+            np.int32))
+        if good:
+            batch = scoring.pad_rows([(r.ids, 0) for r, _ in good], self._pad,
+                                     columns={"prompt_index": [r.entry.slot for r, _ in good]})
+            before = sum(decoding.TRACES.values())
+            tokens = decoding.greedy(
+                self.bank.loaded.model, self.bank.loaded.params, arrays.scored_prompts(),
+                batch["inputs"], batch["input_mask"], max_new_tokens=max(n for _, n in good),
+                eos_ids=eos, pad_id=self._pad,
+                prompt_index=batch["prompt_index"]).token_ids
+            self.compilations += sum(decoding.TRACES.values()) - before
+        i = 0
+        for row, ok in zip(rows, live, strict=True):
+            if not ok:
+                out.append(PromptChanged(f"the prompt {row.entry.name!r} was removed or replaced "
+                                         f"while the request waited; send it again"))
+                continue
+            limit, spec = good[i][1], row.entry.task.spec
+            done = decoding.finish_rows(tokens[i:i + 1, :limit], eos, self._pad,
+                                        spec.stop or None, options["decode"])
+            i += 1
+            out.append(GeneratedText(name=row.entry.name, task=row.entry.task.name,
+                                     text=done.texts[0].strip(), finish=done.finish[0],
+                                     new_tokens=int(done.lengths[0]), truncated=row.truncated))
+        return out
+
     def classify(self, requests: Iterable[tuple[str, str]]) -> list[Prediction]:
         """(name, text) pairs -> predictions (raising on a bad request)."""
         results = self.run([self.encode(name, text) for name, text in requests])
@@ -195,6 +274,10 @@ class MixedClassifier:
             if not ok:
                 out.append(PromptChanged(f"the prompt {row.entry.name!r} was removed or replaced "
                                          f"while the request waited; send it again"))
+                continue
+            if row.entry.generates:  # never scored: its answer is generated (`generate`)
+                out.append(ValueError(f"task {row.entry.name!r} generates text: generate it"))
+                i += 1
                 continue
             labels = row.entry.labels
             row_scores = scores[i, :len(labels)]
@@ -287,7 +370,9 @@ def infer_requests(classifier: MixedClassifier, requests: Sequence[dict[str, Any
                    progress: Callable[[int], None] | None = None) -> Iterable[dict[str, Any]]:
     """Offline batch inference: every request encoded (all checked before any is scored),
     then scored in mixed batches of `max_batch`. Yields one JSON-able answer per request, in
-    order: task, label, scores (and id, truncated when given or set).
+    order: task, label, scores (and id, truncated when given or set); a generation task's row
+    (its optional "max_new_tokens" at most the task's) is generated instead: task, text,
+    finish, new_tokens.
 
     Raises:
       ValueError: naming the line of an unknown task, an empty or over-long text.
@@ -303,8 +388,8 @@ def infer_requests(classifier: MixedClassifier, requests: Sequence[dict[str, Any
             raise ValueError(f"{source}:{request['_line']}: {e}") from None
     for start in range(0, len(rows), classifier.max_batch):
         chunk = rows[start:start + classifier.max_batch]
-        for request, result in zip(requests[start:start + len(chunk)], classifier.run(chunk),
-                                   strict=True):
+        asked = requests[start:start + len(chunk)]
+        for request, result in zip(asked, _answers(classifier, chunk, asked), strict=True):
             if isinstance(result, Exception):
                 raise result
             answer = result.to_json()
@@ -313,3 +398,15 @@ def infer_requests(classifier: MixedClassifier, requests: Sequence[dict[str, Any
             yield answer
         if progress is not None:
             progress(len(chunk))
+
+
+def _answers(classifier: MixedClassifier, rows: Sequence[EncodedRow],
+             requests: Sequence[dict[str, Any]]) -> list[Prediction | GeneratedText | Exception]:
+    """A chunk's answers in order: classification rows scored together, generation rows
+    decoded together (`MixedClassifier.generate`)."""
+    kinds = [r.entry.generates for r in rows]
+    scored = iter(classifier.run([r for r, g in zip(rows, kinds, strict=True) if not g]))
+    wanted = [(r, int(q.get("max_new_tokens") or r.entry.task.spec.max_new_tokens))
+              for r, q, g in zip(rows, requests, kinds, strict=True) if g]
+    generated = iter(classifier.generate([r for r, _ in wanted], [n for _, n in wanted]))
+    return [next(generated) if g else next(scored) for g in kinds]

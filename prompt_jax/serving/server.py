@@ -13,6 +13,8 @@ in as bytes or as the bare name of a file in the bank folder, and are written th
 crash-safely (`store`) before the answer, so a restart serves what was added.
 
     POST   /classify       {"task", "text"[, "text_b"]} or a list of them
+    POST   /generate       {"task", "text"[, "text_b", "max_new_tokens"]} or a list of them
+                           (generation tasks: decoded together, apart from classification)
     GET    /tasks          the bank's prompts (name, task, labels, length, template)
     POST   /prompts        {"name", "prompt": base64 npy/safetensors, "sidecar"} or
                            {"file": "<name>.npy"[, "name", "task"]}: add or replace a prompt
@@ -26,20 +28,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import contextlib
 import dataclasses
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from prompt_jax.serving import api, guard, store
-from prompt_jax.serving.classifier import EncodedRow, MixedClassifier, PromptChanged
+from prompt_jax.serving.batcher import Batcher, Metrics, QueueFull
+from prompt_jax.serving.classifier import MixedClassifier, PromptChanged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,124 +66,6 @@ class ServerConfig:
     latency_window: int = 10_000
     limits: guard.Limits = guard.Limits()
     api_key: str | None = dataclasses.field(default=None, repr=False)
-
-
-@dataclasses.dataclass
-class Metrics:
-    """Counters the server keeps (read by GET /metrics)."""
-
-    window: int = 10_000
-    requests: int = 0
-    rows: int = 0
-    rejected: int = 0  # 503: the queue was full
-    disconnected: int = 0
-    errors: int = 0  # 500
-    batches: int = 0
-    batch_sizes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    latencies_ms: collections.deque = dataclasses.field(default_factory=collections.deque)
-
-    def latency(self, ms: float) -> None:
-        self.latencies_ms.append(ms)
-        while len(self.latencies_ms) > self.window:
-            self.latencies_ms.popleft()
-
-    def percentiles(self) -> dict[str, float | None]:
-        if not self.latencies_ms:
-            return {"p50": None, "p90": None, "p99": None, "max": None}
-        values = np.asarray(self.latencies_ms)
-        p50, p90, p99 = np.percentile(values, [50, 90, 99])
-        return {"p50": float(p50), "p90": float(p90), "p99": float(p99),
-                "max": float(values.max())}
-
-
-@dataclasses.dataclass
-class _Queued:
-    row: EncodedRow
-    future: asyncio.Future
-    enqueued: float
-
-
-class QueueFull(Exception):
-    """More rows than the queue has room for."""
-
-
-class Batcher:
-    """The bounded queue, the batching loop and the one worker thread."""
-
-    def __init__(self, classifier: MixedClassifier, config: ServerConfig, metrics: Metrics):
-        if config.max_batch > classifier.max_batch:
-            raise ValueError(f"max_batch {config.max_batch} exceeds the largest batch bucket "
-                             f"({classifier.max_batch})")
-        self.classifier = classifier
-        self.config = config
-        self.metrics = metrics
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-jax-serve")
-        self._queue: collections.deque[_Queued] = collections.deque()
-        self._arrived: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-
-    @property
-    def depth(self) -> int:
-        return len(self._queue)
-
-    def start(self) -> None:
-        self._arrived = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.executor.shutdown(wait=True)
-
-    def submit(self, rows: list[EncodedRow]) -> list[asyncio.Future]:
-        """Queues rows (all or none). Raises QueueFull when they do not fit."""
-        if len(self._queue) + len(rows) > self.config.queue_limit:
-            raise QueueFull
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        queued = [_Queued(row, loop.create_future(), now) for row in rows]
-        self._queue.extend(queued)
-        self._arrived.set()
-        return [q.future for q in queued]
-
-    async def in_worker(self, fn, *args):
-        """Runs `fn(*args)` in the worker thread, between batches."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    async def _loop(self) -> None:
-        wait = self.config.max_wait_ms / 1000
-        while True:
-            while not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-            deadline = self._queue[0].enqueued + wait
-            while len(self._queue) < self.config.max_batch:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-            taken = [self._queue.popleft()
-                     for _ in range(min(self.config.max_batch, len(self._queue)))]
-            taken = [q for q in taken if not q.future.done()]  # clients that went away
-            if not taken:
-                continue
-            self.metrics.batches += 1
-            self.metrics.batch_sizes[len(taken)] += 1
-            try:
-                results = await self.in_worker(self.classifier.run, [q.row for q in taken])
-            except Exception as e:  # a bug, not a bad request: fail this batch, keep serving
-                results = [e] * len(taken)
-            for q, result in zip(taken, results, strict=True):
-                if q.future.done():
-                    continue
-                if isinstance(result, Exception):
-                    q.future.set_exception(result)
-                else:
-                    q.future.set_result(result)
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -240,23 +122,7 @@ def create_app(classifier: MixedClassifier, config: ServerConfig = ServerConfig(
     async def classify(payload: api.ClassifyRequest | list[api.ClassifyRequest],
                        request: Request):
         started = time.perf_counter()
-        single = not isinstance(payload, list)
-        items = [payload] if single else payload
-        if not items:
-            raise HTTPException(status_code=422, detail="an empty list of inputs")
-        gate.rows(len(items))
-        rows, cut = [], []
-        for i, item in enumerate(items):
-            where = "" if single else f"input {i}: "
-            text, text_b, chars = gate.texts(item.text, item.text_b, config.overlong, where)
-            cut.append(chars)
-            try:
-                rows.append(classifier.encode(item.task, text, text_b,
-                                              overlong=config.overlong))
-            except KeyError as e:
-                raise HTTPException(status_code=404, detail=where + e.args[0]) from None
-            except ValueError as e:  # empty, over-long (reject), pair without text_b
-                raise HTTPException(status_code=422, detail=where + str(e)) from None
+        single, items, rows, cut = encode_all(payload, generates=False)
         try:
             futures = batcher.submit(rows)
         except QueueFull:
@@ -283,8 +149,38 @@ def create_app(classifier: MixedClassifier, config: ServerConfig = ServerConfig(
             metrics.errors += 1
             e = failures[0]
             raise HTTPException(status_code=500, detail=f"{type(e).__name__}: {e}")
-        results = [f.result() for f in futures]
         metrics.latency((time.perf_counter() - started) * 1000)
+        out = answers([f.result() for f in futures], rows, cut)
+        return out[0] if single else out
+
+    def encode_all(payload, *, generates: bool):
+        """(single, items, encoded rows, characters cut per row) of a request, every row
+        checked against the limits and its task before any is run."""
+        single = not isinstance(payload, list)
+        items = [payload] if single else payload
+        if not items:
+            raise HTTPException(status_code=422, detail="an empty list of inputs")
+        gate.rows(len(items))
+        rows, cut = [], []
+        for i, item in enumerate(items):
+            where = "" if single else f"input {i}: "
+            text, text_b, chars = gate.texts(item.text, item.text_b, config.overlong, where)
+            cut.append(chars)
+            try:
+                row = classifier.encode(item.task, text, text_b, overlong=config.overlong)
+            except KeyError as e:
+                raise HTTPException(status_code=404, detail=where + e.args[0]) from None
+            except ValueError as e:  # empty, over-long (reject), pair without text_b
+                raise HTTPException(status_code=422, detail=where + str(e)) from None
+            if row.entry.generates != generates:
+                other = ("POST /generate: it generates text" if row.entry.generates
+                         else "POST /classify: it picks a label")
+                raise HTTPException(status_code=422, detail=f"{where}task {item.task!r}: use "
+                                                            f"{other}")
+            rows.append(row)
+        return single, items, rows, cut
+
+    def answers(results, rows, cut) -> list[dict]:
         out = [r.to_json() for r in results]
         for row, chars, o in zip(rows, cut, out, strict=True):
             if row.truncated:
@@ -293,6 +189,37 @@ def create_app(classifier: MixedClassifier, config: ServerConfig = ServerConfig(
             if chars:
                 o["truncated"] = True
                 o["input_chars"] = chars
+        return out
+
+    @app.post("/generate", response_model=api.Generated | list[api.Generated],
+              response_model_exclude_none=True, responses=api.errors(404, 409, 413, 422))
+    async def generate(payload: api.GenerateRequest | list[api.GenerateRequest]):
+        """Generation tasks' rows, decoded together (any mix of the bank's generation prompts)
+        in the worker thread between classification batches: the two kinds never share a
+        batch."""
+        started = time.perf_counter()
+        single, items, rows, cut = encode_all(payload, generates=True)
+        limits = []
+        for i, (item, row) in enumerate(zip(items, rows, strict=True)):
+            most = row.entry.task.spec.max_new_tokens
+            limit = item.max_new_tokens or most
+            if limit > most:
+                raise HTTPException(status_code=422, detail=(
+                    f"{'' if single else f'input {i}: '}max_new_tokens {limit} exceeds task "
+                    f"{item.task!r}'s maximum of {most}"))
+            limits.append(limit)
+        metrics.requests += 1
+        metrics.rows += len(rows)
+        try:
+            results = await batcher.in_worker(classifier.generate, rows, limits)
+        except Exception as e:  # a bug, not a bad request
+            metrics.errors += 1
+            raise HTTPException(status_code=500, detail=f"{type(e).__name__}: {e}") from None
+        changed = [r for r in results if isinstance(r, PromptChanged)]
+        if changed:
+            raise HTTPException(status_code=409, detail=str(changed[0]))
+        metrics.latency((time.perf_counter() - started) * 1000)
+        out = answers(results, rows, cut)
         return out[0] if single else out
 
     @app.get("/tasks", response_model=api.TaskList)
