@@ -179,7 +179,8 @@ def report(root: Path = OUT) -> str:
                       f"{budget['max_input_length']} tokens, at most "
                       f"{budget['max_new_tokens']} new tokens, greedy)", "",
                       "| arm | " + " | ".join(spec.metric_names) + f" | {primary} vs template "
-                      "| n | training |", "|---|" + "---|" * (len(spec.metric_names) + 3)]
+                      "| empty answers | n | training |",
+                      "|---|" + "---|" * (len(spec.metric_names) + 4)]
             for arm, cell in cells.items():
                 provenances.add(provenance.line(cell))
                 diff = "-"
@@ -194,7 +195,8 @@ def report(root: Path = OUT) -> str:
                               f"{cell['train_seconds']:.0f} s")
                 lines.append(f"| {ARM_NAMES[arm]} | " + " | ".join(
                     _pct(cell["metrics"][m]) for m in spec.metric_names)
-                    + f" | {diff} | {cell['metrics'][primary]['n']} | {train_text} |")
+                    + f" | {diff} | {sum(not p for p in cell['predictions'])} | "
+                    f"{cell['metrics'][primary]['n']} | {train_text} |")
             lines.append("")
             if (task_dir / "speed.json").exists():
                 sp = json.loads((task_dir / "speed.json").read_text())
@@ -219,7 +221,9 @@ def report(root: Path = OUT) -> str:
                 "to its EOS:", "",
                 "| model | task | rows | new tokens (ours) | ours s | HF s | speedup | rows "
                 "token-identical |", "|---|---|---|---|---|---|---|---|", *speed_rows, ""]
-    out += ["Stored: " + "; ".join(sorted(provenances)) + ". Command: "
+    where = sorted({p.rsplit(", commit ", 1)[0] for p in provenances})
+    commits = sorted({p.rsplit(", commit ", 1)[-1] for p in provenances if ", commit " in p})
+    out += ["Stored: " + "; ".join(where) + f" (commits {', '.join(commits)}). Command: "
             "`python benchmarks/generation_results.py` (see its docstring for each run)."]
     return "\n".join(out)
 

@@ -84,6 +84,7 @@ def generators() -> dict:
     sys.path.insert(0, str(HERE))
     import aot_memory
     import cross_model
+    import generation_results
     import results
     import serving
     import soak
@@ -97,6 +98,7 @@ def generators() -> dict:
               "transfer": transfer_report.report,
               "suggest": suggest_report.report,
               "cross_model": cross_model.report,
+              "generation": generation_results.report,
               "step_bench_peers": step_bench.peers_block,
               "serving": lambda: serving.table(json.loads(
                   (stored / "serving_smollm2-135m-instruct.json").read_text())),
