@@ -24,6 +24,11 @@ DOCS = ROOT / "docs"
 RESULTS_MD = DOCS / "results.md"
 # The blocks that live elsewhere than docs/results.md.
 TARGETS = {"demo": README}
+# Issue 40's whole-run, evaluation and compile-count tables: docs/benchmarks.md.
+WHOLE_RUN_BLOCKS = ("whole_run_quick",)
+TRANSFER_COMPILE_BLOCKS = ("transfer_compiles_quick",)
+TARGETS.update({name: DOCS / "benchmarks.md"
+                for name in WHOLE_RUN_BLOCKS + TRANSFER_COMPILE_BLOCKS})
 
 
 def target(name: str) -> Path:
@@ -86,7 +91,9 @@ def generators() -> dict:
     import results
     import serving
     import step_bench
+    import transfer_compiles
     import transfer_report
+    import whole_run_report
 
     stored = HERE / "results"
     blocks = {"demo": results.demo_table,
@@ -98,6 +105,14 @@ def generators() -> dict:
                   (stored / "serving_smollm2-135m-instruct.json").read_text())),
               "aot": lambda: aot_memory.table(json.loads(
                   (stored / "aot_memory.json").read_text()))}
+    for name in WHOLE_RUN_BLOCKS:
+        path = stored / f"{name}.json"
+        blocks[name] = (lambda path=path: whole_run_report.block(
+            json.loads(path.read_text()), path))
+    for name in TRANSFER_COMPILE_BLOCKS:
+        path = stored / f"{name}.json"
+        blocks[name] = (lambda path=path: transfer_compiles.block(
+            json.loads(path.read_text()), path))
     for name in STEP_BENCH_BLOCKS:
         path = stored / f"{name}.json"
         blocks[name] = (lambda path=path: step_bench.readme_block(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-import torch
 
 from benchmarks import peft_side
 from benchmarks.peft_vs_prompt_jax import learning_rates
@@ -33,9 +32,9 @@ def _batches(vocab: int):
     return out
 
 
-def _peft_steps(reference, prompt0, batches, schedule, *, best=False,
-                speedups=peft_side.Speedups()):
+def _peft_steps(reference, prompt0, batches, schedule, *, best=False, speedups=None):
     """PEFT prompt tuning through the benchmarks' one PEFT setup (benchmarks/peft_side.py)."""
+    speedups = speedups or peft_side.Speedups()
     model, weight = peft_side.wrap(reference, "causal", P, prompt0, best=best,
                                    speedups=speedups)
     one = peft_side.trainer(model, reference, weight, "causal", P, best=best, lr=LR,

@@ -117,6 +117,7 @@ class LoopResult:
     train_seconds: float  # the steps' wall time (see `run`), the first step excluded
     examples_per_second: float
     step_seconds: list[float] = dataclasses.field(default_factory=list)
+    first_step_end: float | None = None  # time.perf_counter() when the first step was done
 
 
 class MetricsWriter:
@@ -212,7 +213,7 @@ def run(
     writer = MetricsWriter(output_dir, start) if primary else NoMetrics()
     history: list[dict[str, Any]] = []
     best_value, best_prompt, best_metrics, last_metrics = -math.inf, None, {}, {}
-    seen, train_seconds, step_seconds = 0, 0.0, []
+    seen, train_seconds, step_seconds, first_step_end = 0, 0.0, [], None
     bar = tqdm(total=config.steps, initial=start, desc="train", unit="step",
                disable=not primary)
     batches = prefetch(train_batches(start), config.prefetch)
@@ -222,6 +223,7 @@ def run(
             batch = next(batches)
             state, metrics = train_step(state, frozen_params, batch)
             loss = float(metrics["loss"])  # waits for the step; also the NaN guard
+            first_step_end = first_step_end or time.perf_counter()
             if not math.isfinite(loss):
                 last = checkpoints.latest_step()
                 raise FloatingPointError(
@@ -270,5 +272,5 @@ def run(
         state=state, best_prompt=best_prompt, best_metrics=best_metrics,
         last_metrics=last_metrics, history=history, train_seconds=train_seconds,
         examples_per_second=seen / train_seconds if train_seconds and seen else 0.0,
-        step_seconds=step_seconds,
+        step_seconds=step_seconds, first_step_end=first_step_end,
     )

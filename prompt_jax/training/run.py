@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -219,6 +220,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     if not claimed:  # before anything is read
         loop.claim_output_dir(out, resume=resume, overwrite=overwrite)
     loaded, task = load(config) if loaded is None else (loaded, task_for(loaded, config))
+    loaded_at = time.perf_counter()
     primary = distributed.is_primary()  # the one process of a job that writes files
     if primary:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2)
@@ -267,6 +269,12 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
         "best": result.best_metrics, "train_seconds": result.train_seconds,
         "wall_seconds": time.perf_counter() - started,
         "train_examples_per_second": result.examples_per_second,
+        # The loop's steady state (the wait for batches included, the first step not), and
+        # the time from the model loaded to the first step done (compilation included).
+        "median_step_seconds": (statistics.median(result.step_seconds[1:])
+                                if len(result.step_seconds) > 1 else None),
+        "loaded_to_first_step_seconds": (result.first_step_end - loaded_at
+                                         if result.first_step_end else None),
         "trainable_params": sum(x.size for x in jax.tree.leaves(result.state.trainable)),
     }
     final = export(result.state)
