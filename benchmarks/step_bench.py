@@ -23,6 +23,8 @@ Sides, each in its own process (its peak memory its own):
              fastest of the three run. One PEFT setup for every benchmark: peft_side.py; on a
              GPU the peer runs on it.
   model      model tuning (every weight, AdamW) in our framework, for memory only.
+  ours-unrolled   ours with the layer loop unrolled (`unroll_layers`, decoder-only shapes):
+             which of the two is faster on a backend decides its default there.
 
 Correctness first: the first step's loss must agree between the sides (same batch, prompt,
 weights) before any timing is reported; the script exits otherwise. PEFT with left padding and
@@ -67,7 +69,7 @@ from prompt_jax.provenance import write_result
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = Path(os.environ.get("PROMPT_JAX_BENCH_CACHE", "/tmp/prompt_jax_bench"))
-SIDES = ("ours", "peft", "peft-best", "peft-compiled", "peft-bf16", "model")
+SIDES = ("ours", "ours-unrolled", "peft", "peft-best", "peft-compiled", "peft-bf16", "model")
 DEFAULT_SIDES = ("ours", "peft", "peft-best", "model")
 LR, WEIGHT_DECAY = 3e-2, 0.01
 
@@ -285,7 +287,8 @@ def _timed(step, batches_: list, start: float) -> dict:
             "first_step_from_start_seconds": first_from_start}
 
 
-def run_ours(shape: str, args, start: float, tune_model: bool = False) -> dict:
+def run_ours(shape: str, args, start: float, tune_model: bool = False,
+             unroll_layers: bool = False) -> dict:
     import jax
 
     from prompt_jax import partitioning
@@ -295,6 +298,10 @@ def run_ours(shape: str, args, start: float, tune_model: bool = False) -> dict:
     pre = load_pretrained(model_source(shape, args.real), dtype=args.dtype,
                           param_dtype=args.dtype)
     model = pre.model
+    if unroll_layers:  # the same params, the layer loop unrolled in the program
+        import dataclasses
+
+        model = type(model)(dataclasses.replace(model.config, unroll_layers=True))
     mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
     params = partitioning.shard_params(pre.params, model, mesh)
     data = batches(shape, args, model.vocab_size)
@@ -667,6 +674,8 @@ def main() -> None:
             result = run_peak(args)
         elif args.only == "ours":
             result = run_ours(args.shape, args, start)
+        elif args.only == "ours-unrolled":
+            result = run_ours(args.shape, args, start, unroll_layers=True)
         elif args.only == "model":
             result = run_ours(args.shape, args, start, tune_model=True)
         else:
@@ -687,6 +696,7 @@ def main() -> None:
         RESULTS / f"step_bench{'_' + args.label if args.label else ''}.json")
     for shape in args.shapes:
         sides = [s for s in args.sides if not (s == "peft-best" and FAMILY[shape] == "t5")
+                 and not (s == "ours-unrolled" and FAMILY[shape] != "causal")
                  and not (s == "peft-bf16" and not Speedups.detect().bf16_autocast)]
         rows = {side: child(args, side, shape) for side in sides}
         result["shapes"][shape] = compare(shape, rows, args, result["peak"])

@@ -66,6 +66,7 @@ class RunConfig:
     mesh_data: int = 0  # 0 = all devices not used by the model axis
     mesh_model: int = 1
     remat: bool = False  # recompute each layer in the backward pass (big models' activations)
+    unroll_layers: bool = False  # decoder-only: no layer loop in the compiled programs
 
     def __post_init__(self):
         prompts.check_length(self.prompt_length)
@@ -92,7 +93,7 @@ def load(config: RunConfig, loaded: engine.LoadedModel | None = None
         tasks.get_task(config.task)  # fails fast, before the weights load
         loaded = engine.load_model(config.model, dtype=config.dtype,
                                    mesh_data=config.mesh_data, mesh_model=config.mesh_model,
-                                   remat=config.remat)
+                                   remat=config.remat, unroll_layers=config.unroll_layers)
     return loaded, task_for(loaded, config)
 
 
