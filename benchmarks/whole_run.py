@@ -115,7 +115,11 @@ def _config(args):
 
 
 def run_bare(args) -> dict:
-    """The cached step of `prompt-jax train` on the loop's own batches, made up front."""
+    """The cached step of `prompt-jax train` on the loop's own batches made up front, then in
+    the same process (the step compiled already) the loop itself, with and without its
+    background prefetch: the loop's cost, measured beside the step it runs."""
+    import dataclasses
+
     from prompt_jax.training import run, train
 
     config = _config(args)
@@ -132,8 +136,14 @@ def run_bare(args) -> dict:
         state, metrics = step(state, loaded.params, batch)
         float(metrics["loss"])
         times.append(time.perf_counter() - t0)
-    return {"median_step_seconds": statistics.median(times[1:]),
-            "first_step_seconds": times[0]}
+    out = {"median_step_seconds": statistics.median(times[1:]), "first_step_seconds": times[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for prefetch in (2, 0):
+            loop_config = dataclasses.replace(config, output_dir=f"{tmp}/{prefetch}",
+                                              prefetch=prefetch, eval_limit=32)
+            summary = run.train_prompt(loop_config, loaded=loaded)
+            out[f"loop_prefetch{prefetch}_median_step_seconds"] = summary["median_step_seconds"]
+    return out
 
 
 def run_eval_ours(args) -> dict:
@@ -288,10 +298,12 @@ def measure(args) -> dict:
                          "prompt_length": PROMPT_LENGTH}, "sides": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for side in sides:
+            load = round(os.getloadavg()[0], 2)
             if side in ("ours-cold", "ours-warm"):  # the warm run reads the cold one's cache
                 result["sides"][side] = run_cli(args, f"{tmp}/jax-cache", f"{tmp}/{side}")
             else:
                 result["sides"][side] = child(side)
+            result["sides"][side]["load_average_before"] = load
             print(f"{side}: {json.dumps(result['sides'][side])}", file=sys.stderr, flush=True)
     return result
 
@@ -304,7 +316,9 @@ def main() -> None:
                         help="a small random Llama, 40 steps, 64 validation rows")
     parser.add_argument("--steps", type=int, default=320)
     parser.add_argument("--eval-limit", type=int, default=0, help="0 = all 872 rows")
-    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    parser.add_argument("--sides", nargs="+", choices=SIDES,
+                        help="default: all of them (--quick: all but peft-compiled, whose "
+                        "compiles alone take minutes)")
     parser.add_argument("--label", default="", help="results file suffix")
     parser.add_argument("--docs", action="store_true", help="write the block into the docs")
     parser.add_argument("--from-json", metavar="PATH", help="the tables of a stored result")
@@ -313,6 +327,8 @@ def main() -> None:
     if args.quick:
         args.steps, args.eval_limit = min(args.steps, 40), args.eval_limit or 64
         args.label = args.label or "quick"
+    if args.sides is None:
+        args.sides = [s for s in SIDES if not (args.quick and s == "peft-compiled")]
     if args.only:
         print("RESULT " + json.dumps(run_child(args, args.only)))
         return

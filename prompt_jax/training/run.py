@@ -62,6 +62,7 @@ class RunConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
+    prefetch: int = 2  # batches made ahead on a background thread (0 = in the loop)
     # device mesh
     mesh_data: int = 0  # 0 = all devices not used by the model axis
     mesh_model: int = 1
@@ -259,7 +260,8 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
         state, frozen, step, train_batches(task, config, loaded.mesh),
         loop.LoopConfig(steps=config.steps, eval_every=config.eval_every,
                         checkpoint_every=config.checkpoint_every,
-                        keep_checkpoints=config.keep_checkpoints, log_every=config.log_every),
+                        keep_checkpoints=config.keep_checkpoints, log_every=config.log_every,
+                        prefetch=config.prefetch),
         out, evaluate=evaluate, resume=resume, examples_per_batch=config.batch_size,
         export=export, on_best=save_best, claimed=True,
     )
