@@ -2,7 +2,8 @@
 `<!-- name:end -->` markers, so that every number there comes from a stored result file.
 
 Every generated block lives in `docs/results.md` (the default target), except the README's one
-headline table, the demo's (`demo`, written into README.md). `tests/test_docs.py` regenerates
+headline table, the demo's (`demo`, written into README.md), and the whole-run and compile
+tables (docs/benchmarks.md). `tests/test_docs.py` regenerates
 each block from the stored files (`generators`) and compares it with the docs text byte for byte.
 
     python benchmarks/readme_block.py          # rewrite every block from the stored files
@@ -24,9 +25,11 @@ DOCS = ROOT / "docs"
 RESULTS_MD = DOCS / "results.md"
 # The blocks that live elsewhere than docs/results.md.
 TARGETS = {"demo": README}
-# Issue 40's whole-run, evaluation and compile-count tables: docs/benchmarks.md.
-WHOLE_RUN_BLOCKS = ("whole_run_quick",)
-TRANSFER_COMPILE_BLOCKS = ("transfer_compiles_quick",)
+# Issue 40's whole-run, evaluation and compile-count tables, one block per stored result file
+# (whole_run_<label>.json, transfer_compiles_<label>.json): docs/benchmarks.md.
+WHOLE_RUN_BLOCKS = tuple(sorted(p.stem for p in (HERE / "results").glob("whole_run_*.json")))
+TRANSFER_COMPILE_BLOCKS = tuple(sorted(
+    p.stem for p in (HERE / "results").glob("transfer_compiles_*.json")))
 TARGETS.update({name: DOCS / "benchmarks.md"
                 for name in WHOLE_RUN_BLOCKS + TRANSFER_COMPILE_BLOCKS})
 
@@ -65,6 +68,15 @@ def read_block(name: str, doc: Path | None = None) -> str:
     """What stands between block `name`'s markers (exits naming them when they are missing)."""
     text, start, end = _span(name, doc or target(name))
     return text[start + 1:end - 1]
+
+
+def ensure_block(name: str, heading: str, doc: Path) -> None:
+    """Appends an empty block `name` under `heading` to `doc` when it has none yet (a result
+    stored under a new label)."""
+    start, end = markers(name)
+    text = doc.read_text()
+    if start not in text:
+        doc.write_text(text.rstrip("\n") + f"\n\n{heading}\n\n{start}\n{end}\n")
 
 
 def write_block(name: str, block: str, doc: Path | None = None) -> None:

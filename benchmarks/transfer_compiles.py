@@ -161,8 +161,10 @@ def main() -> None:
         write_result(path, result, indent=1)
     print(table(result))
     if args.docs:
-        from readme_block import write_block
+        from readme_block import DOCS, ensure_block, write_block
 
+        ensure_block(path.stem, f"### Compiles on a transfer workload: `{path.name}`",
+                     DOCS / "benchmarks.md")
         write_block(path.stem, block(result, path))
 
 

@@ -345,8 +345,9 @@ def main() -> None:
         write_result(path, result, indent=1)
     print(whole_run_report.table(result))
     if args.docs:
-        from readme_block import write_block
+        from readme_block import DOCS, ensure_block, write_block
 
+        ensure_block(path.stem, f"### Whole runs: `{path.name}`", DOCS / "benchmarks.md")
         write_block(path.stem, whole_run_report.block(result, path))
 
 
