@@ -126,6 +126,7 @@ def run_bare(args) -> dict:
     loaded, task = run.load(config)
     batches = run.train_batches(task, config, loaded.mesh)(0)
     data = [next(batches) for _ in range(args.steps)]
+    batches.close()  # the pipeline stopped: nothing runs beside the timed steps
     step = loaded.train_step(task, config.optimizer)
     opt = train.make_optimizer(config.optimizer)
     state = train.place_state(train.init_state(run.initial_trainable(loaded, task, config), opt),
