@@ -57,7 +57,6 @@ SLOW = {
     "test_compiles.py": (  # tokenizes three whole train splits (67k + 25k + 8.5k rows)
         "test_a_transfer_workload_compiles_once_per_shape_not_once_per_run",
     ),
-    "test_unroll_layers.py": ("test_unrolled_layers_compute_what_the_scan_computes",),
     "test_engine.py": (
         "test_a_batch_mixing_three_real_tasks_scores_each_row_as_alone",
         "test_a_trainable_that_is_not_the_prompt_trains_checkpoints_and_resumes",
