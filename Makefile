@@ -1,6 +1,6 @@
 # Entry points for a fresh machine: `make demo` (the main job), `make test` (the fast tests),
-# `make test-all` (every test, as CI runs them) and `make bench` (the quick step benchmark
-# against PEFT and the machine's matmul peak). Each creates the virtualenv and installs what it
+# `make test-all` (every test, as CI runs them) and `make bench` (the quick step and whole-run
+# benchmarks against PEFT and the machine's matmul peak). Each creates the virtualenv and installs what it
 # needs by itself.
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,11 +30,14 @@ test-all: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --durations=25
 
-# Synthetic shapes (random weights, random tokens: no downloads, no data files), each side in
-# its own process, under 10 minutes on a 2-core CPU; prints the summary table and writes
-# benchmarks/results/step_bench_quick.json.
+# The step medians on synthetic shapes (random weights, random tokens: no downloads, no data
+# files), then whole runs of a small random Llama on SST-2 (`prompt-jax train` cold and warm
+# compilation cache, PEFT at its best and as written, the bare step, evaluation), each side in
+# its own process, each under 10 minutes on a quiet 2-core CPU; prints the tables and writes
+# benchmarks/results/step_bench_quick.json and whole_run_quick.json.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_bench.py --quick
+	$(BIN)/python benchmarks/whole_run.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,16 +9,22 @@ from prompt_jax.provenance import cpu_name
 
 
 def describe() -> dict:
-    """Date (UTC), CPU, usable cores and the JAX backend and devices of this run."""
+    """Date (UTC), CPU, usable cores, the JAX backend and devices of this run, and the
+    machine's load when it started (1-minute load average: above a few tenths per core, other
+    work shared the cores and the timings read slower than the machine is)."""
     import jax
 
     return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
             "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
             "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [d.device_kind for d in jax.devices()]}
+            "devices": [d.device_kind for d in jax.devices()],
+            "load_average": round(os.getloadavg()[0], 2)}
 
 
 def line(info: dict) -> str:
     """One line for the docs: date, machine and backend."""
+    load = info.get("load_average")
+    shared = (f"; load average {load:.1f} at the start: other work shared the cores"
+              if load is not None and load > 0.5 * info["cores"] else "")
     return (f"{info['date']}, {info['cpu']} ({info['cores']} cores), JAX {info['jax']} on "
-            f"{info['backend']}")
+            f"{info['backend']}{shared}")

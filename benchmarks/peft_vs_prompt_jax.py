@@ -29,9 +29,9 @@ PEFT, paired by batch, with standard errors) are computed from the stored losses
 prompt_jax is faster because it computes the prompt's keys and values once per batch instead of
 once per row, packs the batch's examples into one row instead of computing their padding
 (`prompt_jax/training/packing.py`), and computes the head at the one position the loss
-reads; PEFT here is run as users write it (`labels=`, our 16-token buckets);
-`benchmarks/step_bench.py` also runs it at its best (exact padding, the head at the last
-positions only).
+reads; PEFT here is run as users write it (`labels=`, exact padding; the one PEFT setup of
+every benchmark, `peft_side.py`); `benchmarks/step_bench.py` and `whole_run.py` also run it at
+its best (the head at the last positions only, torch.compile, bf16 autocast).
 
 `--perturb` draws more end points of one recipe: each EPS runs both sides again with the initial
 prompt scaled by 1 + EPS, a nudge the size of float32 rounding, which float32 training grows
@@ -60,6 +60,7 @@ from pathlib import Path
 
 from prompt_jax.provenance import write_result
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peft_side, run as a script or not
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEDULES = ("constant", "cosine")  # the rates both sides can take (train.make_schedule's)
 INIT_TEXT = "Classify if the sentiment of each movie review is positive or negative."
@@ -138,28 +139,13 @@ def run_ours(args) -> dict:
             "step_seconds": times, "losses": losses}
 
 
-def peft_loss(model, batch: dict):
-    """PEFT's causal-LM loss on one of our (unpacked) batches: each row's verbalizer token
-    appended after its last real token, the loss on it alone."""
-    import torch
-
-    inputs = torch.tensor(batch["inputs"]).long()
-    mask = torch.tensor(batch["input_mask"]).long()
-    target = torch.tensor(batch["targets"][:, 0]).long()
-    lengths, rows = mask.sum(1), torch.arange(len(inputs))
-    seq = torch.cat([inputs, torch.zeros_like(inputs[:, :1])], 1)
-    seq_mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-    seq[rows, lengths], seq_mask[rows, lengths] = target, 1
-    labels = torch.full_like(seq, -100)
-    labels[rows, lengths] = target
-    return model(input_ids=seq, attention_mask=seq_mask, labels=labels).loss
-
-
 def run_peft(args) -> dict:
+    """PEFT as users write it (`peft_side`: `labels=`, exact padding, the logits of every
+    position), on the GPU when there is one."""
     import numpy as np
+    import peft_side
     import torch
     import transformers
-    from peft import PromptTuningConfig, TaskType, get_peft_model
 
     from prompt_jax.models import fetch, load_tokenizer
 
@@ -169,38 +155,26 @@ def run_peft(args) -> dict:
     base = transformers.AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     batches, evals, cands, init_ids = _data(args, tok)
-    model = get_peft_model(base, PromptTuningConfig(
-        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.prompt_length))
     ids = np.resize(np.asarray(init_ids), args.prompt_length)  # the same text init as ours
     with torch.no_grad():  # PEFT's own text init: the embedding module (Gemma's scales)
         prompt = base.get_input_embeddings()(torch.tensor(ids)) * (1 + args.scale)
-        model.prompt_encoder["default"].embedding.weight.copy_(prompt)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=args.lr, weight_decay=args.weight_decay)
-    model.train()
+    speedups = peft_side.Speedups(device=peft_side.Speedups.detect().device)
+    model, weight = peft_side.wrap(base, "causal", args.prompt_length, prompt, best=False,
+                                   speedups=speedups)
+    one = peft_side.trainer(model, base, weight, "causal", args.prompt_length, best=False,
+                            lr=args.lr, weight_decay=args.weight_decay, speedups=speedups)
     times, losses = [], []
     for lr in learning_rates(args.schedule, args.lr, args.steps):
         b = next(batches)
         t0 = time.perf_counter()
-        optimizer.param_groups[0]["lr"] = lr
-        loss = peft_loss(model, b)
-        loss.backward()
-        losses.append(float(loss))
-        optimizer.step()
-        optimizer.zero_grad()
+        losses.append(float(one(b, lr)))
         times.append(time.perf_counter() - t0)
-    model.eval()
-    cand = torch.tensor(cands[0][:, 0])
     correct = total = 0
-    with torch.no_grad():
-        for b in evals:
-            mask = torch.tensor(b["input_mask"])
-            logits = model(input_ids=torch.tensor(b["inputs"]), attention_mask=mask).logits
-            last = logits[torch.arange(len(mask)), args.prompt_length + mask.sum(1) - 1]
-            pred = last[:, cand].argmax(-1).numpy()
-            real = b["weight"] > 0
-            correct += int((pred == b["label"])[real].sum())
-            total += int(real.sum())
+    for pred, b in peft_side.rank_predictions(model, evals, cands[0][:, 0], args.prompt_length,
+                                              best=False):
+        real = b["weight"] > 0
+        correct += int((pred == b["label"])[real].sum())
+        total += int(real.sum())
     return {"accuracy": correct / total, "examples": total, "step_seconds": times,
             "losses": losses}
 

@@ -2,9 +2,10 @@
 `<!-- name:end -->` markers, so that every number there comes from a stored result file.
 
 Every generated block lives in `docs/results.md` (the default target), except the README's one
-headline table, the demo's (`demo`, written into README.md), `suggest` (docs/transfer.md) and
-the serving soak run's (`soak`, in docs/serving.md). `tests/test_docs.py` regenerates each block
-from the stored files (`generators`) and compares it with the docs text byte for byte.
+headline table, the demo's (`demo`, written into README.md), `suggest` (docs/transfer.md), the
+serving soak run's (`soak`, in docs/serving.md) and the whole-run and compile tables
+(docs/benchmarks.md). `tests/test_docs.py` regenerates each block from the stored files
+(`generators`) and compares it with the docs text byte for byte.
 
     python benchmarks/readme_block.py          # rewrite every block from the stored files
     python benchmarks/readme_block.py --check  # only say which blocks differ (exit 1 if any)
@@ -25,6 +26,13 @@ DOCS = ROOT / "docs"
 RESULTS_MD = DOCS / "results.md"
 # The blocks that live elsewhere than docs/results.md.
 TARGETS = {"demo": README, "suggest": DOCS / "transfer.md", "soak": DOCS / "serving.md"}
+# Issue 40's whole-run, evaluation and compile-count tables, one block per stored result file
+# (whole_run_<label>.json, transfer_compiles_<label>.json): docs/benchmarks.md.
+WHOLE_RUN_BLOCKS = tuple(sorted(p.stem for p in (HERE / "results").glob("whole_run_*.json")))
+TRANSFER_COMPILE_BLOCKS = tuple(sorted(
+    p.stem for p in (HERE / "results").glob("transfer_compiles_*.json")))
+TARGETS.update({name: DOCS / "benchmarks.md"
+                for name in WHOLE_RUN_BLOCKS + TRANSFER_COMPILE_BLOCKS})
 
 
 def target(name: str) -> Path:
@@ -63,6 +71,15 @@ def read_block(name: str, doc: Path | None = None) -> str:
     return text[start + 1:end - 1]
 
 
+def ensure_block(name: str, heading: str, doc: Path) -> None:
+    """Appends an empty block `name` under `heading` to `doc` when it has none yet (a result
+    stored under a new label)."""
+    start, end = markers(name)
+    text = doc.read_text()
+    if start not in text:
+        doc.write_text(text.rstrip("\n") + f"\n\n{heading}\n\n{start}\n{end}\n")
+
+
 def write_block(name: str, block: str, doc: Path | None = None) -> None:
     """Replaces what stands between block `name`'s markers in `doc` (default: the block's own
     file, see `target`) with `block` (exits naming the markers when the file lacks them)."""
@@ -90,7 +107,9 @@ def generators() -> dict:
     import soak
     import step_bench
     import suggest_report
+    import transfer_compiles
     import transfer_report
+    import whole_run_report
 
     stored = HERE / "results"
     blocks = {"demo": results.demo_table,
@@ -106,6 +125,14 @@ def generators() -> dict:
                   (stored / "aot_memory.json").read_text())),
               "soak": lambda: soak.table(json.loads(
                   (stored / "soak_smollm2-135m-instruct.json").read_text()))}
+    for name in WHOLE_RUN_BLOCKS:
+        path = stored / f"{name}.json"
+        blocks[name] = (lambda path=path: whole_run_report.block(
+            json.loads(path.read_text()), path))
+    for name in TRANSFER_COMPILE_BLOCKS:
+        path = stored / f"{name}.json"
+        blocks[name] = (lambda path=path: transfer_compiles.block(
+            json.loads(path.read_text()), path))
     for name in STEP_BENCH_BLOCKS:
         path = stored / f"{name}.json"
         blocks[name] = (lambda path=path: step_bench.readme_block(

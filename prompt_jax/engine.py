@@ -421,7 +421,8 @@ class LoadedModel:
 
 
 def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
-               mesh_model: int = 1, remat: bool = False) -> LoadedModel:
+               mesh_model: int = 1, remat: bool = False,
+               unroll_layers: bool = False) -> LoadedModel:
     """Reads a checkpoint once, each param straight into its shards over a ('data', 'model')
     mesh (each device reads only its slice; see `models.assemble`).
 
@@ -433,6 +434,11 @@ def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
       mesh_model: devices on the model axis.
       remat: recompute each layer's activations in the backward pass instead of keeping
         them (less memory, more FLOPs: for models whose activations would not fit).
+      unroll_layers: decoder-only backbones (Llama, Gemma 3): the layer loop unrolled in
+        the compiled programs (the params stay as they are; a longer compile).
+
+    Raises:
+      ValueError: unroll_layers for a backbone without the option.
     """
     source = model_source(name)
     mesh = partitioning.make_mesh(mesh_data or None, mesh_model)
@@ -440,6 +446,11 @@ def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
     model = pre.model
     if remat:  # the same params: only the backward pass changes
         model = type(model)(dataclasses.replace(model.config, remat=True))
+    if unroll_layers:  # the same params: only the compiled program changes
+        if not hasattr(model.config, "unroll_layers"):
+            raise ValueError(f"unroll_layers is an option of the decoder-only backbones "
+                             f"(llama, gemma3), not of {model.family}")
+        model = type(model)(dataclasses.replace(model.config, unroll_layers=True))
     return LoadedModel(name=name, model=model, params=pre.params,
                        tokenizer=load_tokenizer(source), mesh=mesh, dtype=dtype)
 

@@ -54,6 +54,9 @@ SLOW = {
         "test_a_big_model_is_split_eight_ways_and_nothing_large_is_replicated",
         "test_a_param_the_mesh_cannot_split_is_reported_replicated",
     ),
+    "test_compiles.py": (  # tokenizes three whole train splits (67k + 25k + 8.5k rows)
+        "test_a_transfer_workload_compiles_once_per_shape_not_once_per_run",
+    ),
     "test_engine.py": (
         "test_a_batch_mixing_three_real_tasks_scores_each_row_as_alone",
         "test_a_trainable_that_is_not_the_prompt_trains_checkpoints_and_resumes",

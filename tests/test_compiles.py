@@ -151,3 +151,18 @@ def test_every_scorer_goes_through_the_one_entry_point(loaded, tmp_path, monkeyp
     assert len(calls) == 4  # the serving classifier (and `infer --bank`)
     alone = loaded.scores(task, prompt, ["a witty film"])[0]
     np.testing.assert_allclose(list(prediction.scores.values()), alone, atol=1e-5)
+
+
+def test_a_transfer_workload_compiles_once_per_shape_not_once_per_run(loaded, tmp_path):
+    """benchmarks/transfer_compiles.py's workload, small: a matrix of 3 same-shape tasks x 2
+    prompts, then 4 short runs back to back (the fourth repeats the first task): after the
+    first run, every compile is a new batch shape of a cached step."""
+    from benchmarks import transfer_compiles
+
+    found = transfer_compiles.workload(loaded, prompts=2, runs=4, steps=2, limit=16,
+                                       out=tmp_path)
+    result = {"workload": found}
+    assert found["matrix"]["cells"] == 6
+    assert found["runs"][0]["compiles"] > 0  # the premise: the counter counts
+    assert transfer_compiles.per_run_compiles(result) == 0, found["runs"]
+    assert found["runs"][-1]["compiles"] == found["runs"][-1]["new_shapes"]

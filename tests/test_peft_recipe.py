@@ -7,10 +7,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-import torch
-from peft import PromptTuningConfig, TaskType, get_peft_model
 
-from benchmarks.peft_vs_prompt_jax import learning_rates, peft_loss
+from benchmarks import peft_side
+from benchmarks.peft_vs_prompt_jax import learning_rates
 from prompt_jax import partitioning
 from prompt_jax.models import load_pretrained
 from prompt_jax.training import packing, train
@@ -33,22 +32,15 @@ def _batches(vocab: int):
     return out
 
 
-def _peft_steps(reference, prompt0, batches, schedule):
-    """PEFT prompt tuning with the benchmark's own loss (benchmarks/peft_vs_prompt_jax.py)."""
-    model = get_peft_model(reference, PromptTuningConfig(task_type=TaskType.CAUSAL_LM,
-                                                         num_virtual_tokens=P))
-    weight = model.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():
-        weight.copy_(torch.from_numpy(prompt0))
-    optimizer = torch.optim.AdamW([weight], lr=LR, weight_decay=0.01)
-    losses = []
-    for b, lr in zip(batches, learning_rates(schedule, LR, STEPS), strict=True):
-        optimizer.param_groups[0]["lr"] = lr
-        loss = peft_loss(model, b)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+def _peft_steps(reference, prompt0, batches, schedule, *, best=False, speedups=None):
+    """PEFT prompt tuning through the benchmarks' one PEFT setup (benchmarks/peft_side.py)."""
+    speedups = speedups or peft_side.Speedups()
+    model, weight = peft_side.wrap(reference, "causal", P, prompt0, best=best,
+                                   speedups=speedups)
+    one = peft_side.trainer(model, reference, weight, "causal", P, best=best, lr=LR,
+                            weight_decay=0.01, speedups=speedups)
+    losses = [one(b, lr).item()
+              for b, lr in zip(batches, learning_rates(schedule, LR, STEPS), strict=True)]
     return np.array(losses), weight.detach().numpy().copy()
 
 
@@ -85,3 +77,40 @@ def test_benchmark_rates_are_the_library_schedule(steps):
                                     total_steps=steps)
         expected = [float(train.make_schedule(cfg)(t)) for t in range(steps)]
         np.testing.assert_allclose(learning_rates(schedule, LR, steps), expected, atol=1e-8)
+
+
+def test_every_peer_variant_takes_the_same_steps(tmp_path):
+    """PEFT at its best (the head at the last positions only) takes the steps PEFT as users
+    write it takes, and under bf16 autocast nearly those; the evaluation at its best
+    (inference_mode, the head at one position) predicts what the users' one does."""
+    directory = save_tiny("llama", tmp_path / "llama")
+    model = load_pretrained(directory).model
+    batches = _batches(model.vocab_size)
+    prompt0 = np.random.default_rng(1).normal(0, 0.3, (P, model.d_model)).astype(np.float32)
+    written, _ = _peft_steps(load_reference("llama", directory), prompt0, batches, "constant")
+    best, best_prompt = _peft_steps(load_reference("llama", directory), prompt0, batches,
+                                    "constant", best=True)
+    np.testing.assert_allclose(best, written, rtol=1e-5)
+    bf16, _ = _peft_steps(load_reference("llama", directory), prompt0, batches, "constant",
+                          best=True, speedups=peft_side.Speedups(bf16_autocast=True))
+    np.testing.assert_allclose(bf16[0], written[0], rtol=2e-2)
+    assert np.abs(bf16 - written).max() > 0  # autocast really ran in bfloat16
+
+    reference = load_reference("llama", directory)
+    model, _ = peft_side.wrap(reference, "causal", P, best_prompt, best=True)
+    candidates = np.array([5, 9, 11])
+    preds = {best: np.concatenate([p for p, _ in peft_side.rank_predictions(
+        model, batches, candidates, P, best=best)]) for best in (False, True)}
+    np.testing.assert_array_equal(preds[True], preds[False])
+    assert len(set(preds[True])) > 1  # not a constant prediction
+    with pytest.raises(ValueError, match="single-token"):
+        next(peft_side.rank_predictions(model, batches, candidates[None], P, best=True))
+
+
+def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert not peft_side.cpu_has_bf16(info)
+    info.write_text("flags\t\t: fpu avx2 avx512f amx_bf16\n")
+    assert peft_side.cpu_has_bf16(info)
+    assert not peft_side.cpu_has_bf16(tmp_path / "missing")

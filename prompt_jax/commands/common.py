@@ -21,7 +21,8 @@ def import_tensorflow_quietly() -> None:
     """Imports TensorFlow with its import-time log lines (oneDNN, CUDA probing) hidden.
 
     Whatever else it writes to stderr while importing is passed on, and errors raise as usual.
-    TensorFlow only runs data pipelines here, so it is kept off the GPU (which stays JAX's).
+    TensorFlow only runs data pipelines here, so it is kept off the GPU (which stays JAX's)
+    and its own thread pools small (`readers.data_threads`), off the cores XLA computes on.
     """
     if "tensorflow" in sys.modules:
         return
@@ -42,8 +43,12 @@ def import_tensorflow_quietly() -> None:
             for line in lines:
                 if line.strip() and not any(noise in line for noise in TF_IMPORT_NOISE):
                     print(line, file=sys.stderr)
+    from prompt_jax.tasks.readers import data_threads
+
     try:
         tf.config.set_visible_devices([], "GPU")
+        tf.config.threading.set_intra_op_parallelism_threads(data_threads())
+        tf.config.threading.set_inter_op_parallelism_threads(data_threads())
     except RuntimeError:  # devices already initialized by an earlier import
         pass
 

@@ -74,6 +74,9 @@ class Gemma3Config:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
+    # The layer loop unrolled in the compiled program (the params stay stacked): XLA sees
+    # every layer, as without scanned layers, at the cost of a longer compile.
+    unroll_layers: bool = False
 
     def __post_init__(self):
         if not self.layer_types:
@@ -237,7 +240,8 @@ class Gemma3Module(nn.Module):
         outside_window = jnp.where(distance >= cfg.sliding_window, layers.MASK_VALUE,
                                    0.0)[:, None].astype(causal.dtype)  # [B, 1, T, P + T]
         blocks = layers.scan_layers(Gemma3Block, cfg.num_hidden_layers, cfg.remat,
-                                    (nn.broadcast, nn.broadcast, 0, 0))
+                                    (nn.broadcast, nn.broadcast, 0, 0),
+                                    unroll=cfg.unroll_layers)
         x, kv = blocks(cfg, deterministic, name="layers")(
             embeds, (causal, outside_window), positions, prefix_kv, self._layer_stacks())
         return self.final_norm(x), kv

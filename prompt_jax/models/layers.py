@@ -285,12 +285,14 @@ def unrolled_scans() -> Iterator[None]:
 
 
 def scan_layers(block: type[nn.Module], num_layers: int, remat: bool,
-                in_axes: tuple = (nn.broadcast,)):
+                in_axes: tuple = (nn.broadcast,), unroll: bool = False):
     """Stacks `block` `num_layers` times with `nn.scan` (params gain a leading 'layers' axis).
 
     The block is called as `block(x, *args) -> (x, y)`; each arg is broadcast to every layer
     or sliced along its leading axis, per `in_axes`, and the y's are stacked. FFN activations
-    sown into the 'intermediates' collection are stacked along the layer axis too.
+    sown into the 'intermediates' collection are stacked along the layer axis too. `unroll`
+    (or `unrolled_scans`) traces every layer into the program instead of an XLA loop: the
+    same params and results, another program.
     """
     if remat:
         block = nn.remat(block, prevent_cse=False)
@@ -300,6 +302,6 @@ def scan_layers(block: type[nn.Module], num_layers: int, remat: bool,
         split_rngs={"params": True, "dropout": True},
         in_axes=in_axes,
         length=num_layers,
-        unroll=num_layers if _UNROLL_SCANS else 1,
+        unroll=num_layers if (unroll or _UNROLL_SCANS) else 1,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )

@@ -56,6 +56,9 @@ class LlamaConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
+    # The layer loop unrolled in the compiled program (the params stay stacked): XLA sees
+    # every layer, as without scanned layers, at the cost of a longer compile.
+    unroll_layers: bool = False
 
     @property
     def kv_dim(self) -> int:
@@ -157,7 +160,7 @@ class LlamaModule(nn.Module):
         cfg = self.config
         bias = decoder_attention_bias(mask, segment_ids, prefix_kv, prefix_mask)
         blocks = layers.scan_layers(LlamaBlock, cfg.num_hidden_layers, cfg.remat,
-                                    (nn.broadcast, nn.broadcast, 0))
+                                    (nn.broadcast, nn.broadcast, 0), unroll=cfg.unroll_layers)
         x, kv = blocks(cfg, deterministic, name="layers")(embeds, bias, positions, prefix_kv)
         return self.final_norm(x), kv
 

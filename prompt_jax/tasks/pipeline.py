@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from prompt_jax.tasks import encoding
 from prompt_jax.tasks.metrics import compute, label_from_text
-from prompt_jax.tasks.readers import data_root
+from prompt_jax.tasks.readers import data_root, data_threads
 from prompt_jax.tasks.registry import LIMIT_SEED, TaskSpec, get_task, read_split, sample_rows
 from prompt_jax.tasks.sources import (
     ensure_tfds_available,
@@ -36,6 +36,14 @@ from prompt_jax.tasks.vocabulary import pad_id, vocabulary
 BUCKET = 16
 
 log = logging.getLogger(__name__)
+
+
+def limit_threads(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`ds` on its own pool of `data_threads()` threads, each op single-threaded."""
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = data_threads()
+    options.threading.max_intra_op_parallelism = 1
+    return ds.with_options(options)
 
 
 def _keep_rows(ds: tf.data.Dataset, *, keep: np.ndarray) -> tf.data.Dataset:
@@ -193,7 +201,8 @@ def to_batches(ds: tf.data.Dataset, batch_size: int, pad: int, *, max_length: in
     padding = {k: 0 for k in ("input_length", "target_length", *NUMERIC)}
     padding.update(inputs=pad, targets=pad)
     padding = {k: tf.constant(v, tf.int32) for k, v in padding.items()}
-    for b in ds.padded_batch(batch_size, padding_values=padding).as_numpy_iterator():
+    ds = limit_threads(ds.padded_batch(batch_size, padding_values=padding))
+    for b in ds.as_numpy_iterator():
         yield _fix_shape(b, batch_size, pad, max_length, target_length, max_target_length,
                          bucket)
 

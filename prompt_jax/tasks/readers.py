@@ -76,6 +76,14 @@ class Example:
         return self.references[0] if self.references else ""
 
 
+def data_threads() -> int:
+    """Threads TensorFlow may use for the data pipelines: one per 8 cores (at least one), so
+    that they do not take the cores XLA's steps run on (the training loop runs the pipeline
+    ahead of the step on a background thread, and it needs little once a split is
+    tokenized)."""
+    return max(1, len(os.sched_getaffinity(0)) // 8)
+
+
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
     """The folder of local datasets.
 

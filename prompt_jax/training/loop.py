@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from prompt_jax import distributed
 from prompt_jax.training.checkpoints import TrainCheckpoints
+from prompt_jax.training.prefetch import prefetch
 from prompt_jax.training.train import TrainState
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,15 @@ class LoopConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     best_metric: str = "accuracy"
+    prefetch: int = 2  # batches made ahead on a background thread (0 = in the loop)
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
+        if self.prefetch < 0:
+            raise ValueError(f"prefetch must be 0 (off) or more, got {self.prefetch}")
 
 
 class RunExistsError(ValueError):
@@ -110,8 +114,10 @@ class LoopResult:
     best_metrics: dict[str, float]
     last_metrics: dict[str, float]
     history: list[dict[str, Any]]
-    train_seconds: float
+    train_seconds: float  # the steps' wall time (see `run`), the first step excluded
     examples_per_second: float
+    step_seconds: list[float] = dataclasses.field(default_factory=list)
+    first_step_end: float | None = None  # time.perf_counter() when the first step was done
 
 
 class MetricsWriter:
@@ -184,6 +190,11 @@ def run(
       claimed: the caller has already claimed `output_dir` for this run
         (`claim_output_dir`, as `run.train_trainable` does): it is not claimed again.
 
+    The batches are made `config.prefetch` ahead on a background thread (the same sequence),
+    which stops when the loop ends, normally or not. A step's wall time (`step_seconds`,
+    `train_seconds`) runs from asking for its batch to its metrics written, evaluation and
+    checkpoint saves left out: the loop's steady state, waits for batches included.
+
     Raises:
       RunExistsError: `output_dir` holds a run and neither `resume` nor `overwrite` is set.
       FloatingPointError: the loss became NaN or infinite; the last good checkpoint is kept.
@@ -202,19 +213,17 @@ def run(
     writer = MetricsWriter(output_dir, start) if primary else NoMetrics()
     history: list[dict[str, Any]] = []
     best_value, best_prompt, best_metrics, last_metrics = -math.inf, None, {}, {}
-    seen, train_seconds = 0, 0.0
+    seen, train_seconds, step_seconds, first_step_end = 0, 0.0, [], None
     bar = tqdm(total=config.steps, initial=start, desc="train", unit="step",
                disable=not primary)
-    batches = train_batches(start)
+    batches = prefetch(train_batches(start), config.prefetch)
     try:
         for step in range(start + 1, config.steps + 1):
-            batch = next(batches)
             t0 = time.perf_counter()
+            batch = next(batches)
             state, metrics = train_step(state, frozen_params, batch)
             loss = float(metrics["loss"])  # waits for the step; also the NaN guard
-            if step > start + 1:  # the first step of a process includes compilation
-                train_seconds += time.perf_counter() - t0
-                seen += examples_per_batch or 0
+            first_step_end = first_step_end or time.perf_counter()
             if not math.isfinite(loss):
                 last = checkpoints.latest_step()
                 raise FloatingPointError(
@@ -229,6 +238,10 @@ def run(
                 scalars = {k: float(v) for k, v in metrics.items()}
                 writer.write(step, "train", scalars)
                 history.append({"step": step, "split": "train", **scalars})
+            step_seconds.append(time.perf_counter() - t0)
+            if step > start + 1:  # the first step of a process includes compilation
+                train_seconds += step_seconds[-1]
+                seen += examples_per_batch or 0
             is_last = step == config.steps
             if evaluate is not None and (is_last or (config.eval_every
                                                      and step % config.eval_every == 0)):
@@ -247,6 +260,8 @@ def run(
             bar.set_postfix(postfix)
             bar.update(1)
     finally:
+        if hasattr(batches, "close"):
+            batches.close()
         bar.close()
         writer.close()
         checkpoints.close()
@@ -257,4 +272,5 @@ def run(
         state=state, best_prompt=best_prompt, best_metrics=best_metrics,
         last_metrics=last_metrics, history=history, train_seconds=train_seconds,
         examples_per_second=seen / train_seconds if train_seconds and seen else 0.0,
+        step_seconds=step_seconds, first_step_end=first_step_end,
     )

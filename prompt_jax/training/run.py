@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -62,10 +63,12 @@ class RunConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
+    prefetch: int = 2  # batches made ahead on a background thread (0 = in the loop)
     # device mesh
     mesh_data: int = 0  # 0 = all devices not used by the model axis
     mesh_model: int = 1
     remat: bool = False  # recompute each layer in the backward pass (big models' activations)
+    unroll_layers: bool = False  # decoder-only: no layer loop in the compiled programs
 
     def __post_init__(self):
         prompts.check_length(self.prompt_length)
@@ -92,7 +95,7 @@ def load(config: RunConfig, loaded: engine.LoadedModel | None = None
         tasks.get_task(config.task)  # fails fast, before the weights load
         loaded = engine.load_model(config.model, dtype=config.dtype,
                                    mesh_data=config.mesh_data, mesh_model=config.mesh_model,
-                                   remat=config.remat)
+                                   remat=config.remat, unroll_layers=config.unroll_layers)
     return loaded, task_for(loaded, config)
 
 
@@ -224,6 +227,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
     if not claimed:  # before anything is read
         loop.claim_output_dir(out, resume=resume, overwrite=overwrite)
     loaded, task = load(config) if loaded is None else (loaded, task_for(loaded, config))
+    loaded_at = time.perf_counter()
     primary = distributed.is_primary()  # the one process of a job that writes files
     if primary:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2)
@@ -263,7 +267,7 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
         loop.LoopConfig(steps=config.steps, eval_every=config.eval_every,
                         checkpoint_every=config.checkpoint_every,
                         keep_checkpoints=config.keep_checkpoints, log_every=config.log_every,
-                        best_metric=task.spec.primary_metric),
+                        best_metric=task.spec.primary_metric, prefetch=config.prefetch),
         out, evaluate=evaluate, resume=resume, examples_per_batch=config.batch_size,
         export=export, on_best=save_best, claimed=True,
     )
@@ -274,6 +278,12 @@ def train_trainable(config: RunConfig, trainable: train.Trainable, initial: Any 
         "best": result.best_metrics, "train_seconds": result.train_seconds,
         "wall_seconds": time.perf_counter() - started,
         "train_examples_per_second": result.examples_per_second,
+        # The loop's steady state (the wait for batches included, the first step not), and
+        # the time from the model loaded to the first step done (compilation included).
+        "median_step_seconds": (statistics.median(result.step_seconds[1:])
+                                if len(result.step_seconds) > 1 else None),
+        "loaded_to_first_step_seconds": (result.first_step_end - loaded_at
+                                         if result.first_step_end else None),
         "trainable_params": sum(x.size for x in jax.tree.leaves(result.state.trainable)),
     }
     final = export(result.state)
