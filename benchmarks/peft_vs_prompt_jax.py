@@ -108,7 +108,7 @@ def _data(args, tok):
 
 def run_ours(args) -> dict:
     """prompt_jax as a user runs it: the engine's loaded model and task, the library's step."""
-    from prompt_jax import engine
+    from prompt_jax import engine, prompts
     from prompt_jax.training import train
 
     loaded = engine.load_model(args.model, mesh_data=1)
@@ -125,7 +125,7 @@ def run_ours(args) -> dict:
     step = train.jit_train_step(
         train.make_train_step(loaded.model, opt, placement=task.placement), loaded.model,
         loaded.mesh)
-    prompt = engine.initial_prompt(loaded, task, "text", args.prompt_length, init_text=INIT_TEXT)
+    prompt = prompts.initial_prompt(loaded, task, "text", args.prompt_length, init_text=INIT_TEXT)
     state = train.place_state(train.init_state(prompt * (1 + args.scale), opt), loaded.mesh)
     times, losses = [], []
     for _ in range(args.steps):

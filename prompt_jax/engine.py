@@ -453,35 +453,3 @@ def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
         model = type(model)(dataclasses.replace(model.config, unroll_layers=True))
     return LoadedModel(name=name, model=model, params=pre.params,
                        tokenizer=load_tokenizer(source), mesh=mesh, dtype=dtype)
-
-
-def initial_prompt(loaded: LoadedModel, task: TaskHandle, init: str, length: int, *,
-                   seed: int = 0, init_text: str = "", init_scale: float = 0.5,
-                   init_prompt: str = "") -> jax.Array:
-    """A [P, H] starting prompt (`prompts.INITS`): random uniform, sampled vocabulary, the
-    task's class labels, a text's embeddings, or a prompt file (`init_prompt`, any format
-    `prompt_io` reads)."""
-    model, tok = loaded.model, loaded.tokenizer
-    rng = jax.random.PRNGKey(seed + 1)
-    vocab_skip = len(getattr(tok, "all_special_ids", []) or [])
-    if init == "random_uniform":
-        return prompts.random_uniform(rng, length, model.d_model, init_scale)
-    if init == "sampled_vocab":
-        return prompts.sampled_vocab(rng, loaded.embed, model.vocab_size, length,
-                                     skip=vocab_skip)
-    if init == "class_labels":
-        space = " " if task.style == "causal" else ""
-        words = [tok(space + v, add_special_tokens=False)["input_ids"]
-                 for v in task.spec.verbalizers_for(task.style)]
-        return prompts.class_labels(rng, loaded.embed, model.vocab_size, length, words,
-                                    skip=vocab_skip)
-    if init == "text":
-        return prompts.text(loaded.embed, tok(init_text, add_special_tokens=False)["input_ids"],
-                            length)
-    if init == "from_array":
-        from prompt_jax.prompts.files import load_prompt_for
-
-        loaded_prompt = load_prompt_for(model, init_prompt)
-        return prompts.from_array(loaded_prompt.array, model.d_model, length, init_prompt,
-                                  model.family)
-    raise ValueError(f"unknown init {init!r}; use one of {prompts.INITS}")

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_jax import engine, projectors
+from prompt_jax import engine, projectors, prompts
 from prompt_jax.commands import cli, projector_commands
 from prompt_jax.prompts import files as prompt_io
 from prompt_jax.training import loop, run, train
@@ -213,7 +213,7 @@ def test_cli_distance_train_then_apply_writes_a_prompt_the_target_model_reads(lo
     assert projected.metadata["init"] == "projector"
     # What `train --init from_array --init_prompt` starts from.
     task = loaded.task("sst2", max_input_length=32)
-    init = engine.initial_prompt(loaded, task, "from_array", 6,
+    init = prompts.initial_prompt(loaded, task, "from_array", 6,
                                  init_prompt=str(tmp_path / "out.npy"))
     np.testing.assert_array_equal(np.asarray(init), projected.array)
 

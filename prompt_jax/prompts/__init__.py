@@ -12,8 +12,8 @@ import importlib
 
 __all__ = [
     "INITS", "PLACEMENTS", "EmbedFn", "PromptSet", "check_length", "class_labels", "from_array",
-    "insert_prompt", "insertion_points", "prompted_inputs", "random_uniform", "sampled_vocab",
-    "shift_positions", "text",
+    "initial_prompt", "insert_prompt", "insertion_points", "prompted_inputs", "random_uniform",
+    "sampled_vocab", "shift_positions", "text",
 ]
 
 

@@ -205,3 +205,42 @@ def prompted_inputs(model, params, prompt: jax.Array | PromptSet, batch: dict,
     embeds, mask, start = insert_prompt(vectors, embeds, batch["input_mask"], placement, lengths)
     positions = shift_positions(batch["target_position"], start, shift)
     return embeds, mask, positions
+
+
+def initial_prompt(loaded, task, init: str, length: int, *,
+                   seed: int = 0, init_text: str = "", init_scale: float = 0.5,
+                   init_prompt: str = "") -> jax.Array:
+    """A [P, H] starting prompt (`INITS`) for a task on a loaded model (`engine.LoadedModel`,
+    `engine.TaskHandle`): random uniform, sampled vocabulary, the task's class labels, a text's
+    embeddings, or a prompt file (`init_prompt`, any format `prompt_io` reads).
+
+    Raises:
+      ValueError: an unknown init, or class labels for a generation task (it has none).
+    """
+    model, tok = loaded.model, loaded.tokenizer
+    rng = jax.random.PRNGKey(seed + 1)
+    vocab_skip = len(getattr(tok, "all_special_ids", []) or [])
+    if init == "random_uniform":
+        return random_uniform(rng, length, model.d_model, init_scale)
+    if init == "sampled_vocab":
+        return sampled_vocab(rng, loaded.embed, model.vocab_size, length,
+                                     skip=vocab_skip)
+    if init == "class_labels":
+        if not task.labels:
+            raise ValueError(f"init 'class_labels' needs class labels; task {task.name!r} "
+                             f"generates text: use sampled_vocab, text or random_uniform")
+        space = " " if task.style == "causal" else ""
+        words = [tok(space + v, add_special_tokens=False)["input_ids"]
+                 for v in task.spec.verbalizers_for(task.style)]
+        return class_labels(rng, loaded.embed, model.vocab_size, length, words,
+                                    skip=vocab_skip)
+    if init == "text":
+        return text(loaded.embed, tok(init_text, add_special_tokens=False)["input_ids"],
+                            length)
+    if init == "from_array":
+        from prompt_jax.prompts.files import load_prompt_for
+
+        loaded_prompt = load_prompt_for(model, init_prompt)
+        return from_array(loaded_prompt.array, model.d_model, length, init_prompt,
+                                  model.family)
+    raise ValueError(f"unknown init {init!r}; use one of {INITS}")

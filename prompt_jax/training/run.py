@@ -124,7 +124,7 @@ def initial_trainable(loaded: engine.LoadedModel, task: engine.TaskHandle,
     """What the run starts from: the initial prompt, or the model's params (model tuning)."""
     if config.tune == "model":
         return loaded.params
-    return engine.initial_prompt(loaded, task, config.init, config.prompt_length,
+    return prompts.initial_prompt(loaded, task, config.init, config.prompt_length,
                                  seed=config.seed, init_text=config.init_text,
                                  init_scale=config.init_scale, init_prompt=config.init_prompt)
 
