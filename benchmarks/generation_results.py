@@ -9,8 +9,9 @@ against Hugging Face's `generate` (greedy, KV cache, the same batches) on the sa
 
 Writes one JSON per cell, `benchmarks/results/generation/<model>/<task>/<arm>.json` (a cell
 already there is kept, so an interrupted study resumes), each with its per-row scores, the
-budget, the command, date, commit and machine; `speed.json` beside the arms holds the
-decoding comparison. `python benchmarks/readme_block.py` turns them into docs/results.md's
+budget, the command, date, commit and machine, and each trained prompt beside it
+(`<arm>_prompt.npy` and its sidecar); `speed.json` beside the arms holds the decoding
+comparison. `python benchmarks/readme_block.py` turns them into docs/results.md's
 generation table.
 
 The budget is small and stated in every cell: a 2-core CPU trains each prompt for `--steps`
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -84,6 +86,10 @@ def trained_arm(loaded, task, batches, golds, args, arm: str, out: Path) -> dict
         return {k: m["value"] for k, m in scored["metrics"].items()}
 
     summary = run.train_prompt(config, overwrite=True, loaded=loaded, evaluate=evaluate)
+    if tune == "prompt":  # kept beside the cell (a few KB): a source for transfer
+        for suffix in (".npy", ".json"):
+            shutil.copyfile(Path(config.output_dir) / f"prompt{suffix}",
+                            out / f"{arm}_prompt{suffix}")
     return {**scored, "train_seconds": summary["train_seconds"], "steps": summary["steps"],
             "optimizer": str(config.optimizer), "trainable_params": summary["trainable_params"]}
 
