@@ -31,19 +31,24 @@ class GenerateRequest(BaseModel):
         "at most this many new tokens (default and upper bound: the task's own maximum)"))
 
 
-class Generated(BaseModel):
-    """A generation row's answer."""
+class RowNotes(BaseModel):
+    """What every row's answer may add: its task when the name is another, and any cut."""
 
-    task: str
-    text: str = Field(description="the generated text, cut before the task's stop string")
-    finish: str = Field(description="eos, stop (the task's stop string) or length")
-    new_tokens: int
     task_type: str | None = Field(None, description="the task, when the name is another")
     truncated: bool | None = Field(None, description="the input was cut to fit the limits")
     input_tokens: int | None = None
     kept_tokens: int | None = None
     input_chars: int | None = Field(None, description="characters before a cut to "
                                                       "max_text_chars")
+
+
+class Generated(RowNotes):
+    """A generation row's answer."""
+
+    task: str
+    text: str = Field(description="the generated text, cut before the task's stop string")
+    finish: str = Field(description="eos, stop (the task's stop string) or length")
+    new_tokens: int
 
 
 class AddPromptRequest(BaseModel):
@@ -64,18 +69,12 @@ class AddPromptRequest(BaseModel):
         "with `prompt`: its sidecar (task, template, model, backbone, placement, ...)"))
 
 
-class Answer(BaseModel):
+class Answer(RowNotes):
     """A row's answer: its task's best label and every label's log-likelihood."""
 
     task: str
     label: str
     scores: dict[str, float]
-    task_type: str | None = Field(None, description="the task, when the name is another")
-    truncated: bool | None = Field(None, description="the input was cut to fit the limits")
-    input_tokens: int | None = None
-    kept_tokens: int | None = None
-    input_chars: int | None = Field(None, description="characters before a cut to "
-                                                      "max_text_chars")
 
 
 class PromptInfo(BaseModel):

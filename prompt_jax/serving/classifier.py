@@ -218,8 +218,7 @@ class MixedClassifier:
             if not 1 <= limit <= spec.max_new_tokens:
                 raise ValueError(f"max_new_tokens for task {row.entry.name!r} must be in "
                                  f"1..{spec.max_new_tokens}, got {limit}")
-        arrays, entries = self.bank.snapshot()
-        live = [entries.get(r.entry.name) is r.entry for r in rows]
+        arrays, live = self._live(rows)
         good = [(r, n) for r, n, ok in zip(rows, max_new_tokens, live, strict=True) if ok]
         out: list[GeneratedText | Exception] = []
         if not rows:
@@ -243,8 +242,7 @@ class MixedClassifier:
         i = 0
         for row, ok in zip(rows, live, strict=True):
             if not ok:
-                out.append(PromptChanged(f"the prompt {row.entry.name!r} was removed or replaced "
-                                         f"while the request waited; send it again"))
+                out.append(_changed(row))
                 continue
             limit, spec = good[i][1], row.entry.task.spec
             done = decoding.finish_rows(tokens[i:i + 1, :limit], eos, self._pad,
@@ -263,17 +261,21 @@ class MixedClassifier:
                 raise r
         return results
 
-    def _run_batch(self, rows: Sequence[EncodedRow]) -> list[Prediction | Exception]:
+    def _live(self, rows: Sequence[EncodedRow]) -> tuple[BankArrays, list[bool]]:
+        """The bank's arrays now, and whether each row's prompt is still the one it was
+        encoded for."""
         arrays, entries = self.bank.snapshot()
-        live = [entries.get(r.entry.name) is r.entry for r in rows]
+        return arrays, [entries.get(r.entry.name) is r.entry for r in rows]
+
+    def _run_batch(self, rows: Sequence[EncodedRow]) -> list[Prediction | Exception]:
+        arrays, live = self._live(rows)
         good = [r for r, ok in zip(rows, live, strict=True) if ok]
         scores = self._score_rows(arrays, good) if good else np.zeros((0, 0))
         out: list[Prediction | Exception] = []
         i = 0
         for row, ok in zip(rows, live, strict=True):
             if not ok:
-                out.append(PromptChanged(f"the prompt {row.entry.name!r} was removed or replaced "
-                                         f"while the request waited; send it again"))
+                out.append(_changed(row))
                 continue
             if row.entry.generates:  # never scored: its answer is generated (`generate`)
                 out.append(ValueError(f"task {row.entry.name!r} generates text: generate it"))
@@ -340,6 +342,11 @@ class MixedClassifier:
         entry = add()
         compiled = self.warm_up() if was_warm and not self.warm else 0
         return entry, compiled
+
+
+def _changed(row: EncodedRow) -> PromptChanged:
+    return PromptChanged(f"the prompt {row.entry.name!r} was removed or replaced while the "
+                         f"request waited; send it again")
 
 
 def read_requests(lines: Iterable[str], source: str = "input") -> list[dict[str, Any]]:
