@@ -79,6 +79,7 @@ NOT_RESULTS = {
     ("prompt_jax/prompts/files.py", "metadata"),
     ("prompt_jax/prompts/formats.py", "config"),
     ("prompt_jax/projectors.py", "FILE_FORMAT"),
+    ("prompt_jax/tasks/task_spec.py", "json.dumps(spec"),  # a file task's definition
     ("benchmarks/released_indicators.py", "indent=1"),  # its layout, given to write_result
 }
 

@@ -145,12 +145,13 @@ def define_from_file(path: str | Path) -> str:
     return define_from_spec(read_spec(path), where=str(path))
 
 
-def write_spec(task: str, folder: str | Path) -> Path | None:
-    """Writes a file task's definition as `folder/task_spec.json`; None for any other task."""
+def write_spec(task: str, folder: str | Path, name: str = SPEC_FILE) -> Path | None:
+    """Writes a file task's definition as `folder/<name>` (default `task_spec.json`); None for
+    any other task. A definition is configuration read back, not a result: no provenance."""
     spec = definition(task)
     if spec is None:
         return None
-    path = Path(folder) / SPEC_FILE
+    path = Path(folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(spec, indent=2) + "\n")
     return path

@@ -121,13 +121,7 @@ def read_library(directory: str | Path, d_model: int, length: int | None = None,
 
 def record_task(task: str, out: str | Path) -> Path | None:
     """Keeps a file task's definition as `out/tasks/<task>.json` (None: not a file task)."""
-    spec = task_spec.definition(task)
-    if spec is None:
-        return None
-    path = Path(out) / "tasks" / f"{task}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec, indent=2) + "\n")
-    return path
+    return task_spec.write_spec(task, Path(out) / "tasks", f"{task}.json")
 
 
 def define_recorded_tasks(out: str | Path) -> list[str]:
