@@ -70,6 +70,10 @@ SLOW = {
         "test_every_registered_task_trains_and_evaluates[sst2]",
         "test_every_registered_task_trains_and_evaluates[trec]",
     ),
+    "test_generation_tasks.py": (
+        "test_t5_trains_on_decoder_labels_and_evaluates_by_decoding[samsum]",
+        "test_t5_trains_on_decoder_labels_and_evaluates_by_decoding[squad]",
+    ),
     "test_gemma3.py": (
         "test_prompt_through_inputs_embeds_scores_and_generation[softcapped]",
     ),
