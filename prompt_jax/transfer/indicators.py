@@ -49,12 +49,15 @@ def _probe_batch(loaded: engine.LoadedModel, task: engine.TaskHandle, mode: str,
 
 
 def label_positions(model, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    """[B] the input position where each row's label is predicted, the one ON reads: a
-    masked LM's <mask> (`target_position`); for a decoder the last input token, whose next
-    token is the label (and for T5's encoder, whose activations ON reads, the input's end).
-    Rows are right-padded."""
+    """[B] the position where each row's label is predicted, the one ON reads: a masked LM's
+    <mask> (`target_position`); for a decoder the last input token, whose next token is the
+    label (rows are right-padded); for T5 0, the decoder's first position, which
+    `indicators.activation_masks` reads on T5 whatever the positions (as the paper's T5 code
+    does)."""
     if model.prompt_style == "mlm":
         return np.asarray(batch["target_position"])
+    if model.prompt_style == "t5":
+        return np.zeros(len(batch["input_mask"]), np.int64)
     return np.asarray(batch["input_mask"]).sum(-1) - 1
 
 
@@ -65,9 +68,10 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
     overlap of the FFN neurons each activates (gate pre-activation > 0).
 
     Modes: "paper" reads the position that predicts the label with an empty text in the
-    template (as the paper's code feeds "<s>"), "inputs" the same position over a seeded
-    sample of `n_inputs` real validation inputs (the overlap averaged over them), "prompt"
-    every prompt position (empty text).
+    template (as the paper's code feeds "<s>"; on T5 the decoder's first position, see
+    `indicators.activation_masks`), "inputs" the same position over a seeded sample of
+    `n_inputs` real validation inputs (the overlap averaged over them), "prompt" every prompt
+    position (empty text; on T5 the encoder's, where the prompt is).
 
     Returns:
       name -> ON with the reference (1.0 for the reference itself).
