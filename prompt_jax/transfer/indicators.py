@@ -5,7 +5,7 @@ inputs, and their rank correlation with measured transfer."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +76,21 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
     Returns:
       name -> ON with the reference (1.0 for the reference itself).
     """
+    return neuron_overlaps_by_layers(loaded, prompts_by_name, target, reference, mode=mode,
+                                     n_inputs=n_inputs, selections=(layers,), seed=seed)[layers]
+
+
+def neuron_overlaps_by_layers(loaded: engine.LoadedModel,
+                              prompts_by_name: Mapping[str, np.ndarray], target: str,
+                              reference: str, *, mode: str = "paper", n_inputs: int = 16,
+                              selections: Sequence[str | tuple[int, int]] = ("all",),
+                              seed: int = 0) -> dict[str | tuple[int, int], dict[str, float]]:
+    """`neuron_overlaps` over several layer selections from one forward pass per prompt:
+    every layer's masks are read once and each selection's ON computed from them.
+
+    Returns:
+      selection -> {name -> ON with the reference}.
+    """
     from prompt_jax import prompts as prompt_ops
 
     task = loaded.task(target)
@@ -86,10 +101,10 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
     positions = jnp.asarray(label_positions(loaded.model, batch))
 
     @jax.jit
-    def masks_of(prompt):  # -> [B, L', K * F]
+    def masks_of(prompt):  # -> [B, L, K * F]
         if mode != "prompt":
             m = indicators.activation_masks(loaded.model, loaded.params, prompt, embeds, mask,
-                                            positions, placement=task.placement, layers=layers)
+                                            positions, placement=task.placement)
             return jnp.moveaxis(m[:, :, 0, :], 1, 0)
         prompted, prompted_mask, start = prompt_ops.insert_prompt(prompt, embeds, mask,
                                                                   task.placement)
@@ -97,12 +112,13 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
                                           kind="pre_activation").values()  # [L, B, P + T, F]
         at = start[:, None] + jnp.arange(prompt.shape[0])[None]  # [B, P]
         picked = jnp.take_along_axis(pre, at[None, :, :, None], axis=2)  # [L, B, P, F]
-        m = indicators.activated(indicators.select_layers(picked, layers))
+        m = indicators.activated(picked)
         return jnp.moveaxis(m, 1, 0).reshape(m.shape[1], m.shape[0], -1)
 
     ref = masks_of(jnp.asarray(prompts_by_name[reference]))
-    return {name: float(indicators.neuron_overlap(masks_of(jnp.asarray(p)), ref).mean())
-            for name, p in prompts_by_name.items()}
+    masks = {name: masks_of(jnp.asarray(p)) for name, p in prompts_by_name.items()}
+    return {sel: {name: float(indicators.neuron_overlap(m, ref, layers=sel).mean())
+                  for name, m in masks.items()} for sel in selections}
 
 
 def correlations(indicator: np.ndarray, transfer: np.ndarray, valid: np.ndarray
