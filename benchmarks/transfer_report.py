@@ -153,9 +153,10 @@ def indicators_part(out: Path) -> list[str]:
     pairs = max(c["pairs"] for c in corr.values())
     lines = ["Rank correlation of each indicator with relative performance over the matrix's "
              f"(source, target) pairs ({len(result['sources'])} sources, own prompts left "
-             f"out). ON over {result['layers']} layers: `paper` at the label position with an "
-             f"empty text, `inputs` there over {result['n_inputs']} real inputs per target, "
-             "`prompt` at every prompt position:", "",
+             "out). ON over all layers (`_bottom_third`, `_top_third`: over that third): "
+             f"`paper` at the label position with an empty text, `inputs` there over "
+             f"{result['n_inputs']} real inputs per target, `prompt` at every prompt "
+             "position:", "",
              (out / "indicators.md").read_text().strip(), "",
              f"Pooled over {pairs} pairs, a Spearman beyond ±{1.96 / np.sqrt(pairs - 1):.3f} "
              "differs from zero at p < 0.05 (normal approximation); the per-target means "
@@ -168,6 +169,7 @@ def indicators_part(out: Path) -> list[str]:
               + ". Reading it: " + stats.reading(list(beyond.values()), "indicators")
               + (f" ({', '.join(k for k, b in beyond.items() if b)})" if any(beyond.values())
                  else "") + "."]
+    lines += layers_part(per_target)
     best_on = max((k for k in corr if k.startswith("ON_")),
                   key=lambda k: corr[k]["spearman_per_target"], default=None)
     if best_on and "E_cos" in corr and np.isfinite(
@@ -178,6 +180,30 @@ def indicators_part(out: Path) -> list[str]:
         lines.append(f"Here {best_on} (per-target Spearman {on:+.3f}) {verdict} E_cos "
                      f"({cos:+.3f}); the paper finds ON the better predictor.")
     lines += ["", f"Reproduce: the `transfer indicators` command of `{SCRIPT}`."]
+    return lines
+
+
+def layers_part(per_target: dict[str, stats.Estimate]) -> list[str]:
+    """ON's per-target mean Spearman over all layers, the bottom third and the top third,
+    side by side for each mode (where the indicators step measured the thirds)."""
+    thirds = ("bottom_third", "top_third")
+    modes = [k[3:] for k in per_target if k.startswith("ON_") and not k.endswith(thirds)
+             and all(f"{k}_{t}" in per_target for t in thirds)]
+    if not modes:
+        return []
+    lines = ["", "ON by layers, the per-target mean Spearman with its 95% interval (a "
+             "bootstrap over targets):", "", "| ON mode | all layers | bottom third | "
+             "top third |", "|---|---|---|---|"]
+    beyond = {}
+    for mode in modes:
+        row = [per_target[f"ON_{mode}"]] + [per_target[f"ON_{mode}_{t}"] for t in thirds]
+        lines.append(f"| {mode} | " + " | ".join(e.text(percent=False, digits=2)
+                                               for e in row) + " |")
+        beyond.update({name: e.excludes(0.0) for name, e in zip(
+            (f"ON_{mode}", *(f"ON_{mode}_{t}" for t in thirds)), row, strict=True)})
+    lines += ["", "Reading it: " + stats.reading(list(beyond.values()), "layer selections")
+              + (f" ({', '.join(k for k, b in beyond.items() if b)})"
+                 if any(beyond.values()) else "") + "."]
     return lines
 
 

@@ -164,6 +164,12 @@ def test_on_layer_selections_from_one_pass_equal_each_selection_alone(loaded):
             assert by[sel][name] == pytest.approx(alone, abs=1e-6)
         assert by[sel]["a"] == pytest.approx(1.0)
     assert len({round(by[sel]["b"], 6) for sel in selections}) == 3
+    # The same by indicator name, as retrieve, suggest and the SPoT arms name it.
+    named = transfer.similarity_to(loaded, {"b": prompts["b"]}, prompts["a"], "sst2",
+                                   "ON_inputs_top_third", n_inputs=4)
+    assert named["b"] == pytest.approx(by["top_third"]["b"], abs=1e-6)
+    with pytest.raises(ValueError, match="ON_<mode>_top_third"):
+        transfer.similarity_to(loaded, prompts, prompts["a"], "sst2", "ON_inputs_middle")
 
 
 def test_on_reads_the_label_position_so_the_input_text_matters(loaded):

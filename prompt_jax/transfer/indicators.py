@@ -150,7 +150,8 @@ def similarity_to(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np.n
                   own: np.ndarray, target: str, indicator: str, *, n_inputs: int = 16
                   ) -> dict[str, float]:
     """Each prompt's value of one indicator with `own` (a prompt trained on `target`): an
-    embedding indicator (`EMBEDDING_INDICATORS`) or `ON_<mode>` on the target's inputs.
+    embedding indicator (`EMBEDDING_INDICATORS`) or `ON_<mode>` on the target's inputs, over
+    all layers or, as `ON_<mode>_bottom_third` / `ON_<mode>_top_third`, over that third.
 
     Raises:
       ValueError: an unknown indicator (naming the known ones).
@@ -158,12 +159,17 @@ def similarity_to(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np.n
     if indicator in EMBEDDING_INDICATORS:
         fn = EMBEDDING_INDICATORS[indicator]
         return {s: float(fn(own, p)) for s, p in prompts_by_name.items()}
-    if indicator.startswith("ON_") and indicator[3:] in ON_MODES:
+    mode, _, layers = indicator[3:].partition("_")  # ON_paper_top_third -> paper, top_third
+    if (indicator.startswith("ON_") and mode in ON_MODES
+            and layers in indicators.LAYER_SELECTIONS[1:] + ("",)):
         reference = "\0own"  # a name no prompt has
         values = neuron_overlaps(loaded, {**prompts_by_name, reference: own}, target,
-                                 reference, mode=indicator[3:], n_inputs=n_inputs)
+                                 reference, mode=mode, n_inputs=n_inputs,
+                                 layers=layers or "all")
         values.pop(reference)
         return values
     raise ValueError(f"unknown indicator {indicator!r}; use one of "
                      f"{', '.join(EMBEDDING_INDICATORS)} or "
-                     + ", ".join(f"ON_{m}" for m in ON_MODES))
+                     + ", ".join(f"ON_{m}" for m in ON_MODES)
+                     + " (ON over a third of the layers: ON_<mode>_bottom_third, "
+                     "ON_<mode>_top_third)")
