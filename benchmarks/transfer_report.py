@@ -303,9 +303,11 @@ def init_part(out: Path) -> list[str]:
     if not summaries:
         return ["Transfer initialization: not measured yet."]
     lines = ["| target | start | final accuracy (mean of seeds) | steps to 90% of the "
-             "baseline's gain, per seed | speedup |", "|---|---|---|---|---|"]
+             "baseline's gain, per seed | speedup | per seed: median [min, max] |",
+             "|---|---|---|---|---|---|"]
     for path in summaries:
         s = json.loads(path.read_text())
+        baseline = next((a for a in s["arms"] if a["arm"] == "baseline"), None)
         for arm in s["arms"]:
             name = arm["arm"]
             note = s["notes"].get(name)
@@ -315,7 +317,8 @@ def init_part(out: Path) -> list[str]:
                 name += " (" + ", ".join(f"{k} {v:.2f}" for k, v in note.items()) + ")"
             steps = ", ".join("never" if x is None else str(x) for x in arm["steps"])
             lines.append(f"| {s['target']} (zero-shot {s['zero_shot']:.1%}) | {name} | "
-                         f"{arm['final']:.1%} | {steps} | {transfer.speedup_text(arm)} |")
+                         f"{arm['final']:.1%} | {steps} | {transfer.speedup_text(arm)} | "
+                         f"{_seed_speedups(baseline, arm)} |")
     lines += ["", init_reading([json.loads(p.read_text()) for p in summaries])]
     lines += ["", "baseline: the target's own class-label init; random_uniform: uniform "
               "random vectors; source:best: the best other "
@@ -330,6 +333,23 @@ def init_part(out: Path) -> list[str]:
               for p in summaries]
     lines.append(f"\nReproduce: the `transfer init` commands of `{SCRIPT}`.")
     return lines
+
+
+def _seed_speedups(baseline: dict | None, arm: dict) -> str:
+    """An arm's speedup over the baseline seed by seed (`stats.speedups`): the median and
+    range of the ratios, with the seeds already there at step 0 and those that never got
+    there (either run) counted apart."""
+    if baseline is None or arm is baseline:
+        return "-"
+    spread = stats.speedups(baseline["steps"], arm["steps"])
+    at_zero = sum(1 for a, b in zip(arm["steps"], baseline["steps"], strict=True)
+                  if a == 0 and b is not None)
+    parts = [] if spread["median"] is None else [
+        f"{spread['median']:.2f}x [{spread['min']:.2f}, {spread['max']:.2f}]"]
+    parts += [f"{at_zero} at step 0"] if at_zero else []
+    never = spread["never"] - at_zero
+    parts += [f"{never} never"] if never else []
+    return ", ".join(parts) + f" ({spread['seeds']} seeds)"
 
 
 def domain_part(out: Path) -> list[str]:
@@ -399,8 +419,17 @@ def retrieval_rates(out: Path) -> dict:
                                      / math.comb(len(valid[t]), k) for t in targets]))
                    for k in ks}
     tied = [t for t in targets if len(best[t]) > 1]
+    top1 = {}  # from the stored values, ties split on both sides (where stored)
+    if "values" in result and "actual" in result:
+        actual = np.asarray(result["actual"], np.float64)  # [T, S]
+        for name, table in result["values"].items():
+            v = np.asarray(table, np.float64)
+            keep = [[j for j, s in enumerate(sources) if s != t] for t in targets]
+            top1[name] = stats.retrieval_hits([v[i, k] for i, k in enumerate(keep)],
+                                              [actual[i, k] for i, k in enumerate(keep)])
     return {"rates": rates, "chance": chance, "chance_ties": chance_ties, "ks": ks,
-            "tied": tied, "best": best, "targets": targets, "brief_steps": result["brief_steps"]}
+            "tied": tied, "best": best, "targets": targets, "brief_steps": result["brief_steps"],
+            "top1": top1}
 
 
 def retrieval_part(out: Path) -> list[str]:
@@ -440,8 +469,19 @@ def retrieval_part(out: Path) -> list[str]:
               + (f" ({', '.join(n for n, b in beyond.items() if b)} above chance)"
                  if any(beyond.values()) else "")
               + f"; with {len(r['targets'])} targets one target moves a rate by "
-              f"{1 / len(r['targets']):.0%}.", "",
-              f"Reproduce: the `transfer retrieve` command of `{SCRIPT}`."]
+              f"{1 / len(r['targets']):.0%}."]
+    if r["top1"]:
+        hits = r["top1"]
+        first = next(iter(hits.values()))
+        lines += ["", "From the stored indicator values (`stats.retrieval_hits`: a tie for the "
+                  "indicator's top and a tie for the best score both split 1/k), top-1 with "
+                  f"its 95% interval, against chance {first.chance / first.targets:.0%}: "
+                  + "; ".join(f"{n} {h.rate.text(digits=0)}" for n, h in hits.items())
+                  + ". Reading it: " + stats.reading([h.beyond_chance for h in hits.values()],
+                                                     "indicators")
+                  .replace("beyond noise", "beyond chance")
+                  .replace("within", "within chance's noise") + "."]
+    lines += ["", f"Reproduce: the `transfer retrieve` command of `{SCRIPT}`."]
     return lines
 
 
