@@ -153,7 +153,9 @@ def indicators_part(out: Path) -> list[str]:
     pairs = max(c["pairs"] for c in corr.values())
     lines = ["Rank correlation of each indicator with relative performance over the matrix's "
              f"(source, target) pairs ({len(result['sources'])} sources, own prompts left "
-             "out). ON over all layers (`_bottom_third`, `_top_third`: over that third): "
+             "out). ON over all layers" + (" (`_bottom_third`, `_top_third`: over that "
+                                           "third)" if any(k.endswith("_third") for k in corr)
+                                           else "") + ": "
              f"`paper` at the label position with an empty text, `inputs` there over "
              f"{result['n_inputs']} real inputs per target, `prompt` at every prompt "
              "position:", "",
