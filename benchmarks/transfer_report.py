@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -27,9 +26,14 @@ from prompt_jax.transfer import report as readings  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 from readme_block import link  # noqa: E402
+from transfer_report_indicators import (  # noqa: E402
+    SCRIPT,
+    _cells,
+    indicators_part,
+    retrieval_part,
+)
 
 MODEL = "smollm2-135m-instruct"
-SCRIPT = "benchmarks/transfer_smollm2.sh"
 # Su et al. 2022, RoBERTa-base, the sentiment pair (their Table / Figure of zero-shot transfer).
 PAPER_SENTIMENT = {"sst2 on sst2": 77.2, "sst2 on rotten_tomatoes": 72.1,
                    "rotten_tomatoes on rotten_tomatoes": 74.1}
@@ -37,11 +41,6 @@ PAPER_SENTIMENT = {"sst2 on sst2": 77.2, "sst2 on rotten_tomatoes": 72.1,
 
 def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def _cells(out: Path) -> list[dict]:
-    return transfer.ordered_cells(
-        [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")])
 
 
 def matrix_part(out: Path) -> list[str]:
@@ -144,64 +143,6 @@ def sentiment_part(out: Path) -> list[str]:
     return lines
 
 
-def indicators_part(out: Path) -> list[str]:
-    path = out / "indicators.json"
-    if not path.exists():
-        return ["Indicator correlations on this matrix: not measured yet."]
-    result = json.loads(path.read_text())
-    corr = result["correlations"]
-    pairs = max(c["pairs"] for c in corr.values())
-    lines = ["Rank correlation of each indicator with relative performance over the matrix's "
-             f"(source, target) pairs ({len(result['sources'])} sources, own prompts left "
-             f"out). ON over {result['layers']} layers: `paper` at the label position with an "
-             f"empty text, `inputs` there over {result['n_inputs']} real inputs per target, "
-             "`prompt` at every prompt position:", "",
-             (out / "indicators.md").read_text().strip(), "",
-             f"Pooled over {pairs} pairs, a Spearman beyond ±{1.96 / np.sqrt(pairs - 1):.3f} "
-             "differs from zero at p < 0.05 (normal approximation); the per-target means "
-             f"average correlations over {len(result['sources']) - 1} sources each."]
-    per_target = _per_target_spearman(result)
-    beyond = {k: e.excludes(0.0) for k, e in per_target.items()}
-    lines += ["", "The per-target mean Spearman with its 95% interval (a bootstrap over the "
-              f"{len(result['targets'])} targets): " + "; ".join(
-                  f"{k} {e.text(percent=False, digits=2)}" for k, e in per_target.items())
-              + ". Reading it: " + stats.reading(list(beyond.values()), "indicators")
-              + (f" ({', '.join(k for k, b in beyond.items() if b)})" if any(beyond.values())
-                 else "") + "."]
-    best_on = max((k for k in corr if k.startswith("ON_")),
-                  key=lambda k: corr[k]["spearman_per_target"], default=None)
-    if best_on and "E_cos" in corr and np.isfinite(
-            [corr[best_on]["spearman_per_target"], corr["E_cos"]["spearman_per_target"]]).all():
-        on, cos = corr[best_on]["spearman_per_target"], corr["E_cos"]["spearman_per_target"]
-        verdict = ("predicts transfer better than" if on > cos else
-                   "does not predict transfer better than")
-        lines.append(f"Here {best_on} (per-target Spearman {on:+.3f}) {verdict} E_cos "
-                     f"({cos:+.3f}); the paper finds ON the better predictor.")
-    lines += ["", f"Reproduce: the `transfer indicators` command of `{SCRIPT}`."]
-    return lines
-
-
-def _per_target_spearman(result: dict) -> dict[str, stats.Estimate]:
-    """Each indicator's Spearman with relative transfer per target (its own prompt left out),
-    averaged over targets with a bootstrap interval over targets."""
-    from scipy import stats as sps
-
-    sources, targets = result["sources"], result["targets"]
-    relative = np.asarray(result["relative"], np.float64)  # [S, T]
-    out = {}
-    for name, table in result["indicators"].items():
-        values = np.asarray(table, np.float64)
-        rhos = []
-        for j, t in enumerate(targets):
-            keep = [i for i, s in enumerate(sources) if s != t
-                    and np.isfinite(values[i, j]) and np.isfinite(relative[i, j])]
-            if len(keep) >= 3 and np.ptp(values[keep, j]) > 0 and np.ptp(relative[keep, j]) > 0:
-                rhos.append(float(sps.spearmanr(values[keep, j], relative[keep, j])[0]))
-        if len(rhos) >= 2:
-            out[name] = readings.bootstrap_mean(rhos)
-    return out
-
-
 def released_part(name: str) -> list[str]:
     """The table of `benchmarks/<name>.py` (no model: the released prompts) from its JSON."""
     import importlib
@@ -277,9 +218,11 @@ def init_part(out: Path) -> list[str]:
     if not summaries:
         return ["Transfer initialization: not measured yet."]
     lines = ["| target | start | final accuracy (mean of seeds) | steps to 90% of the "
-             "baseline's gain, per seed | speedup |", "|---|---|---|---|---|"]
+             "baseline's gain, per seed | speedup | per seed: median [min, max] |",
+             "|---|---|---|---|---|---|"]
     for path in summaries:
         s = json.loads(path.read_text())
+        baseline = next((a for a in s["arms"] if a["arm"] == "baseline"), None)
         for arm in s["arms"]:
             name = arm["arm"]
             note = s["notes"].get(name)
@@ -289,7 +232,8 @@ def init_part(out: Path) -> list[str]:
                 name += " (" + ", ".join(f"{k} {v:.2f}" for k, v in note.items()) + ")"
             steps = ", ".join("never" if x is None else str(x) for x in arm["steps"])
             lines.append(f"| {s['target']} (zero-shot {s['zero_shot']:.1%}) | {name} | "
-                         f"{arm['final']:.1%} | {steps} | {transfer.speedup_text(arm)} |")
+                         f"{arm['final']:.1%} | {steps} | {transfer.speedup_text(arm)} | "
+                         f"{_seed_speedups(baseline, arm)} |")
     lines += ["", init_reading([json.loads(p.read_text()) for p in summaries])]
     lines += ["", "baseline: the target's own class-label init; random_uniform: uniform "
               "random vectors; source:best: the best other "
@@ -304,6 +248,23 @@ def init_part(out: Path) -> list[str]:
               for p in summaries]
     lines.append(f"\nReproduce: the `transfer init` commands of `{SCRIPT}`.")
     return lines
+
+
+def _seed_speedups(baseline: dict | None, arm: dict) -> str:
+    """An arm's speedup over the baseline seed by seed (`stats.speedups`): the median and
+    range of the ratios, with the seeds already there at step 0 and those that never got
+    there (either run) counted apart."""
+    if baseline is None or arm is baseline:
+        return "-"
+    spread = stats.speedups(baseline["steps"], arm["steps"])
+    at_zero = sum(1 for a, b in zip(arm["steps"], baseline["steps"], strict=True)
+                  if a == 0 and b is not None)
+    parts = [] if spread["median"] is None else [
+        f"{spread['median']:.2f}x [{spread['min']:.2f}, {spread['max']:.2f}]"]
+    parts += [f"{at_zero} at step 0"] if at_zero else []
+    never = spread["never"] - at_zero
+    parts += [f"{never} never"] if never else []
+    return ", ".join(parts) + f" ({spread['seeds']} seeds)"
 
 
 def domain_part(out: Path) -> list[str]:
@@ -335,88 +296,6 @@ def domain_part(out: Path) -> list[str]:
             f"so a cell's standard error is {min(se):.1f} to {max(se):.1f} points:", "",
             (out / "domain_shift.md").read_text().strip(), "", verdict, "",
             f"Reproduce: the `transfer domain-shift` command of `{SCRIPT}`."]
-
-
-def retrieval_rates(out: Path) -> dict:
-    """The retrieval hit rates recomputed from the stored files (`retrieval.json`'s top-3
-    lists, the matrix's cells): per indicator and k, the stored rate (a hit when the top-k hold
-    any of the sources tied for the best score), the rate with ties split (a hit counts
-    |top-k & tied best| / |tied best|: the chance that the top-k hold the best source when ties
-    are broken at random), and a random ranking's rate (k / the sources a target may retrieve);
-    with the number of targets whose best score several sources share."""
-    result = json.loads((out / "retrieval.json").read_text())
-    names, all_targets, score, _ = transfer.matrix_arrays(_cells(out))
-    sources, targets = result["sources"], result["targets"]
-    best, valid = {}, {}
-    for t in targets:
-        valid[t] = [s for s in sources if s != t]
-        actual = {s: score[names.index(s), all_targets.index(t)] for s in valid[t]}
-        top = max(actual.values())
-        best[t] = {s for s, v in actual.items() if v == top}
-    ks = sorted(int(k) for k in next(iter(result["accuracy"].values())))
-    rates = {}
-    for name, retrieved in result["retrieved"].items():
-        rates[name] = {}
-        for k in ks:
-            ties = [bool(set(retrieved[t][:k]) & best[t]) for t in targets]
-            split = [len(set(retrieved[t][:k]) & best[t]) / len(best[t]) for t in targets]
-            low, high = stats.bootstrap_interval(lambda c, axis=-1: np.mean(c, axis=axis),
-                                                 (np.asarray(split, np.float64),))
-            rates[name][k] = {"stored": result["accuracy"][name][str(k)],
-                              "ties_as_hits": float(np.mean(ties)),
-                              "ties_split": float(np.mean(split)),
-                              "interval": stats.Estimate(float(np.mean(split)), low, high,
-                                                         len(split))}
-    chance = {k: float(np.mean([k / len(valid[t]) for t in targets])) for k in ks}
-    # A random ranking's top-k holds one of b tied best sources out of n: 1 - C(n-b, k) / C(n, k).
-    chance_ties = {k: float(np.mean([1 - math.comb(len(valid[t]) - len(best[t]), k)
-                                     / math.comb(len(valid[t]), k) for t in targets]))
-                   for k in ks}
-    tied = [t for t in targets if len(best[t]) > 1]
-    return {"rates": rates, "chance": chance, "chance_ties": chance_ties, "ks": ks,
-            "tied": tied, "best": best, "targets": targets, "brief_steps": result["brief_steps"]}
-
-
-def retrieval_part(out: Path) -> list[str]:
-    if not (out / "retrieval.json").exists():
-        return ["Retrieval: not measured yet."]
-    r = retrieval_rates(out)
-    ks, rates = r["ks"], r["rates"]
-    head = " | ".join(f"top-{k}, ties split | top-{k}, ties as hits" for k in ks)
-    lines = [f"A prompt trained {r['brief_steps']} steps on each target ranks the other source "
-             "prompts; a hit is when the top-k include the target's best actual source in the "
-             f"matrix ({len(r['targets'])} targets, each a seeded sample of up to "
-             f"{max(c['examples'] for c in _cells(out))} validation examples per cell). On "
-             f"{len(r['tied'])} of {len(r['targets'])} targets several sources share the best "
-             "score (" + ", ".join(f"{t} {len(r['best'][t])}" for t in r["tied"]) + "): counting "
-             "a hit when the top-k hold any of them (as the `transfer retrieve` command stores "
-             "it) inflates the rate, chance's too, so the first columns split each tie (a tied "
-             "best source in the top-k counts 1 / the number tied).", "",
-             f"| indicator | {head} |", "|---" * (1 + 2 * len(ks)) + "|"]
-    for name, by_k in rates.items():
-        lines.append(f"| {name} | " + " | ".join(
-            f"{by_k[k]['ties_split']:.0%} | {by_k[k]['ties_as_hits']:.0%}" for k in ks) + " |")
-    lines.append("| chance (a random ranking) | " + " | ".join(
-        f"{r['chance'][k]:.0%} | {r['chance_ties'][k]:.0%}" for k in ks) + " |")
-    mismatch = [n for n, by_k in rates.items() for k in ks
-                if abs(by_k[k]["stored"] - by_k[k]["ties_as_hits"]) > 1e-9]
-    if mismatch:
-        lines += ["", "The recount with ties as hits differs from the stored rates for: "
-                  + ", ".join(sorted(set(mismatch))) + "."]
-    k0, chance = ks[0], r["chance"][ks[0]]
-    beyond = {n: by_k[k0]["interval"].low > chance for n, by_k in rates.items()}
-    lines += ["", f"Top-{k0} with ties split and its 95% interval (a bootstrap over the "
-              f"{len(r['targets'])} targets), against chance {chance:.0%}: " + "; ".join(
-                  f"{n} {by_k[k0]['interval'].text(digits=0)}" for n, by_k in rates.items())
-              + ".", "", "Reading it: " + stats.reading(list(beyond.values()), "indicators")
-              .replace("beyond noise", "beyond chance").replace("within", "within chance's "
-                                                                "noise")
-              + (f" ({', '.join(n for n, b in beyond.items() if b)} above chance)"
-                 if any(beyond.values()) else "")
-              + f"; with {len(r['targets'])} targets one target moves a rate by "
-              f"{1 / len(r['targets']):.0%}.", "",
-              f"Reproduce: the `transfer retrieve` command of `{SCRIPT}`."]
-    return lines
 
 
 def report(model: str = MODEL) -> str:

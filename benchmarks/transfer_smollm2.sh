@@ -11,7 +11,7 @@ TARGETS=$SOURCES,tweet_sentiment,mnli,snli,qnli,ag_news,rte
 SENTIMENT=sst2,rotten_tomatoes,imdb,laptop,restaurant,tweet_sentiment
 
 $PJ transfer matrix --out $OUT --runs $RUNS --sources $SOURCES --targets $TARGETS --limit 200
-$PJ transfer indicators --out $OUT --modes paper,inputs,prompt
+$PJ transfer indicators --out $OUT --modes paper,inputs,prompt --layers all,bottom_third,top_third
 $PJ transfer domain-shift --out $OUT --runs $RUNS --source sst2 --targets $SENTIMENT --limit 500
 for target in rotten_tomatoes laptop; do
   $PJ transfer init --out $OUT --runs $RUNS --target $target --limit 300 \

@@ -5,7 +5,8 @@ The indicators are those of Su et al. (2022), "On Transferability of Prompt Tuni
 Language Processing", defined here as the authors' code computes them
 (github.com/thunlp/Prompt-Transferability, `Prompt-Transferability-1.0/
 caculate_metric_value_for_correlation.py`, and `activate_neuron*.py` / `prompt_hub/hub.py`
-`activated_neuron` for the activations):
+`activated_neuron` for the activations; on T5, `activate_neuron_T5.py` reads the decoder, see
+`activation_masks`):
 
 - embedding similarity of two prompts [P, H]: cosine (E_cos) and 1 / (1 + euclidean distance)
   (E_euc) of the flattened prompts, and their token-wise versions over all P x P token pairs;
@@ -180,8 +181,8 @@ def activated(x: jax.Array) -> jax.Array:
 
     The paper binarizes with `activated[activated>0] = 1; activated[activated<0] = 0`. For
     ReLU, GELU and SiLU, input > 0 exactly when output > 0, so this reads the same on RoBERTa
-    (the paper hooks the output of the activation) and T5 (it hooks the `wi` projection); on
-    gated FFNs it is the gate's pre-activation (see `Backbone.activations`).
+    (the paper hooks the output of the activation) and T5 (it hooks the decoder's `wi`
+    projection); on gated FFNs it is the gate's pre-activation (see `Backbone.activations`).
     """
     return x > 0
 
@@ -213,12 +214,25 @@ def neuron_overlap(a: jax.Array, b: jax.Array,
 def activation_masks(model, params, prompt: jax.Array, embeds: jax.Array, mask: jax.Array,
                      positions: jax.Array, *, placement: str | None = None,
                      layers: str | tuple[int, int] = "all") -> jax.Array:
-    """Which FFN neurons a prompt activates at chosen input positions.
+    """Which FFN neurons a prompt activates where the label is predicted.
 
     The prompt is inserted as scoring inserts it (`prompts.insert_prompt`), the backbone's FFN
     activation-function inputs are read (`activations(kind="pre_activation")`) and binarized
-    (`activated`). The paper reads one position per example (RoBERTa's <mask>; T5's first
-    decoder position); here any text positions, e.g. `batch["target_position"]`.
+    (`activated`). Where they are read follows the paper's code:
+
+    - masked LMs and decoders: the given text positions of the one stack, e.g. the <mask>
+      (`batch["target_position"]`, as the paper reads RoBERTa's <mask>) or a decoder's last
+      input token (see `prompt_jax.transfer.label_positions`);
+    - T5 (`prompt_style == "t5"`): the decoder's first position, fed the decoder start token
+      and cross-attending to the prompted input, in every decoder layer; `positions` is not
+      read and K = 1. This is what the paper's `Prompt-Transferability-1.0/
+      activate_neuron_T5.py` (and `activate_neuron_T5Small.py`) records: a forward hook on
+      `model.encoder.decoder.block[n].layer[2].DenseReluDense.wi` (the decoder FFN's input
+      projection, whose output is the ReLU's input) during greedy generation, kept as
+      `outputs[:, :1, :1, :]`, the first generation step's first position; its encoder hook
+      (`encoder.block[n].layer[1]`, position 100) is commented out, and
+      `caculate_metric_value_for_correlation.py` loads the "decoder" activations for T5. On a
+      gated T5 (v1.1) the gate `wi_0` is read, as on every gated FFN.
 
     Args:
       model: a `Backbone`.
@@ -228,17 +242,21 @@ def activation_masks(model, params, prompt: jax.Array, embeds: jax.Array, mask: 
       embeds: [B, T, H] embedded inputs (without the prompt).
       mask: [B, T] input mask.
       positions: [B] or [B, K] positions in the text (before the prompt is inserted; they are
-        shifted past it).
+        shifted past it). Unused on T5.
       placement: where the prompt goes (default: the model's `default_placement`).
       layers: which layers to keep (see `layer_range`).
 
     Returns:
-      [L', B, K, F] bool masks (K = 1 for positions [B]).
+      [L', B, K, F] bool masks (K = 1 for positions [B], and on T5).
     """
     placement = placement or model.default_placement
     prompted, prompted_mask, start = prompts.insert_prompt(prompt, embeds, mask, placement)
-    stacks = model.activations(params, prompted, prompted_mask, kind="pre_activation")
-    (pre,) = stacks.values()  # [L, B, P + T, F]
+    if model.prompt_style == "t5":
+        (picked,) = model.activations(params, prompted, prompted_mask, kind="pre_activation",
+                                      stack="decoder").values()  # [L, B, 1, F]
+        return activated(select_layers(picked, layers))
+    (pre,) = model.activations(params, prompted, prompted_mask,
+                               kind="pre_activation").values()  # [L, B, P + T, F]
     positions = positions[:, None] if positions.ndim == 1 else positions  # [B, K]
     shifted = prompts.shift_positions(positions, start[:, None], prompt.shape[-2])  # [B, K]
     picked = jnp.take_along_axis(pre, shifted[None, :, :, None], axis=2)  # [L, B, K, F]

@@ -266,16 +266,23 @@ def test_activation_masks_read_the_prompted_pre_activation(name):
 
     masks = jax.jit(lambda p, prm: ind.activation_masks(model, p, prm, embeds, MASK,
                                                         positions))(params, prompt)
-    assert masks.shape == (2, 2, 2, 32) and masks.dtype == jnp.bool_  # [L, B, K, F]
-    # The same as inserting the prompt by hand and reading the shifted positions.
+    k = 1 if model.prompt_style == "t5" else 2  # T5: the decoder's first position only
+    assert masks.shape == (2, 2, k, 32) and masks.dtype == jnp.bool_  # [L, B, K, F]
+    # The same as inserting the prompt by hand and reading the shifted positions (on T5, the
+    # decoder's first position; tests/test_parity.py pins it to the paper's hook).
     full, full_mask, start = prompts.insert_prompt(prompt, embeds, MASK,
                                                    model.default_placement)
-    (pre,) = model.activations(params, full, full_mask, kind="pre_activation").values()
-    shifted = np.asarray(prompts.shift_positions(positions, start[:, None], 3))
-    for b in range(2):
-        for k in range(2):
-            np.testing.assert_array_equal(np.asarray(masks[:, b, k]),
-                                          np.asarray(pre[:, b, shifted[b, k]] > 0))
+    if model.prompt_style == "t5":
+        (pre,) = model.activations(params, full, full_mask, kind="pre_activation",
+                                   stack="decoder").values()
+        np.testing.assert_array_equal(np.asarray(masks), np.asarray(pre > 0))
+    else:
+        (pre,) = model.activations(params, full, full_mask, kind="pre_activation").values()
+        shifted = np.asarray(prompts.shift_positions(positions, start[:, None], 3))
+        for b in range(2):
+            for j in range(2):
+                np.testing.assert_array_equal(np.asarray(masks[:, b, j]),
+                                              np.asarray(pre[:, b, shifted[b, j]] > 0))
     # Positions [B] give K = 1; a layer selection keeps those layers.
     top = ind.activation_masks(model, params, prompt, embeds, MASK, positions[:, 0],
                                layers="top_third")

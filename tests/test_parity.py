@@ -286,3 +286,41 @@ def test_tied_mlm_head_still_loads_tied(kind, layout, tmp_path):
     assert "mlm_decoder" not in pre.params
     ours, theirs = _mlm_logits_both(kind, ref, pre)
     _close(ours, theirs, MASK)
+
+
+@pytest.mark.parametrize("kind", ["t5_v1_0", "t5_v1_1"])
+def test_t5_neuron_masks_are_the_papers_decoder_hook(kind, tmp_path):
+    """ON on T5 reads what the paper's `activate_neuron_T5.py` records: a forward hook on each
+    decoder block's FFN input projection (`decoder.block[n].layer[2].DenseReluDense.wi`, the
+    gate `wi_0` on v1.1) during greedy generation, kept at the first step's first position,
+    binarized > 0. Here the reference generates from the prompted input embeddings."""
+    from prompt_jax import indicators as ind
+    from prompt_jax import prompts
+
+    _, ref, pre = _tiny(kind, tmp_path)
+    model, params = pre.model, pre.params
+    embeds, mask = model.embed(params, jnp.asarray(IDS)), jnp.asarray(MASK)
+    prompt = jax.random.normal(jax.random.key(3), (3, model.d_model))
+    masks = ind.activation_masks(model, params, prompt, embeds, mask, jnp.array([0, 0]))
+
+    recorded = [[] for _ in ref.decoder.block]
+    hooks = []
+    for n, block in enumerate(ref.decoder.block):
+        ffn = block.layer[2].DenseReluDense
+        hooks.append((ffn.wi_0 if kind == "t5_v1_1" else ffn.wi).register_forward_hook(
+            lambda mod, inp, out, n=n: recorded[n].append(out.numpy())))
+    full, full_mask, _ = prompts.insert_prompt(prompt, embeds, mask, "prefix")
+    with torch.no_grad():
+        ref.generate(inputs_embeds=torch.tensor(np.asarray(full)),
+                     attention_mask=torch.tensor(np.asarray(full_mask)), max_new_tokens=3,
+                     min_new_tokens=3, do_sample=False, num_beams=1, use_cache=False)
+    for h in hooks:
+        h.remove()
+    assert all(len(steps) == 3 for steps in recorded)  # one call per generated token
+    first = np.stack([steps[0][:, :1] for steps in recorded])  # [L_dec, B, 1, F]
+    assert masks.shape == first.shape
+    np.testing.assert_array_equal(np.asarray(masks), first > 0)
+    # The text matters: the decoder cross-attends to it.
+    other = ind.activation_masks(model, params, prompt, embeds[::-1], mask[::-1],
+                                 jnp.array([0, 0]))
+    assert not np.array_equal(np.asarray(other), np.asarray(masks))

@@ -127,6 +127,51 @@ def test_neuron_overlaps_on_a_model(loaded):
         transfer.neuron_overlaps(loaded, prompts, "sst2", "a", mode="everywhere")
 
 
+def test_on_layer_selections_from_one_pass_equal_each_selection_alone(loaded):
+    """ON over all layers, the bottom third and the top third, read from one forward pass,
+    equal masks read with each selection (`activation_masks(layers=...)`) and overlapped row
+    by row; the three differ."""
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+
+    from prompt_jax import indicators as ind
+    from prompt_jax.transfer.indicators import _probe_batch
+
+    rng = np.random.default_rng(2)
+    prompts = {n: rng.normal(size=(4, 32)).astype(np.float32) for n in ("a", "b", "c")}
+    selections = ind.LAYER_SELECTIONS
+    by = transfer.neuron_overlaps_by_layers(loaded, prompts, "sst2", "a", mode="inputs",
+                                            n_inputs=4, selections=selections)
+    assert list(by) == list(selections)
+    task = loaded.task("sst2")
+    batch = _probe_batch(loaded, task, "inputs", 4, 0)
+    embeds = loaded.model.embed(loaded.params, jnp.asarray(batch["inputs"]))
+    positions = jnp.asarray(transfer.label_positions(loaded.model, batch))
+    mask = jnp.asarray(batch["input_mask"])
+
+    @partial(jax.jit, static_argnums=1)
+    def masks(prompt, sel):  # [B, L', F]
+        m = ind.activation_masks(loaded.model, loaded.params, prompt, embeds, mask, positions,
+                                 placement=task.placement, layers=sel)
+        return jnp.moveaxis(m[:, :, 0], 1, 0)
+
+    for sel in selections:
+        ref = masks(jnp.asarray(prompts["a"]), sel)
+        for name, p in prompts.items():
+            alone = float(ind.neuron_overlap(masks(jnp.asarray(p), sel), ref).mean())
+            assert by[sel][name] == pytest.approx(alone, abs=1e-6)
+        assert by[sel]["a"] == pytest.approx(1.0)
+    assert len({round(by[sel]["b"], 6) for sel in selections}) == 3
+    # The same by indicator name, as retrieve, suggest and the SPoT arms name it.
+    named = transfer.similarity_to(loaded, {"b": prompts["b"]}, prompts["a"], "sst2",
+                                   "ON_inputs_top_third", n_inputs=4)
+    assert named["b"] == pytest.approx(by["top_third"]["b"], abs=1e-6)
+    with pytest.raises(ValueError, match="ON_<mode>_top_third"):
+        transfer.similarity_to(loaded, prompts, prompts["a"], "sst2", "ON_inputs_middle")
+
+
 def test_on_reads_the_label_position_so_the_input_text_matters(loaded):
     """A decoder predicts the label after its last input token: ON reads there, where the
     text has been seen (reading position 0 would give the same masks for any input)."""

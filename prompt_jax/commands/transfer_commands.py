@@ -101,15 +101,27 @@ def _fmt(v) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:+.3f}"
 
 
+def on_name(mode: str, layers: str) -> str:
+    """The indicator name of ON in `mode` over a layer selection: ON_<mode> over all layers,
+    ON_<mode>_<selection> otherwise (e.g. ON_paper_top_third)."""
+    return f"ON_{mode}" if layers == "all" else f"ON_{mode}_{layers}"
+
+
 def indicators(loaded: engine.LoadedModel, out: Path, *, modes: Sequence[str] = ("paper",
-               "inputs"), n_inputs: int = 16, layers: str = "all") -> dict:
+               "inputs"), n_inputs: int = 16, layers: Sequence[str] = ("all",)) -> dict:
     """Every indicator for every (source, target) pair of the matrix whose target has its own
-    prompt, and the correlation of each with the measured relative transfer."""
+    prompt, and the correlation of each with the measured relative transfer; ON once per
+    mode and layer selection (`on_name`), the selections read from one forward pass."""
     import numpy as np
     from tqdm import tqdm
 
     from prompt_jax import transfer
+    from prompt_jax.indicators import LAYER_SELECTIONS
 
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    unknown = [sel for sel in layers if sel not in LAYER_SELECTIONS]
+    if unknown or not layers:
+        raise ValueError(f"unknown ON layer selection(s) {unknown}; use {LAYER_SELECTIONS}")
     sources = _source_names(out)
     prompts = transfer.load_prompts(loaded, _prompt_files(out, sources))
     names, all_targets, _, relative = transfer.matrix_arrays(_cells(out))
@@ -121,15 +133,17 @@ def indicators(loaded: engine.LoadedModel, out: Path, *, modes: Sequence[str] = 
     for name, table in embedding.items():
         values[name] = table[:, [sources.index(t) for t in targets]]
     for mode in modes:
-        table = np.zeros((len(sources), len(targets)))
+        tables = {sel: np.zeros((len(sources), len(targets))) for sel in layers}
         for j, target in enumerate(tqdm(targets, desc=f"ON {mode}", unit="target")):
-            overlaps = transfer.neuron_overlaps(loaded, prompts, target, target, mode=mode,
-                                                n_inputs=n_inputs, layers=layers)
-            table[:, j] = [overlaps[s] for s in sources]
-        values[f"ON_{mode}"] = table
+            overlaps = transfer.neuron_overlaps_by_layers(
+                loaded, prompts, target, target, mode=mode, n_inputs=n_inputs,
+                selections=layers)
+            for sel in layers:
+                tables[sel][:, j] = [overlaps[sel][s] for s in sources]
+        values.update({on_name(mode, sel): tables[sel] for sel in layers})
     valid = np.array([[s != t for t in targets] for s in sources])
     result = {"sources": sources, "targets": targets, "relative": measured.tolist(),
-              "layers": layers, "n_inputs": n_inputs,
+              "layers": layers[0] if len(layers) == 1 else layers, "n_inputs": n_inputs,
               "indicators": {k: v.tolist() for k, v in values.items()},
               "correlations": {k: transfer.correlations(v, measured, valid)
                                for k, v in values.items()}}
@@ -376,7 +390,7 @@ def main(args) -> None:
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     elif args.action == "indicators":
         indicators(loaded, out, modes=comma_list(args.modes), n_inputs=args.n_inputs,
-                   layers=args.layers)
+                   layers=comma_list(args.layers))
         print((out / "indicators.md").read_text())
     elif args.action == "retrieve":
         retrieve(loaded, out, brief=brief, runs=runs, modes=comma_list(args.modes),
@@ -437,7 +451,10 @@ def add_parser(sub) -> None:
                    help="ON modes: paper (empty text), inputs (real target inputs), prompt "
                         "(every prompt position)")
     p.add_argument("--n_inputs", type=int, default=16, help="ON inputs mode: inputs read")
-    p.add_argument("--layers", default="all", help="ON layers: all, bottom_third, top_third")
+    p.add_argument("--layers", default="all",
+                   help="indicators: ON layer selections, comma-separated: all, bottom_third "
+                        "(the first third), top_third (each its own indicator, e.g. "
+                        "ON_paper_top_third)")
     p.add_argument("--steps", type=int, default=320, help="steps per prompt")
     p.add_argument("--brief_steps", type=int, default=40,
                    help="retrieve, spot arms: steps of the brief target prompt")

@@ -79,7 +79,8 @@ class Backbone(Protocol):
     def activations(self, params: Params, embeds: jax.Array, mask: jax.Array, *,
                     kind: str = "output_input") -> dict:
         """FFN activations {stack name: [L, B, T, F]} (one stack: the decoder of decoder-only
-        families, the encoder otherwise).
+        families, the encoder otherwise; T5 also takes `stack="decoder"`, its decoder's first
+        position, which the neuron overlap reads).
 
         `kind` (see `FFN_ACTIVATION_KINDS`) says which point of each FFN:
           "output_input": the input of the output projection, act(x W_i), or act(x W_gate) *

@@ -350,14 +350,31 @@ class T5(FlaxBackbone):
         logp = token_log_probs(logits, flat_ids)  # [B*C, K]
         return candidate_totals(logp.reshape(b, c, k), cmask)
 
-    def activations(self, params, embeds, mask, *, kind: str = "output_input") -> dict:
-        """Encoder FFN activations {"encoder": [L, B, T, F]} (`kind`: see
-        `Backbone.activations`)."""
+    def activations(self, params, embeds, mask, *, kind: str = "output_input",
+                    stack: str = "encoder") -> dict:
+        """FFN activations of one stack (`kind`: see `Backbone.activations`).
+
+        Args:
+          stack: "encoder" gives {"encoder": [L, B, T, F]}, every encoder position;
+            "decoder" gives {"decoder": [L_dec, B, 1, F]}, the decoder's first position: the
+            decoder fed only its start token, cross-attending to the encoded input (the first
+            step of greedy decoding, which predicts the label's first token). The neuron
+            overlap reads the latter, as the paper's T5 code does (see
+            `prompt_jax.indicators.activation_masks`).
+        """
         name = ffn_sown_name(kind)
-        _, state = self.module.apply(
-            {"params": params}, embeds, mask, method=T5Module.encode, mutable=["intermediates"]
-        )
-        return {"encoder": state["intermediates"]["encoder"]["layers"]["mlp"][name][0]}
+        if stack == "encoder":
+            _, state = self.module.apply({"params": params}, embeds, mask,
+                                         method=T5Module.encode, mutable=["intermediates"])
+        elif stack == "decoder":
+            start = jnp.full((embeds.shape[0], 1), self.config.decoder_start_token_id, jnp.int32)
+            _, state = self.module.apply(
+                {"params": params}, embeds, mask, start, jnp.ones_like(start),
+                method=lambda m, e, em, d, dm: m.decode(m.encode(e, em), em, d, dm),
+                mutable=["intermediates"])
+        else:
+            raise ValueError(f"unknown T5 stack {stack!r}; use 'encoder' or 'decoder'")
+        return {stack: state["intermediates"][stack]["layers"]["mlp"][name][0]}
 
     def generate(self, params, embeds, mask, max_new_tokens: int, *, eos_ids=None, pad_id=None,
                  live=None, limit=None) -> jax.Array:

@@ -33,6 +33,7 @@ from prompt_jax.transfer.indicators import (
     embedding_indicators,
     label_positions,
     neuron_overlaps,
+    neuron_overlaps_by_layers,
     similarity_to,
 )
 from prompt_jax.transfer.init import (
@@ -72,7 +73,8 @@ __all__ = [
     "BASELINE", "CONTROLS", "EMBEDDING_INDICATORS", "NO_PROMPT", "ON_MODES", "RANDOM_PROMPT",
     "SHARED_TEXT", "SourceRecipe", "correlations", "domain_shift", "embedding_indicators",
     "init_run_name", "init_run_path", "init_runs", "init_summary", "label_positions",
-    "load_prompts", "markdown_table", "matrix_arrays", "neuron_overlaps", "ordered_cells",
+    "load_prompts", "markdown_table", "matrix_arrays", "neuron_overlaps",
+    "neuron_overlaps_by_layers", "ordered_cells",
     "plot_init_curves", "random_control", "read_json", "restore_tuned_params", "scored_split",
     "shares_text", "similarity_to", "speedup_text", "spot_mix", "steps_to_fraction", "train_run",
     "train_sources", "write_json", "write_matrix", "zero_shot_matrix",

@@ -5,7 +5,7 @@ inputs, and their rank correlation with measured transfer."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -49,12 +49,15 @@ def _probe_batch(loaded: engine.LoadedModel, task: engine.TaskHandle, mode: str,
 
 
 def label_positions(model, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    """[B] the input position where each row's label is predicted, the one ON reads: a
-    masked LM's <mask> (`target_position`); for a decoder the last input token, whose next
-    token is the label (and for T5's encoder, whose activations ON reads, the input's end).
-    Rows are right-padded."""
+    """[B] the position where each row's label is predicted, the one ON reads: a masked LM's
+    <mask> (`target_position`); for a decoder the last input token, whose next token is the
+    label (rows are right-padded); for T5 0, the decoder's first position, which
+    `indicators.activation_masks` reads on T5 whatever the positions (as the paper's T5 code
+    does)."""
     if model.prompt_style == "mlm":
         return np.asarray(batch["target_position"])
+    if model.prompt_style == "t5":
+        return np.zeros(len(batch["input_mask"]), np.int64)
     return np.asarray(batch["input_mask"]).sum(-1) - 1
 
 
@@ -65,12 +68,28 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
     overlap of the FFN neurons each activates (gate pre-activation > 0).
 
     Modes: "paper" reads the position that predicts the label with an empty text in the
-    template (as the paper's code feeds "<s>"), "inputs" the same position over a seeded
-    sample of `n_inputs` real validation inputs (the overlap averaged over them), "prompt"
-    every prompt position (empty text).
+    template (as the paper's code feeds "<s>"; on T5 the decoder's first position, see
+    `indicators.activation_masks`), "inputs" the same position over a seeded sample of
+    `n_inputs` real validation inputs (the overlap averaged over them), "prompt" every prompt
+    position (empty text; on T5 the encoder's, where the prompt is).
 
     Returns:
       name -> ON with the reference (1.0 for the reference itself).
+    """
+    return neuron_overlaps_by_layers(loaded, prompts_by_name, target, reference, mode=mode,
+                                     n_inputs=n_inputs, selections=(layers,), seed=seed)[layers]
+
+
+def neuron_overlaps_by_layers(loaded: engine.LoadedModel,
+                              prompts_by_name: Mapping[str, np.ndarray], target: str,
+                              reference: str, *, mode: str = "paper", n_inputs: int = 16,
+                              selections: Sequence[str | tuple[int, int]] = ("all",),
+                              seed: int = 0) -> dict[str | tuple[int, int], dict[str, float]]:
+    """`neuron_overlaps` over several layer selections from one forward pass per prompt:
+    every layer's masks are read once and each selection's ON computed from them.
+
+    Returns:
+      selection -> {name -> ON with the reference}.
     """
     from prompt_jax import prompts as prompt_ops
 
@@ -82,10 +101,10 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
     positions = jnp.asarray(label_positions(loaded.model, batch))
 
     @jax.jit
-    def masks_of(prompt):  # -> [B, L', K * F]
+    def masks_of(prompt):  # -> [B, L, K * F]
         if mode != "prompt":
             m = indicators.activation_masks(loaded.model, loaded.params, prompt, embeds, mask,
-                                            positions, placement=task.placement, layers=layers)
+                                            positions, placement=task.placement)
             return jnp.moveaxis(m[:, :, 0, :], 1, 0)
         prompted, prompted_mask, start = prompt_ops.insert_prompt(prompt, embeds, mask,
                                                                   task.placement)
@@ -93,12 +112,13 @@ def neuron_overlaps(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np
                                           kind="pre_activation").values()  # [L, B, P + T, F]
         at = start[:, None] + jnp.arange(prompt.shape[0])[None]  # [B, P]
         picked = jnp.take_along_axis(pre, at[None, :, :, None], axis=2)  # [L, B, P, F]
-        m = indicators.activated(indicators.select_layers(picked, layers))
+        m = indicators.activated(picked)
         return jnp.moveaxis(m, 1, 0).reshape(m.shape[1], m.shape[0], -1)
 
     ref = masks_of(jnp.asarray(prompts_by_name[reference]))
-    return {name: float(indicators.neuron_overlap(masks_of(jnp.asarray(p)), ref).mean())
-            for name, p in prompts_by_name.items()}
+    masks = {name: masks_of(jnp.asarray(p)) for name, p in prompts_by_name.items()}
+    return {sel: {name: float(indicators.neuron_overlap(m, ref, layers=sel).mean())
+                  for name, m in masks.items()} for sel in selections}
 
 
 def correlations(indicator: np.ndarray, transfer: np.ndarray, valid: np.ndarray
@@ -130,7 +150,8 @@ def similarity_to(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np.n
                   own: np.ndarray, target: str, indicator: str, *, n_inputs: int = 16
                   ) -> dict[str, float]:
     """Each prompt's value of one indicator with `own` (a prompt trained on `target`): an
-    embedding indicator (`EMBEDDING_INDICATORS`) or `ON_<mode>` on the target's inputs.
+    embedding indicator (`EMBEDDING_INDICATORS`) or `ON_<mode>` on the target's inputs, over
+    all layers or, as `ON_<mode>_bottom_third` / `ON_<mode>_top_third`, over that third.
 
     Raises:
       ValueError: an unknown indicator (naming the known ones).
@@ -138,12 +159,17 @@ def similarity_to(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np.n
     if indicator in EMBEDDING_INDICATORS:
         fn = EMBEDDING_INDICATORS[indicator]
         return {s: float(fn(own, p)) for s, p in prompts_by_name.items()}
-    if indicator.startswith("ON_") and indicator[3:] in ON_MODES:
+    mode, _, layers = indicator[3:].partition("_")  # ON_paper_top_third -> paper, top_third
+    if (indicator.startswith("ON_") and mode in ON_MODES
+            and layers in indicators.LAYER_SELECTIONS[1:] + ("",)):
         reference = "\0own"  # a name no prompt has
         values = neuron_overlaps(loaded, {**prompts_by_name, reference: own}, target,
-                                 reference, mode=indicator[3:], n_inputs=n_inputs)
+                                 reference, mode=mode, n_inputs=n_inputs,
+                                 layers=layers or "all")
         values.pop(reference)
         return values
     raise ValueError(f"unknown indicator {indicator!r}; use one of "
                      f"{', '.join(EMBEDDING_INDICATORS)} or "
-                     + ", ".join(f"ON_{m}" for m in ON_MODES))
+                     + ", ".join(f"ON_{m}" for m in ON_MODES)
+                     + " (ON over a third of the layers: ON_<mode>_bottom_third, "
+                     "ON_<mode>_top_third)")
