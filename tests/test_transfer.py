@@ -189,12 +189,13 @@ def test_on_reads_the_label_position_so_the_input_text_matters(loaded):
 
 
 def test_domain_shift_scores_the_prompt_and_the_tuned_model(loaded, tmp_path):
-    from prompt_jax.commands import transfer_commands
+    from prompt_jax.commands import transfer_study_commands
 
     recipe = SourceRecipe(steps=2, prompt_length=4, eval_limit=8)
     transfer.train_sources(loaded, ["sst2"], tmp_path, recipe)
-    rows = transfer_commands.domain_shift(loaded, "sst2", ["sst2", "rotten_tomatoes"], tmp_path,
-                                          tuning=recipe, learning_rate=1e-2, limit=8)
+    rows = transfer_study_commands.domain_shift(
+        loaded, "sst2", ["sst2", "rotten_tomatoes"], tmp_path, tuning=recipe, learning_rate=1e-2,
+        limit=8)
     assert [(r["row"], r["target"]) for r in rows] == [
         ("prompt", "sst2"), ("model_tuning", "sst2"), ("prompt", "rotten_tomatoes"),
         ("model_tuning", "rotten_tomatoes")]
@@ -208,8 +209,9 @@ def test_domain_shift_scores_the_prompt_and_the_tuned_model(loaded, tmp_path):
     assert "| sst2 (same task) |" in md and "| rotten_tomatoes † |" in md
     # a rerun with every cell scored needs neither the tuned model nor its run
     shutil.rmtree(tmp_path / "runs")
-    again = transfer_commands.domain_shift(loaded, "sst2", ["sst2", "rotten_tomatoes"],
-                                           tmp_path, tuning=recipe, learning_rate=1e-2, limit=8)
+    again = transfer_study_commands.domain_shift(
+        loaded, "sst2", ["sst2", "rotten_tomatoes"], tmp_path, tuning=recipe, learning_rate=1e-2,
+        limit=8)
     assert again == rows and not (tmp_path / "runs").exists()
 
 
@@ -283,18 +285,18 @@ def test_init_runs_start_from_the_given_prompt_and_are_read_back(loaded, tmp_pat
 
 def test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored(
         loaded, tmp_path, capsys):
-    from prompt_jax.commands import transfer_commands
+    from prompt_jax.commands import transfer_study_commands
 
     recipe = SourceRecipe(steps=2, prompt_length=4, eval_limit=8)
     kwargs = dict(recipe=recipe, seeds=(0,), eval_every=1, eval_limit=8, brief=recipe)
     summary = tmp_path / "init" / "sst2" / "summary.json"
-    alone = transfer_commands.init(loaded, "sst2", ["random_uniform"], tmp_path, **kwargs)
+    alone = transfer_study_commands.init(loaded, "sst2", ["random_uniform"], tmp_path, **kwargs)
     assert alone["arms"] == [] and not summary.exists()  # no baseline to be relative to
     assert "waits for a run with baseline among --arms" in capsys.readouterr().out
     stored = tmp_path / "init" / "sst2" / "random_uniform__seed0.json"
     stamp = stored.stat().st_mtime_ns
-    transfer_commands.init(loaded, "sst2", ["baseline"], tmp_path, **kwargs)
-    again = transfer_commands.init(loaded, "sst2", ["random_uniform"], tmp_path, **kwargs)
+    transfer_study_commands.init(loaded, "sst2", ["baseline"], tmp_path, **kwargs)
+    again = transfer_study_commands.init(loaded, "sst2", ["random_uniform"], tmp_path, **kwargs)
     assert [a["arm"] for a in again["arms"]] == ["baseline", "random_uniform"]
     assert json.loads(summary.read_text())["eval_every"] == 1
     assert stored.stat().st_mtime_ns == stamp  # read back, not trained again
