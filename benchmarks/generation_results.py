@@ -6,6 +6,7 @@ against Hugging Face's `generate` (greedy, KV cache, the same batches) on the sa
     python benchmarks/generation_results.py --model smollm2-135m-instruct
     python benchmarks/generation_results.py --model smollm2-135m-instruct --arms model
     python benchmarks/generation_results.py --model gemma3-270m --tasks squad
+    taskset -c 1 python benchmarks/generation_results.py --tasks squad --speed  # 1 core each
 
 Writes one JSON per cell, `benchmarks/results/generation/<model>/<task>/<arm>.json` (a cell
 already there is kept, so an interrupted study resumes), each with its per-row scores, the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -104,6 +106,8 @@ def hf_speed(loaded, task, batches, args) -> dict:
     from prompt_jax.models import fetch
     from prompt_jax.tasks.vocabulary import pad_id
 
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use
+    load_before = os.getloadavg()[0]
     gguf = fetch(args.model)
     hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                            dtype=torch.float32).eval()
@@ -148,6 +152,8 @@ def hf_speed(loaded, task, batches, args) -> dict:
     return {"rows": rows, "new_tokens": new_tokens, "ours_seconds": ours_s,
             "hf_seconds": theirs_s, "speedup": theirs_s / ours_s if ours_s else None,
             "rows_token_identical": agree, "batch": args.eval_batch,
+            "cores": len(os.sched_getaffinity(0)),
+            "load_average": [load_before, os.getloadavg()[0]],
             "max_new_tokens": n_new, "hf": "transformers generate, greedy, use_cache, "
                                            "torch.inference_mode, float32"}
 
@@ -212,7 +218,9 @@ def report(root: Path = OUT) -> str:
                     f"{sp['batch']}) | {sp['new_tokens']} | {sp['ours_seconds']:.1f} | "
                     f"{sp['hf_seconds']:.1f} | "
                     f"{'-' if sp['speedup'] is None else format(sp['speedup'], '.2f') + 'x'} | "
-                    f"{sp['rows_token_identical']} of {sp['rows']} |")
+                    f"{sp['rows_token_identical']} of {sp['rows']} | "
+                    + (f"{sp['cores']}, {sp['load_average'][0]:.1f} / "
+                       f"{sp['load_average'][1]:.1f} |" if "cores" in sp else "- |"))
     out = ["Scores in percent with 95% intervals (Wilson for exact match, a percentile "
            "bootstrap over rows for F1 and ROUGE); the difference to the template is paired "
            "on the same rows (bootstrap), * where its interval excludes 0. "
@@ -226,7 +234,11 @@ def report(root: Path = OUT) -> str:
                 "bucket first: its steady state); rows token-identical = ours equals HF's up "
                 "to its EOS:", "",
                 "| model | task | rows | new tokens (ours) | ours s | HF s | speedup | rows "
-                "token-identical |", "|---|---|---|---|---|---|---|---|", *speed_rows, ""]
+                "token-identical | cores, load before / after |",
+                "|---|---|---|---|---|---|---|---|---|", *speed_rows, "",
+                "Both sides run in one process pinned to the cores shown (`taskset`), torch with "
+                "as many threads; the load average says how busy the machine was (other work "
+                "shared it), so read the ratio, not the seconds.", ""]
     where = sorted({p.rsplit(", commit ", 1)[0] for p in provenances})
     commits = sorted({p.rsplit(", commit ", 1)[-1] for p in provenances if ", commit " in p})
     out += ["Stored: " + "; ".join(where) + f" (commits {', '.join(commits)}). Command: "
