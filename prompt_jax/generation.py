@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from prompt_jax import decoding, partitioning, scoring
-
-Params = Any
+from prompt_jax.models.base import Params
 
 
 def decode_options(task, tokenizer) -> dict[str, Any]:
