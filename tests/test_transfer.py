@@ -3,6 +3,7 @@ relative performance, transfer initialization, ON on a model, correlations, doma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -281,6 +282,25 @@ def test_init_runs_start_from_the_given_prompt_and_are_read_back(loaded, tmp_pat
     again = transfer.init_runs(loaded, "sst2", arms, tmp_path, recipe=recipe, seeds=(0,),
                                eval_every=1, eval_limit=8)
     assert again == results and [p.stat().st_mtime_ns for p in files] == stamps
+    # a stored run of another recipe is not read back as this study's
+    with pytest.raises(ValueError, match=r"eval_every 1 \(asked 2\)"):
+        transfer.init_runs(loaded, "sst2", arms, tmp_path, recipe=recipe, seeds=(0,),
+                           eval_every=2, eval_limit=8)
+    with pytest.raises(ValueError, match=r"steps 2 \(asked 3\)"):
+        transfer.init_runs(loaded, "sst2", arms, tmp_path, recipe=dataclasses.replace(
+            recipe, steps=3), seeds=(0,), eval_every=1, eval_limit=8)
+
+
+def test_a_stored_cell_of_another_sample_size_is_refused(loaded, tmp_path):
+    prompt = np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)
+    first = transfer.zero_shot_matrix(loaded, {"sst2": prompt}, ["sst2"], tmp_path, limit=8,
+                                      batch_size=8, controls=False)
+    again = transfer.zero_shot_matrix(loaded, {"sst2": prompt}, ["sst2"], tmp_path, limit=8,
+                                      batch_size=8, controls=False)
+    assert again == first
+    with pytest.raises(ValueError, match="scored with limit 8, this call asks for 16"):
+        transfer.zero_shot_matrix(loaded, {"sst2": prompt}, ["sst2"], tmp_path, limit=16,
+                                  batch_size=8, controls=False)
 
 
 def test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored(

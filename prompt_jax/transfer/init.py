@@ -103,7 +103,7 @@ def init_runs(loaded: engine.LoadedModel, target: str,
         for seed in seeds:
             path = init_run_path(out_dir, target, arm, seed)
             if path.exists():
-                results.append(read_json(path))
+                results.append(_stored_run(path, recipe.steps, eval_every, eval_limit))
                 continue
             print(f"[init {target}] {arm}, seed {seed}", flush=True)
             folder = runs_dir / "init" / target / init_run_name(arm, seed)
@@ -125,9 +125,28 @@ def init_runs(loaded: engine.LoadedModel, target: str,
             curve = [[0, first[metric]]] + _curve(folder, metric)
             write_json(path, {"target": target, "arm": arm, "seed": seed, "curve": curve,
                               "final": curve[-1][1], "metric": metric, "eval_limit": eval_limit,
+                              "steps": recipe.steps, "eval_every": eval_every,
                               "train_seconds": summary["train_seconds"]})
             results.append(read_json(path))  # as a resumed call reads it, provenance included
     return results
+
+
+def _stored_run(path: Path, steps: int, eval_every: int, eval_limit: int) -> dict[str, Any]:
+    """A finished run read back, refused when it was trained or scored otherwise than this
+    call asks (its steps, evaluation interval and examples, read from its curve where an older
+    file does not state them): a curve of another recipe is not this study's."""
+    run = read_json(path)
+    curve_steps = [s for s, _ in run["curve"]]
+    stored = {"steps": run.get("steps", curve_steps[-1]),
+              "eval_every": run.get("eval_every", curve_steps[1] if len(curve_steps) > 1 else 0),
+              "eval_limit": run["eval_limit"]}
+    wanted = {"steps": steps, "eval_every": eval_every, "eval_limit": eval_limit}
+    if stored != wanted:
+        differ = ", ".join(f"{k} {stored[k]} (asked {wanted[k]})" for k in wanted
+                           if stored[k] != wanted[k])
+        raise ValueError(f"{path} is a run with {differ}: use another results folder, or "
+                         "remove the target's init files to run it again")
+    return run
 
 
 def init_summary(results: Sequence[dict[str, Any]], zero_shot: float,

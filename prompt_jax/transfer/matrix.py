@@ -62,7 +62,8 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
     """Scores every source prompt (and the controls) on every target task.
 
     Each cell is `out_dir/cells/<source>__<target>.json`; cells already there are read, not
-    recomputed. A target's batches are made once and reused by all its prompts.
+    recomputed (one stored with another `limit` is refused: its rows are not this call's). A
+    target's batches are made once and reused by all its prompts.
 
     Args:
       loaded: the model.
@@ -107,7 +108,12 @@ def zero_shot_matrix(loaded: engine.LoadedModel, sources: Mapping[str, np.ndarra
                                    "limit": limit, "model": loaded.name, **metrics,
                                    "metric": primary, "score": metrics[primary],
                                    "seconds": time.perf_counter() - t0})
-            cells.append(read_json(path))
+            cell = read_json(path)
+            if cell.get("limit", limit) != limit:
+                raise ValueError(f"{path} was scored with limit {cell['limit']}, this call asks "
+                                 f"for {limit}: use another results folder, or remove its "
+                                 "cells to score them again")
+            cells.append(cell)
             bar.update(1)
     bar.close()
     return cells
