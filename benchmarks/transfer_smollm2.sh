@@ -13,8 +13,23 @@ SENTIMENT=sst2,rotten_tomatoes,imdb,laptop,restaurant,tweet_sentiment
 $PJ transfer matrix --out $OUT --runs $RUNS --sources $SOURCES --targets $TARGETS --limit 200
 $PJ transfer indicators --out $OUT --modes paper,inputs,prompt --layers all,bottom_third,top_third
 $PJ transfer domain-shift --out $OUT --runs $RUNS --source sst2 --targets $SENTIMENT --limit 500
-for target in rotten_tomatoes laptop; do
-  $PJ transfer init --out $OUT --runs $RUNS --target $target --limit 300 \
-    --arms baseline,random_uniform,source:best,spot:ON_inputs:3
+# Transfer initialization: 3 targets x 3 seeds x 5 starts, 100 steps, scored every 20 steps.
+# (The earlier study, 2 targets x 2 seeds x 4 starts over 320 steps scored every 40, is kept in
+# $OUT/init_320steps.)
+SENTIMENT_TEXT="text:Is the opinion of this review positive or negative?"
+for target in rotten_tomatoes laptop mrpc; do
+  text="$SENTIMENT_TEXT"
+  [ "$target" = mrpc ] && text="text:Do these two sentences mean the same thing?"
+  $PJ transfer init --out $OUT --runs $RUNS --target $target --limit 200 --steps 100 \
+    --eval_every 20 --seeds 0,1,2 \
+    --arms "baseline,random_uniform,$text,source:best,spot:ON_inputs:3"
 done
 $PJ transfer retrieve --out $OUT --runs $RUNS --modes paper,inputs
+# The sentiment family on 1,000 rows per target (or its whole split); tweet_sentiment has no
+# local train file, so it is a target only.
+mkdir -p runs/transfer/sentiment-library
+for t in sst2 imdb rotten_tomatoes laptop restaurant; do
+  cp $OUT/prompts/$t.npy $OUT/prompts/$t.json runs/transfer/sentiment-library/
+done
+$PJ transfer matrix --out $OUT-sentiment --runs $RUNS-sentiment \
+  --prompts runs/transfer/sentiment-library --targets $SENTIMENT --limit 1000

@@ -320,6 +320,13 @@ def test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored
     assert [a["arm"] for a in again["arms"]] == ["baseline", "random_uniform"]
     assert json.loads(summary.read_text())["eval_every"] == 1
     assert stored.stat().st_mtime_ns == stamp  # read back, not trained again
+    words = "text:Is this review positive or negative?"
+    texted = transfer_study_commands.init(loaded, "sst2", ["baseline", words], tmp_path, **kwargs)
+    assert [a["arm"] for a in texted["arms"]] == ["baseline", "text"]
+    assert texted["notes"]["text"] == "Is this review positive or negative?"
+    assert (tmp_path / "init" / "sst2" / "text__seed0.json").exists()
+    with pytest.raises(ValueError, match="one text:<words> arm"):
+        transfer_study_commands.init(loaded, "sst2", [words, "text:another"], tmp_path, **kwargs)
 
 
 def test_transfer_commands_say_what_they_need(tmp_path, capsys):

@@ -26,10 +26,11 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
          recipe: SourceRecipe, seeds: Sequence[int], eval_every: int, eval_limit: int,
          brief: SourceRecipe, runs: Path | None = None, n_inputs: int = 16) -> dict:
     """Transfer-initialized training of `target` (see `transfer.init_runs`); arms are
-    `baseline` (the recipe's init), another init by name (`random_uniform`, `sampled_vocab`,
-    `text:<words>`), `source:<task>`, `source:best` (the best other source on
-    the target in the matrix, a source sharing its texts left out) and `spot:<indicator>:<k>`
-    (the top-k sources by the indicator against a briefly trained target prompt)."""
+    `baseline` (the recipe's init), another init by name (`random_uniform`, `sampled_vocab`;
+    `text:<words>` is stored as arm `text` with its words in the notes), `source:<task>`,
+    `source:best` (the best other source on the target in the matrix, a source sharing its
+    texts left out) and `spot:<indicator>:<k>` (the top-k sources by the indicator against a
+    briefly trained target prompt)."""
     import numpy as np
 
     from prompt_jax import transfer
@@ -43,8 +44,12 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
         kind, _, rest = arm.partition(":")
         if arm == transfer.BASELINE:
             starts[arm] = None
+        elif kind == "text":  # stored as arm "text", its words in the notes
+            if "text" in starts:
+                raise ValueError("one text:<words> arm per study (its files are named 'text')")
+            starts["text"], notes["text"] = arm, rest
         elif kind in init_arms:
-            starts[arm] = arm  # another init by name, e.g. random_uniform or text:<words>
+            starts[arm] = arm  # another init by name, e.g. random_uniform
         elif kind == "source":
             name = rest
             if rest == "best":
