@@ -43,33 +43,72 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def matrix_part(out: Path) -> list[str]:
+SOURCES_TEXT = ("source prompts (20 vectors, initialized from the task's class-label words, "
+                "AdamW 3e-2, batch 8, 320 steps)")
+ACCURACY_TEXT = ("validation examples (accuracy, %)", "the accuracy (its 95% Wilson interval)")
+
+
+def matrix_part(out: Path, sources_text: str = SOURCES_TEXT,
+                metric: tuple[str, str] = ACCURACY_TEXT,
+                command: str = f"the `transfer matrix` command of `{SCRIPT}`") -> list[str]:
+    """The zero-shot matrix of the experiment folder `out` with each cell's 95% interval and
+    the readings drawn from them; `metric`: (what a cell scores, what a cell shows)."""
     cells = _cells(out)
     if not cells:
-        return ["The zero-shot matrix is not measured yet (`" + SCRIPT + "`, its first "
-                "command)."]
+        return [f"The zero-shot matrix is not measured yet ({command})."]
     sources, targets, score, _ = transfer.matrix_arrays(cells)
     n = {c["target"]: c["examples"] for c in cells}
     on_test = sorted({c["target"] for c in cells if c.get("split", "validation") != "validation"})
     complete = np.isfinite(score).all() and len(sources) * len(targets) == len(cells)
-    lines = [f"Each of {len(sources) - len(transfer.CONTROLS)} source prompts (20 vectors, "
-             "initialized from the task's class-label words, AdamW 3e-2, batch 8, 320 steps) "
+    lines = [f"Each of {len(sources) - len(transfer.CONTROLS)} {sources_text} "
              f"and two controls, on {len(targets)} target tasks, each scored with its own "
              f"template and verbalizers on a seeded sample of up to {max(n.values())} "
-             "validation examples (accuracy, %). Bold: a task's own prompt; †: source and "
+             f"{metric[0]} (per target: " + ", ".join(f"{t} {n[t]}" for t in targets)
+             + "). Bold: a task's own prompt; †: source and "
              "target share their texts (SST-2's sentences come from Rotten Tomatoes "
              "reviews), so that cell is not an unseen domain." + (
                  f" Scored on the test split (no local validation file): {', '.join(on_test)}."
                  if on_test else "") + ("" if complete else
                                           " (Partial: the run has not finished every cell.)"),
-             "", "Each cell: the accuracy (its 95% Wilson interval).",
+             "", f"Each cell: {metric[1]}.",
              "", _interval_table(cells, sources, targets),
              "", *_matrix_reading(cells, sources, targets, score),
              "", f"![transfer heatmap]({link(out / 'matrix.png')})", "",
              f"Relative performance (score / the target's own prompt's score, the paper's "
              f"measure) and the CSV: `{_rel(out / 'matrix.md')}`, `{_rel(out / 'matrix.csv')}`."
-             f" Reproduce: the `transfer matrix` command of `{SCRIPT}`."]
+             f" Reproduce: {command}."]
     return lines
+
+
+def sentiment_family_part(model: str = MODEL) -> list[str]:
+    """The sentiment family's matrix on 1,000 rows per target (or the whole split)."""
+    out = HERE / "results" / "transfer" / f"{model}-sentiment"
+    return ["The sentiment rows and columns of the matrix above again, each target on a seeded "
+            "1,000 of its rows or its whole split (the larger sample tells differences of a "
+            "few points apart). The source prompts are the matrix's own, read as a prompt "
+            "library (`--prompts`); tweet_sentiment has no local train file, so it is a "
+            "target only.", "",
+            *matrix_part(out, command=f"the sentiment `transfer matrix` command of `{SCRIPT}`")]
+
+
+def generation_transfer_part(model: str = MODEL) -> list[str]:
+    """Question answering and summarization prompts as sources and targets beside sentiment,
+    each target scored by its own metric, and E_cos and ON over them."""
+    out = HERE / "results" / "transfer" / f"{model}-generation"
+    command = (f"`prompt-jax transfer matrix --model {model} --out {_rel(out)} --prompts DIR "
+               "--targets squad,nq_open,samsum,sst2 --limit 100`, DIR holding the 20-vector "
+               "prompts of the generation results above (`<task>_prompt20_prompt.npy` "
+               "renamed `<task>.npy`, with their sidecars) and this section's sst2 and "
+               "rotten_tomatoes prompts; then `prompt-jax transfer indicators --out "
+               f"{_rel(out)} --modes paper --layers all,bottom_third,top_third`")
+    sources_text = ("source prompts (the SQuAD, NQ-Open and SAMSum prompts of 20 vectors from "
+                    "the generation results, 30 steps of batch 4 from sampled vocabulary; the "
+                    "SST-2 and Rotten Tomatoes prompts of the matrix above)")
+    metric = ("rows of each target's scored split (SQuAD F1, NQ-Open exact match, SAMSum "
+              "ROUGE-L F1, SST-2 accuracy; %)", "the target's own metric with its 95% interval "
+              "(a bootstrap over rows for the generation targets, Wilson for SST-2)")
+    lines = matrix_part(out, sources_text, metric, command)
+    return lines + ["", *indicators_part(out)] if (out / "indicators.json").exists() else lines
 
 
 def _interval_table(cells: list[dict], sources: list[str], targets: list[str]) -> str:
@@ -87,7 +126,9 @@ def _matrix_reading(cells: list[dict], sources: list[str], targets: list[str],
     """What the matrix says, computed from 95% intervals: per target, the best other source
     prompt (its own prompt and sources sharing its texts left out) and the median one against
     the template alone and the random prompt; and which targets no prompt moves."""
-    flat = [t for j, t in enumerate(targets) if score[:, j].max() - score[:, j].min() < 0.07]
+    generated = {c["target"] for c in cells if "row_scores" in c}  # not a choice of classes
+    flat = [t for j, t in enumerate(targets) if t not in generated
+            and score[:, j].max() - score[:, j].min() < 0.07]
     lines = []
     for control, name in (("none", "the template alone"), ("random", "the random prompt")):
         for pick in ("best", "median"):
@@ -213,15 +254,22 @@ def _init_seeds(summaries: list[Path]) -> str:
     return "/".join(map(str, sorted(counts)))
 
 
-def init_part(out: Path) -> list[str]:
-    summaries = sorted((out / "init").glob("*/summary.json"))
+def init_part(out: Path, study: str = "init", plots: Path | None = None,
+              command: str = f"the `transfer init` commands of `{SCRIPT}`") -> list[str]:
+    """The init study under `out/<study>/<target>/` (its curves' PNGs in `plots`, default
+    `out`; made by `command`); a target whose runs are not all stored yet is named with its
+    count."""
+    folder, plots = out / study, plots or out
+    summaries = sorted(folder.glob("*/summary.json"))
+    running = sorted(f"{d.name} ({len(list(d.glob('*__seed*.json')))} runs stored)"
+                     for d in folder.glob("*") if d.is_dir() and not (d / "summary.json").exists())
     if not summaries:
-        return ["Transfer initialization: not measured yet."]
-    lines = ["| target | start | final accuracy (mean of seeds) | steps to 90% of the "
+        return [f"Not measured yet{': ' + ', '.join(running) if running else ''}."]
+    loaded = [json.loads(p.read_text()) for p in summaries]
+    lines = ["| target | start | final accuracy, per seed (mean) | steps to 90% of the "
              "baseline's gain, per seed | speedup | per seed: median [min, max] |",
              "|---|---|---|---|---|---|"]
-    for path in summaries:
-        s = json.loads(path.read_text())
+    for s in loaded:
         baseline = next((a for a in s["arms"] if a["arm"] == "baseline"), None)
         for arm in s["arms"]:
             name = arm["arm"]
@@ -231,22 +279,27 @@ def init_part(out: Path) -> list[str]:
             elif isinstance(note, dict):
                 name += " (" + ", ".join(f"{k} {v:.2f}" for k, v in note.items()) + ")"
             steps = ", ".join("never" if x is None else str(x) for x in arm["steps"])
+            finals = ", ".join(f"{100 * f:.1f}" for f in arm["finals"])
             lines.append(f"| {s['target']} (zero-shot {s['zero_shot']:.1%}) | {name} | "
-                         f"{arm['final']:.1%} | {steps} | {transfer.speedup_text(arm)} | "
-                         f"{_seed_speedups(baseline, arm)} |")
-    lines += ["", init_reading([json.loads(p.read_text()) for p in summaries])]
+                         f"{finals} ({arm['final']:.1%}) | {steps} | "
+                         f"{transfer.speedup_text(arm)} | {_seed_speedups(baseline, arm)} |")
+    recipes = {(s["recipe"]["steps"], s.get("eval_every", 40)) for s in loaded}
+    recipe = "; ".join(f"{steps} steps, scored every {every}" for steps, every in sorted(recipes))
+    lines += ["", init_reading(loaded)]
     lines += ["", "baseline: the target's own class-label init; random_uniform: uniform "
-              "random vectors; source:best: the best other "
+              "random vectors (nearest the paper's plain start); text: the embeddings of the "
+              "words shown; source:best: the best other "
               "source in the matrix (a source sharing the target's texts left out); "
               "spot:ON_inputs:3: the three sources whose ON with a briefly trained target "
               "prompt (40 steps) is highest, averaged with ON weights (SPoT-style; a source "
-              "sharing the target's texts is not left out of it). Scores on "
-              "a seeded sample of validation examples every 40 steps ("
+              f"sharing the target's texts is not left out of it). {recipe} on a seeded "
+              "sample of validation examples ("
               + ", ".join(f"{p.parent.name} {_init_examples(p.parent)}" for p in summaries)
-              + f" examples), {_init_seeds(summaries)} seeds per start.", ""]
-    lines += [f"![init curves {p.parent.name}]({link(out / f'init_{p.parent.name}.png')})"
-              for p in summaries]
-    lines.append(f"\nReproduce: the `transfer init` commands of `{SCRIPT}`.")
+              + f" examples), {_init_seeds(summaries)} seeds per start."
+              + (f" Still running: {', '.join(running)}." if running else ""), ""]
+    lines += [f"![init curves {p.parent.name}]({link(plots / f'init_{p.parent.name}.png')})"
+              for p in summaries if (plots / f"init_{p.parent.name}.png").exists()]
+    lines.append(f"\nReproduce: {command}.")
     return lines
 
 
@@ -303,10 +356,18 @@ def report(model: str = MODEL) -> str:
     parts = [("### Source prompts", sources_part(out)),
              ("### Zero-shot transfer between tasks", matrix_part(out)),
              ("### The paper's sentiment pair on this model", sentiment_part(out)),
+             ("### The sentiment family on 1,000 rows per target", sentiment_family_part(model)),
+             ("### Question answering and summarization in transfer",
+              generation_transfer_part(model)),
              ("### Do the indicators predict transfer?", indicators_part(out)),
              ("### The indicators on the paper's own released prompts",
               released_part("released_indicators")),
-             ("### Starting from a transferred prompt", init_part(out)),
+             ("### Starting from a transferred prompt: 3 targets x 3 seeds", init_part(out)),
+             ("#### The earlier study: 2 targets x 2 seeds over 320 steps",
+              init_part(out, "init_320steps", out / "init_320steps", command=(
+                  "`prompt-jax transfer init --out <its folder> --target <target> --limit 300 "
+                  "--arms baseline,random_uniform,source:best,spot:ON_inputs:3` (320 steps, "
+                  "scored every 40, seeds 0,1)"))),
              ("### Domain shift: soft prompt vs model tuning", domain_part(out)),
              ("### Retrieving a source prompt for a new task", retrieval_part(out)),
              ("### Prompt projectors on the paper's released prompts",
