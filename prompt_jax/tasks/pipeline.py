@@ -21,10 +21,17 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from prompt_jax.tasks import encoding
+from prompt_jax.tasks import encoding, split_cache
 from prompt_jax.tasks.metrics import compute, label_from_text
 from prompt_jax.tasks.readers import data_root, data_threads
-from prompt_jax.tasks.registry import LIMIT_SEED, TaskSpec, get_task, read_split, sample_rows
+from prompt_jax.tasks.registry import (
+    LIMIT_SEED,
+    TaskSpec,
+    get_task,
+    local_paths,
+    read_split,
+    sample_rows,
+)
 from prompt_jax.tasks.sources import (
     ensure_tfds_available,
     local_dataset_fn,
@@ -252,9 +259,10 @@ def batches(task: str | TaskSpec, split: str, tokenizer, style: str, batch_size:
             ) -> Iterator[dict[str, np.ndarray]]:
     """Fixed-shape numpy batches of one task's split, through its seqio Task.
 
-    The split is tokenized once and cached; with `shuffle`, each epoch is a full permutation
-    drawn from `seed` (same seed -> same order, epoch after epoch; TFDS splits larger than
-    2**18 rows are shuffled through a buffer of that size).
+    The split is tokenized once and cached (in memory, and on disk for local data:
+    `split_cache`, so that the next run reads it back); with `shuffle`, each epoch is a full
+    permutation drawn from `seed` (same seed -> same order, epoch after epoch; TFDS splits
+    larger than 2**18 rows are shuffled through a buffer of that size).
 
     `limit` (e.g. an eval_limit) keeps a seeded random sample of `limit` rows of the split, not
     its first rows (files are often sorted by label): the rows `registry.sample_rows(n, limit,
@@ -287,6 +295,11 @@ def batches(task: str | TaskSpec, split: str, tokenizer, style: str, batch_size:
                              trim_output_features=False)
     if limit is not None:
         ds = ds.take(limit)
+    if split_cache.enabled() and resolve_source(source) == "local":  # tokenized once, on disk
+        ds = ds.map(lambda ex: {k: ex[k] for k in ("inputs", "targets", *NUMERIC)})
+        key = split_cache.split_key(seqio_t.name, split, lengths, f"limit{limit}_{limit_seed}",
+                                    local_paths(spec, split, data))
+        ds = split_cache.on_disk(ds, key)
     ds = ds.cache()
     if shuffle:
         size = len(read_split(spec, split, data)[0]) if resolve_source(source) == "local" else 0
