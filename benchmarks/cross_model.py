@@ -35,7 +35,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -259,178 +258,11 @@ def run(parts, arms: Sequence[str] | None = None) -> None:
             init(source, target, loaded, arms)
 
 
-# --------------------------------------------------------------------------------------------
-# The docs block (docs/results.md), from the stored files
-# --------------------------------------------------------------------------------------------
-
-
-def _cells(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    return {tuple(p.stem.split("__")): read_json(p) for p in folder.glob("*__*.json")}
-
-
-def _sizes(cells) -> str:
-    """The sample sizes behind a table's cells: '200 examples per cell' or the range."""
-    n = sorted({c["examples"] for c in cells.values() if "examples" in c})
-    return "?" if not n else str(n[0]) if len(n) == 1 else f"{n[0]} to {n[-1]}"
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
-def distance_table(source: str, target: str) -> list[str]:
-    cells = _cells(OUT / "distance" / f"{source}_to_{target}")
-    if not cells:
-        return []
-    rows = [("own", f"{LABELS[target]}'s own prompt"), ("none", "no prompt (template alone)"),
-            ("random", "random prompt, matched norm"),
-            ("flat", "paper's projector (flat)"), ("token", "per-vector MLP"),
-            ("linear", "least-squares linear"),
-            ("flat_random_input", "flat projector fed a random array"),
-            ("flat_other_task", "flat projector fed the next task's prompt")]
-    head = (f"| {LABELS[source]} -> {LABELS[target]} | " + " | ".join(TASKS)
-            + " | mean | mean relative to own |")
-    lines = [head, "|" + "---|" * (len(TASKS) + 3)]
-    own = _scores(cells, "own")
-    for key, label in rows:
-        values = _scores(cells, key)
-        done = None not in values and None not in own
-        mean = float(np.mean(values)) if done else None
-        relative = float(np.mean([v / o for v, o in zip(values, own, strict=True)])) if done \
-            else None
-        lines.append(f"| {label} | " + " | ".join(_pct(v) for v in values)
-                     + f" | {_pct(mean)} | {_pct(relative)} |")
-    return [f"Scored on a seeded sample of {_sizes(cells)} validation examples per cell (the "
-            "same rows for every prompt of a task), one projector fit and one source prompt "
-            "per task:", "", *lines, *_distance_reading(cells)]
-
-
-def _scores(cells, key: str) -> list[float | None]:
-    """`key`'s accuracy on each of `TASKS` (None where not measured)."""
-    return [cells.get((key, t), {}).get("accuracy") for t in TASKS]
-
-
-def _wins(cells, key: str, against: str) -> str:
-    """'k of N' tasks where `key` scores above `against`."""
-    pairs = [(a, b) for a, b in zip(_scores(cells, key), _scores(cells, against), strict=True)
-             if a is not None and b is not None]
-    return f"{sum(a > b for a, b in pairs)} of {len(pairs)}"
-
-
-def _distance_reading(cells) -> list[str]:
-    """One computed sentence per projector: how often the held-out projection beats the
-    controls."""
-    if any(None in _scores(cells, k) for k in ("none", "random", "flat")):
-        return []
-    lines = ["", "Held-out projections, tasks where each beats a control (no prompt / random "
-                 "prompt / the flat projector fed a random array / fed the next task's prompt):"]
-    for key, label in (("flat", "flat"), ("token", "per-vector"), ("linear", "linear")):
-        lines.append(f"- {label}: {_wins(cells, key, 'none')} / {_wins(cells, key, 'random')} "
-                     f"/ {_wins(cells, key, 'flat_random_input')} / "
-                     f"{_wins(cells, key, 'flat_other_task')}")
-    return lines
-
-
-def task_table(source: str, target: str) -> list[str]:
-    folder = OUT / "task" / f"{source}_to_{target}"
-    cells = _cells(folder)
-    if not cells or not (folder / "projections.json").exists():
-        return []
-    info = read_json(folder / "projections.json")
-    # The random prompt of matched norm is the distance part's (the same prompt and rows).
-    distance_cells = _cells(OUT / "distance" / f"{source}_to_{target}")
-    cells.update({k: v for k, v in distance_cells.items() if k[0] == "random"})
-    lines = [f"One projector task-tuned on {TUNED_TASK}; {_sizes(cells)} validation examples "
-             "per cell:", "",
-             f"| {LABELS[source]} -> {LABELS[target]}, tuned on {TUNED_TASK} | "
-             + " | ".join(TASKS) + " |", "|" + "---|" * (len(TASKS) + 1)]
-    for key, label in (("projected", "the task's source prompt projected"),
-                       ("other_task", "the next task's source prompt projected"),
-                       ("random_input", "a random array projected"),
-                       ("random", "random prompt, matched norm"),
-                       ("none", "no prompt")):
-        lines.append(f"| {label} | " + " | ".join(_pct(v) for v in _scores(cells, key)) + " |")
-    unseen = [t for t in TASKS if t != TUNED_TASK]
-    unseen_cells = {k: v for k, v in cells.items() if k[1] in unseen}
-    lines += ["", f"On the {len(unseen)} tasks other than {TUNED_TASK}, the projected source "
-                  f"prompt beats the projected random array on "
-                  f"{_wins(unseen_cells, 'projected', 'random_input')}, the next task's "
-                  f"prompt projected on {_wins(unseen_cells, 'projected', 'other_task')} and "
-                  f"no prompt on {_wins(unseen_cells, 'projected', 'none')}. Mean pairwise "
-                  f"cosine of their projections: {info['mean_pairwise_cosine']:.4f} (of their "
-                  f"source prompts: {info['source_mean_pairwise_cosine']:.4f})."]
-    return lines
-
-
-def init_table(source: str = "smollm2", target: str = "gemma3") -> list[str]:
-    path = OUT / "init" / f"{source}_to_{target}" / "summary.json"
-    if not path.exists():
-        return []
-    summary = read_json(path)
-    zero = path.parent / "init" / summary["target"] / "zero_shot.json"
-    examples = read_json(zero)["examples"] if zero.exists() else "?"
-    lines = [f"{LABELS[target]}, {summary['target']} (zero-shot {_pct(summary['zero_shot'])}; "
-             f"every score on the same {examples} validation examples, {len(INIT_SEEDS)} seeds "
-             "per start):",
-             "", "| start | accuracy at step 0 (per seed) | final accuracy (mean of seeds) | "
-             "steps to 90% of the gain (per seed) | speedup |", "|---|---|---|---|---|"]
-    for arm in summary["arms"]:
-        firsts = ", ".join(_pct(read_json(transfer.init_run_path(
-            path.parent, summary["target"], arm["arm"], seed))["curve"][0][1])
-            for seed in INIT_SEEDS)
-        steps = ", ".join("-" if s is None else str(s) for s in arm["steps"])
-        lines.append(f"| {arm['arm']} | {firsts} | {_pct(arm['final'])} | {steps} | "
-                     f"{transfer.speedup_text(arm)} |")
-    from readme_block import link
-
-    plot = link(path.parent / f"init_{summary['target']}.png")
-    return lines + _init_reading(summary) + [
-        "", f"![{LABELS[target]} {summary['target']}, from each starting prompt]({plot})"]
-
-
-def _init_reading(summary: dict[str, Any]) -> list[str]:
-    """The projected start against each other start: faster or slower to 90% of the gain by
-    at least one evaluation interval (the resolution of a steps count), and the final gap."""
-    arms = {a["arm"]: a for a in summary["arms"]}
-    projected, interval = arms.get("projected"), summary["eval_every"]
-    if projected is None:
-        return []
-    parts = []
-    for name, arm in arms.items():
-        if name == "projected":
-            continue
-        a, b = projected["mean_steps"], arm["mean_steps"]
-        pace = ("neither start reached 90% of the gain on every seed" if a is None and b is None
-                else "projected did not reach 90% of the gain on every seed" if a is None
-                else "it did not reach 90% of the gain on every seed" if b is None
-                else "projected faster" if b - a >= interval
-                else "projected slower" if a - b >= interval
-                else "within one evaluation interval")
-        gap = 100 * (projected["final"] - arm["final"])
-        parts.append(f"{name}: {pace}, final {gap:+.1f} pts")
-    return ["", f"The projected start against each other start (steps counted every {interval}"
-                f"): " + "; ".join(parts) + "."]
-
-
 def report() -> str:
-    parts = []
-    for source, target in DIRECTIONS:
-        parts.append(distance_table(source, target))
-    for source, target in DIRECTIONS:
-        parts.append(task_table(source, target))
-    parts.append(init_table())
-    measured = [p for p in parts if p]
-    if not measured:
-        return ("Not measured yet: run `python benchmarks/cross_model.py run` (CPU-hours), "
-                "then `python benchmarks/cross_model.py report --docs`.")
-    missing = [name for name, p in zip(
-        ["distance SmolLM2 -> Gemma", "distance Gemma -> SmolLM2", "task SmolLM2 -> Gemma",
-         "task Gemma -> SmolLM2", "init"], parts, strict=True) if not p]
-    tail = [f"Not measured yet: {', '.join(missing)}."] if missing else []
-    import results
+    """docs/results.md's block from the stored files (`cross_model_report.report`)."""
+    from cross_model_report import report as block
 
-    when = f"Results {results.stored(sorted(OUT.rglob('*.json')))}."
-    return "\n\n".join([when] + ["\n".join(p) for p in measured] + tail)
+    return block()
 
 
 def main() -> None:

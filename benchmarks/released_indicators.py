@@ -46,11 +46,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_jax import indicators
+from prompt_jax import indicators, stats
 from prompt_jax.prompts.files import load_prompt
 from prompt_jax.prompts.registry import parse_transferability_name, read_result
 from prompt_jax.provenance import write_result
 from prompt_jax.transfer import EMBEDDING_INDICATORS, correlations
+from prompt_jax.transfer import report as readings
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -264,35 +265,79 @@ def _number(value: float | None, fmt: str = "{:+.2f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _hit_rate(rate: float, targets: int) -> stats.Estimate:
+    """A top-k rate over targets (a hit or a miss each) with its 95% Wilson interval."""
+    hits = round(rate * targets)
+    if abs(hits - rate * targets) > 1e-4:
+        raise ValueError(f"a rate of {rate} is not a count of {targets} targets")
+    return stats.Estimate(hits / targets, *stats.wilson_interval(hits, targets), targets)
+
+
+def _rate_text(e: stats.Estimate) -> str:
+    return f"{e.value:.2f} [{e.low:.2f}, {e.high:.2f}]"
+
+
+def _named(verdicts: dict[str, bool], what: str, beyond: str = "beyond noise",
+           below: frozenset[str] = frozenset()) -> str:
+    """'X of Y {what} beyond noise, Z within (the names beyond; those in `below` apart)'."""
+    text = stats.reading(list(verdicts.values()), what).replace("beyond noise", beyond)
+    groups = [("above zero: " if below else "", [n for n, b in verdicts.items()
+                                                 if b and n not in below]),
+              ("below zero: ", [n for n, b in verdicts.items() if b and n in below])]
+    names = "; ".join(label + ", ".join(group) for label, group in groups if group)
+    return text + (f" ({names})" if names else "")
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The table of a result (as `evaluate` returns it, or read back from its JSON): one row per
-    backbone and indicator."""
+    backbone and indicator, each reading with its 95% interval, and what they say."""
     lines = [
         "#### Embedding-similarity indicators vs the transfer Su et al. (2022) report", "",
         "Their released prompts and zero-shot results, no model: each source prompt's relative "
         "performance on each other target task (its accuracy over the target's own prompt's), "
         "against the indicator between the source's and the target's prompts. Spearman and "
-        "Kendall per target, averaged over targets (the paper's averaging), and Spearman over "
-        "all pairs pooled; top-k: how often the k sources most similar to the target's prompt "
-        "(its own left out) include the best-transferring one.", "",
-        "| backbone | indicator | Spearman (per-target mean) | Kendall (per-target mean) "
-        "| Spearman (pooled) | pairs | top-1 | top-3 |",
+        "Kendall per target, averaged over targets (the paper's averaging), with the Spearman "
+        "mean's 95% interval (a bootstrap over targets), and Spearman over all pairs pooled; "
+        "top-k: how often the k sources most similar to the target's prompt (its own left out) "
+        "include the best-transferring one, with its 95% Wilson interval over targets.", "",
+        "| backbone | indicator | Spearman (per-target mean) [95% interval] | Kendall "
+        "(per-target mean) | Spearman (pooled) | pairs | top-1 [95% interval] | top-3 [95% "
+        "interval] |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     notes = []
+    beyond: dict[str, dict[str, bool]] = {"spearman": {}, "top1": {}, "top3": {}}
+    negative: set[str] = set()
     for bb in result["backbones"].values():
+        per_target = readings.mean_spearman(bb)
+        chance = bb["retrieval_chance"]
         for indicator, corr in bb["correlations"].items():
-            hits = bb["retrieval"][indicator]
+            name = f"{bb['model']} {INDICATOR_LABELS.get(indicator, indicator)}"
+            rho = per_target[indicator]
+            hits = {k: _hit_rate(v, len(bb["targets"]))
+                    for k, v in bb["retrieval"][indicator].items()}
+            beyond["spearman"][name] = rho.excludes(0.0)
+            if rho.high < 0:
+                negative.add(name)
+            for k, e in hits.items():
+                beyond[k][name] = e.low > chance[k]
             lines.append(
                 f"| {bb['model']} | {INDICATOR_LABELS.get(indicator, indicator)} "
-                f"| {_number(corr['spearman_per_target'])} | {_number(corr['kendall_per_target'])} "
+                f"| {rho.text(percent=False, digits=2)} "
+                f"| {_number(corr['kendall_per_target'])} "
                 f"| {_number(corr['spearman'])} | {corr['pairs']} "
-                f"| {_number(hits['top1'], '{:.2f}')} | {_number(hits['top3'], '{:.2f}')} |")
-        chance = bb["retrieval_chance"]
+                f"| {_rate_text(hits['top1'])} | {_rate_text(hits['top3'])} |")
         notes.append(f"{bb['model']}: {len(bb['sources'])} sources x {len(bb['targets'])} "
                      f"targets, a random ranking's top-1 / top-3 {chance['top1']:.2f} / "
                      f"{chance['top3']:.2f}")
-    lines += ["", "Tasks and chance: " + "; ".join(notes) + "."]
+    lines += ["", "Tasks and chance: " + "; ".join(notes) + ".", "",
+              "Reading it (a per-target mean is beyond noise when its 95% interval excludes "
+              "zero; a top-k rate is beyond chance when its interval lies above its backbone's "
+              "random ranking's rate): per-target Spearman, "
+              + _named(beyond["spearman"], "indicators", below=frozenset(negative))
+              + "; top-1, "
+              + _named(beyond["top1"], "indicators", "beyond chance") + "; top-3, "
+              + _named(beyond["top3"], "indicators", "beyond chance") + "."]
     return "\n".join(lines)
 
 

@@ -40,10 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from prompt_jax import indicators, projectors
+from prompt_jax import indicators, projectors, stats
 from prompt_jax.commands import projector_commands
 from prompt_jax.prompts.files import load_prompt
 from prompt_jax.training.train import OptimizerConfig
+from prompt_jax.transfer import report as readings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from released_indicators import (  # noqa: E402
@@ -247,8 +248,55 @@ def _mean(values) -> float:
     return float(np.mean(values))
 
 
+def rank_readings(ranks: dict[str, Any], chance: dict[str, float]) -> dict[str, Any]:
+    """One method's rankings with their 95% intervals over the held-out tasks: per indicator
+    the top-1 rate (Wilson's interval: a hit or a miss per task) and the mean rank (a bootstrap
+    over tasks), and the cosine with the own target minus the mean with the others (a
+    bootstrap over tasks), each with whether it is beyond chance (or zero)."""
+    out: dict[str, Any] = {}
+    for name in ("E_cos", "E_euc"):
+        r = np.asarray(ranks[name]["ranks"])
+        hits = int((r == 1).sum())
+        top1 = stats.Estimate(hits / r.size, *stats.wilson_interval(hits, r.size), r.size)
+        mean_rank = readings.bootstrap_mean(r.astype(np.float64))
+        out[name] = {"top1": top1, "mean_rank": mean_rank,
+                     "top1_beyond": top1.low > chance["top1"],
+                     "rank_side": ("nearer" if mean_rank.high < chance["mean_rank"] else
+                                   "farther" if mean_rank.low > chance["mean_rank"] else None)}
+    if "cos_own" in ranks:
+        out["cos_gap"] = readings.bootstrap_mean(np.asarray(ranks["cos_own"])
+                                                 - np.asarray(ranks["cos_others_mean"]))
+    return out
+
+
+def _reading(rows: list[dict[str, Any]]) -> str:
+    """What the table's intervals say, counted over every (projection, indicator)."""
+    per_indicator = [r[name] for r in rows for name in ("E_cos", "E_euc")]
+    sides = [p["rank_side"] for p in per_indicator]
+    gaps = [r["cos_gap"] for r in rows if "cos_gap" in r]
+    above, below, _ = readings.sides(gaps)
+    what = "(projection, indicator) pairs"
+    return ("Reading it (a top-1 rate is beyond chance when its 95% interval lies above 1 / N, "
+            "a mean rank when its interval excludes (N + 1) / 2, a cosine gap when its "
+            "interval excludes zero): top-1, "
+            + stats.reading([p["top1_beyond"] for p in per_indicator], what)
+            .replace("beyond noise", "beyond chance")
+            + "; mean rank, " + stats.reading([s is not None for s in sides], what)
+            .replace("beyond noise", "beyond chance")
+            + f" ({sides.count('nearer')} nearer than chance, {sides.count('farther')} "
+            "farther); the cosine with the own target minus the others', "
+            + stats.reading([g.excludes(0.0) for g in gaps], "projections")
+            + f" ({above} above, {below} below).")
+
+
+def _interval(e: stats.Estimate, digits: int = 2) -> str:
+    """'0.08 [0.01, 0.33]': a value and its interval, unsigned."""
+    return f"{e.value:.{digits}f} [{e.low:.{digits}f}, {e.high:.{digits}f}]"
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """The tables of a result (as `evaluate` returns it, or read back from its JSON)."""
+    """The tables of a result (as `evaluate` returns it, or read back from its JSON), each
+    reading with its 95% interval, and what they say."""
     lines = [
         "#### Prompt projectors on the released prompts (leave one task out, no model)", "",
         "For each task, a projector fitted by distance minimization on the other tasks' "
@@ -256,12 +304,15 @@ def markdown(result: dict[str, Any]) -> str:
         "nearer its own task's target prompt than the other tasks' target prompts? Rank of the "
         "own target among all N targets (1 = nearest) by cosine (E_cos) and by euclidean "
         "distance (E_euc) of the flattened prompts; in-sample fit: the share of the training "
-        "targets' spread the projections explain.", "",
+        "targets' spread the projections explain. Each top-1 rate with its 95% Wilson interval "
+        "over the held-out tasks; each mean rank and the cosine with the own target minus the "
+        "mean with the others (own - others) with a 95% bootstrap interval over the tasks.", "",
         "| source -> target | N | method | top-1 E_cos | mean rank E_cos | top-1 E_euc "
-        "| mean rank E_euc | cos own | cos others | in-sample fit |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mean rank E_euc | cos own | cos others | own - others | in-sample fit |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     paper = result.get("paper_T5_to_Roberta")
+    readings_rows = []
     for key, pair in result["pairs"].items():
         n = len(pair["tasks"])
         rows = [(METHOD_LABELS[m], n, r, _mean(r["in_sample_fit"]))
@@ -269,15 +320,24 @@ def markdown(result: dict[str, Any]) -> str:
         if paper and key == "->".join(PAPER_PROJECTIONS[:2]):
             rows.append((METHOD_LABELS["paper"], f"{len(paper['tasks'])} of {n}",
                          paper["ranks"], None))
-        rows.append(("chance", n, {"E_cos": pair["chance"], "E_euc": pair["chance"]}, None))
         for label, tasks, r, fit in rows:
-            cos = (f"{_mean(r['cos_own']):+.3f} | {_mean(r['cos_others_mean']):+.3f}"
-                   if "cos_own" in r else "- | -")
+            ri = rank_readings(r, pair["chance"])
+            readings_rows.append(ri)
+            cos = (f"{_mean(r['cos_own']):+.3f} | {_mean(r['cos_others_mean']):+.3f} | "
+                   f"{ri['cos_gap'].text(percent=False, digits=3)}" if "cos_gap" in ri
+                   else "- | - | -")
             lines.append(
                 f"| {pair['source']} -> {pair['target']} | {tasks} | {label} "
-                f"| {r['E_cos']['top1']:.2f} | {r['E_cos']['mean_rank']:.1f} "
-                f"| {r['E_euc']['top1']:.2f} | {r['E_euc']['mean_rank']:.1f} | {cos} "
-                f"| {'-' if fit is None else f'{fit:.2f}'} |")
+                f"| {_interval(ri['E_cos']['top1'])} "
+                f"| {_interval(ri['E_cos']['mean_rank'], 1)} "
+                f"| {_interval(ri['E_euc']['top1'])} "
+                f"| {_interval(ri['E_euc']['mean_rank'], 1)} "
+                f"| {cos} | {'-' if fit is None else f'{fit:.2f}'} |")
+        chance = pair["chance"]
+        lines.append(f"| {pair['source']} -> {pair['target']} | {n} | chance "
+                     f"| {chance['top1']:.2f} | {chance['mean_rank']:.1f} "
+                     f"| {chance['top1']:.2f} | {chance['mean_rank']:.1f} | - | - | - | - |")
+    lines += ["", _reading(readings_rows)]
     if paper:
         groups = "; ".join(", ".join(g) for g in paper["groups"])
         ours = ", ".join(f"{METHOD_LABELS[m]} {_mean(v):+.3f}"

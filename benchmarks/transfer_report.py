@@ -32,11 +32,9 @@ from transfer_report_indicators import (  # noqa: E402
     indicators_part,
     retrieval_part,
 )
+from transfer_report_tables import domain_part, sentiment_part, sources_part  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
-# Su et al. 2022, RoBERTa-base, the sentiment pair (their Table / Figure of zero-shot transfer).
-PAPER_SENTIMENT = {"sst2 on sst2": 77.2, "sst2 on rotten_tomatoes": 72.1,
-                   "rotten_tomatoes on rotten_tomatoes": 74.1}
 
 
 def _rel(path: Path) -> str:
@@ -141,47 +139,6 @@ def _matrix_reading(cells: list[dict], sources: list[str], targets: list[str],
             + ([f"\nOn {', '.join(flat)} every row, prompt or not, lies within 7 points: the "
                 "model stays near one class there whatever the prompt, so those columns say "
                 "nothing about transfer."] if flat else []))
-
-
-def sources_part(out: Path) -> list[str]:
-    """Each source prompt's own score at the end of its training run."""
-    paths = sorted((out / "sources").glob("*.json"))
-    if not paths:
-        return []
-    lines = ["Each source prompt's own score at the end of its run (a seeded sample of the "
-             "task's validation examples; macro-F1 shows where a prompt predicts mostly one "
-             "class):", "", "| source | accuracy | macro-F1 | examples | train seconds |",
-             "|---|---|---|---|---|"]
-    for path in paths:
-        summary = json.loads(path.read_text())
-        final = summary["final"]
-        lines.append(f"| {path.stem} | {100 * final['accuracy']:.1f}% | "
-                     f"{final.get('macro_f1', float('nan')):.2f} | {final['examples']} | "
-                     f"{summary['train_seconds']:.0f} |")
-    lines += ["", "Train seconds are wall time on a shared 2-core CPU (other jobs ran beside "
-              f"some runs). Reproduce: the `transfer sources` or `transfer matrix` command of "
-              f"`{SCRIPT}`."]
-    return lines
-
-
-def sentiment_part(out: Path) -> list[str]:
-    cells = {(c["source"], c["target"]): c for c in _cells(out)}
-    keys = [("sst2", "sst2"), ("sst2", "rotten_tomatoes"), ("rotten_tomatoes", "rotten_tomatoes")]
-    if not all(k in cells for k in keys):
-        return []
-    ours = [100 * cells[k]["accuracy"] for k in keys]
-    paper = [PAPER_SENTIMENT[f"{s} on {t}"] for s, t in keys]
-    lines = ["| | SST-2 prompt on SST-2 | SST-2 prompt on Rotten Tomatoes (zero-shot) | "
-             "Rotten Tomatoes' own prompt | zero-shot / own |", "|---|---|---|---|---|",
-             "| Su et al. 2022, RoBERTa-base | " + " | ".join(f"{v:.1f}%" for v in paper)
-             + f" | {paper[1] / paper[2]:.2f} |",
-             f"| prompt_jax, {MODEL} | " + " | ".join(f"{v:.1f}%" for v in ours)
-             + f" | {ours[1] / ours[2]:.2f} |", "",
-             "SST-2's sentences come from Rotten Tomatoes reviews, so this pair shares its "
-             "domain; the zero-shot transfer keeps "
-             f"{ours[1] / ours[2]:.0%} of the target's own prompt here, "
-             f"{paper[1] / paper[2]:.0%} in the paper."]
-    return lines
 
 
 def released_part(name: str) -> list[str]:
@@ -318,37 +275,6 @@ def _seed_speedups(baseline: dict | None, arm: dict) -> str:
     never = spread["never"] - at_zero
     parts += [f"{never} never"] if never else []
     return ", ".join(parts) + f" ({spread['seeds']} seeds)"
-
-
-def domain_part(out: Path) -> list[str]:
-    if not (out / "domain_shift.md").exists():
-        return ["Domain shift: not measured yet."]
-    cells = [json.loads(p.read_text()) for p in (out / "domain_shift").glob("*__*.json")]
-    by = {(c["row"], c["target"]): c["accuracy"] for c in cells}
-    run = json.loads((out / "domain_shift" / "model_tuning_run.json").read_text())
-    source = run.get("task", "sst2")
-    shifted = sorted(t for r, t in by if r == "prompt" and t != source
-                     and not transfer.shares_text(source, t) and ("model_tuning", t) in by)
-    gaps = [100 * (by[("prompt", t)] - by[("model_tuning", t)]) for t in shifted]
-    wins = sum(g > 0 for g in gaps)
-    in_domain = 100 * (by[("prompt", source)] - by[("model_tuning", source)])
-    verdict = (f"On the {len(shifted)} shifted domains (the same task and the shared-text set "
-               f"left out) the prompt beats model tuning on {wins}, by {np.mean(gaps):+.1f} "
-               f"points on average against {in_domain:+.1f} on {source} itself" + (
-                   ": the prompt loses more under the shift, and Lester et al.'s finding does "
-                   "not hold on this model and recipe." if np.mean(gaps) < in_domain else
-                   ": the prompt loses less under the shift, as Lester et al. find.")
-               ) if gaps and ("prompt", source) in by else ""
-    sizes = {t: {c["examples"] for c in cells if c["target"] == t} for _, t in by}
-    sizes_text = ", ".join(f"{t} {'/'.join(map(str, sorted(n)))}" for t, n in sorted(sizes.items()))
-    se = [100 * np.sqrt(c["accuracy"] * (1 - c["accuracy"]) / c["examples"]) for c in cells]
-    return ["The SST-2 soft prompt (frozen model) and SST-2 model tuning (every weight, "
-            "AdamW 2e-5, 320 steps of batch 8), each zero-shot on the other sentiment sets "
-            "(Lester et al. 2021 find the prompt more robust). One training run of each, "
-            f"each cell scored on a seeded sample of its target's examples ({sizes_text}), "
-            f"so a cell's standard error is {min(se):.1f} to {max(se):.1f} points:", "",
-            (out / "domain_shift.md").read_text().strip(), "", verdict, "",
-            f"Reproduce: the `transfer domain-shift` command of `{SCRIPT}`."]
 
 
 def report(model: str = MODEL) -> str:

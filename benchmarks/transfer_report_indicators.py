@@ -25,6 +25,25 @@ def _cells(out: Path) -> list[dict]:
         [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")])
 
 
+def _fmt(value: float) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:+.3f}"
+
+
+def indicators_table(result: dict, per_target: dict[str, stats.Estimate]) -> list[str]:
+    """Each indicator's correlations with relative transfer (from `indicators.json`), the
+    per-target mean Spearman beside its 95% bootstrap interval over targets."""
+    lines = ["| indicator | Spearman (per target, mean) | its 95% interval (bootstrap over "
+             f"{len(result['targets'])} targets) | Kendall (per target, mean) | Spearman (all "
+             "pairs) | Kendall (all pairs) | pairs |", "|---|---|---|---|---|---|---|"]
+    for name, c in result["correlations"].items():
+        e = per_target.get(name)
+        interval = "-" if e is None else f"[{e.low:+.3f}, {e.high:+.3f}]"
+        lines.append(f"| {name} | {_fmt(c['spearman_per_target'])} | {interval} | "
+                     f"{_fmt(c['kendall_per_target'])} | {_fmt(c['spearman'])} | "
+                     f"{_fmt(c['kendall'])} | {c['pairs']} |")
+    return lines
+
+
 def indicators_part(out: Path) -> list[str]:
     path = out / "indicators.json"
     if not path.exists():
@@ -32,6 +51,7 @@ def indicators_part(out: Path) -> list[str]:
     result = json.loads(path.read_text())
     corr = result["correlations"]
     pairs = max(c["pairs"] for c in corr.values())
+    per_target = readings.mean_spearman(result)
     lines = ["Rank correlation of each indicator with relative performance over the matrix's "
              f"(source, target) pairs ({len(result['sources'])} sources, own prompts left "
              "out). ON over all layers" + (" (`_bottom_third`, `_top_third`: over that "
@@ -39,31 +59,38 @@ def indicators_part(out: Path) -> list[str]:
                                            else "") + ": "
              f"`paper` at the label position with an empty text, `inputs` there over "
              f"{result['n_inputs']} real inputs per target, `prompt` at every prompt "
-             "position:", "",
-             (out / "indicators.md").read_text().strip(), "",
+             "position:", "", *indicators_table(result, per_target), "",
              f"Pooled over {pairs} pairs, a Spearman beyond ±{1.96 / np.sqrt(pairs - 1):.3f} "
              "differs from zero at p < 0.05 (normal approximation); the per-target means "
              f"average correlations over {len(result['sources']) - 1} sources each."]
-    per_target = _per_target_spearman(result)
     beyond = {k: e.excludes(0.0) for k, e in per_target.items()}
-    lines += ["", "The per-target mean Spearman with its 95% interval (a bootstrap over the "
-              f"{len(result['targets'])} targets): " + "; ".join(
-                  f"{k} {e.text(percent=False, digits=2)}" for k, e in per_target.items())
-              + ". Reading it: " + stats.reading(list(beyond.values()), "indicators")
+    lines += ["", "Reading it (a per-target mean is beyond noise when its 95% interval excludes "
+              "zero): " + stats.reading(list(beyond.values()), "indicators")
               + (f" ({', '.join(k for k, b in beyond.items() if b)})" if any(beyond.values())
                  else "") + "."]
     lines += layers_part(per_target)
-    best_on = max((k for k in corr if k.startswith("ON_")),
-                  key=lambda k: corr[k]["spearman_per_target"], default=None)
-    if best_on and "E_cos" in corr and np.isfinite(
-            [corr[best_on]["spearman_per_target"], corr["E_cos"]["spearman_per_target"]]).all():
-        on, cos = corr[best_on]["spearman_per_target"], corr["E_cos"]["spearman_per_target"]
-        verdict = ("predicts transfer better than" if on > cos else
-                   "does not predict transfer better than")
-        lines.append(f"Here {best_on} (per-target Spearman {on:+.3f}) {verdict} E_cos "
-                     f"({cos:+.3f}); the paper finds ON the better predictor.")
+    lines += _on_against_cos(result, per_target)
     lines += ["", f"Reproduce: the `transfer indicators` command of `{SCRIPT}`."]
     return lines
+
+
+def _on_against_cos(result: dict, per_target: dict[str, stats.Estimate]) -> list[str]:
+    """The best ON against E_cos, the paper's comparison: the mean over targets of their
+    per-target Spearman difference, with its 95% bootstrap interval over targets."""
+    best_on = max((k for k in per_target if k.startswith("ON_")),
+                  key=lambda k: per_target[k].value, default=None)
+    if best_on is None or "E_cos" not in per_target:
+        return []
+    rhos = readings.per_target_spearman(result)
+    diff = readings.bootstrap_mean(rhos[best_on] - rhos["E_cos"])
+    verdict = ("predicts transfer better than" if diff.low > 0 else
+               "predicts transfer worse than" if diff.high < 0 else
+               "is not told apart from")
+    return [f"Here {best_on} (per-target Spearman {per_target[best_on].value:+.3f}) {verdict} "
+            f"E_cos ({per_target['E_cos'].value:+.3f}): their per-target difference "
+            f"{diff.text(percent=False, digits=2)} (95% interval, a bootstrap over the "
+            f"{diff.n} targets) {'excludes' if diff.excludes(0.0) else 'includes'} zero; the "
+            "paper finds ON the better predictor."]
 
 
 def layers_part(per_target: dict[str, stats.Estimate]) -> list[str]:
@@ -88,27 +115,6 @@ def layers_part(per_target: dict[str, stats.Estimate]) -> list[str]:
               + (f" ({', '.join(k for k, b in beyond.items() if b)})"
                  if any(beyond.values()) else "") + "."]
     return lines
-
-
-def _per_target_spearman(result: dict) -> dict[str, stats.Estimate]:
-    """Each indicator's Spearman with relative transfer per target (its own prompt left out),
-    averaged over targets with a bootstrap interval over targets."""
-    from scipy import stats as sps
-
-    sources, targets = result["sources"], result["targets"]
-    relative = np.asarray(result["relative"], np.float64)  # [S, T]
-    out = {}
-    for name, table in result["indicators"].items():
-        values = np.asarray(table, np.float64)
-        rhos = []
-        for j, t in enumerate(targets):
-            keep = [i for i, s in enumerate(sources) if s != t
-                    and np.isfinite(values[i, j]) and np.isfinite(relative[i, j])]
-            if len(keep) >= 3 and np.ptp(values[keep, j]) > 0 and np.ptp(relative[keep, j]) > 0:
-                rhos.append(float(sps.spearmanr(values[keep, j], relative[keep, j])[0]))
-        if len(rhos) >= 2:
-            out[name] = readings.bootstrap_mean(rhos)
-    return out
 
 
 def retrieval_rates(out: Path) -> dict:
@@ -140,7 +146,8 @@ def retrieval_rates(out: Path) -> dict:
                               "ties_as_hits": float(np.mean(ties)),
                               "ties_split": float(np.mean(split)),
                               "interval": stats.Estimate(float(np.mean(split)), low, high,
-                                                         len(split))}
+                                                         len(split)),
+                              "ties_as_hits_interval": stats.accuracy(ties)}
     chance = {k: float(np.mean([k / len(valid[t]) for t in targets])) for k in ks}
     # A random ranking's top-k holds one of b tied best sources out of n: 1 - C(n-b, k) / C(n, k).
     chance_ties = {k: float(np.mean([1 - math.comb(len(valid[t]) - len(best[t]), k)
@@ -174,11 +181,14 @@ def retrieval_part(out: Path) -> list[str]:
              "score (" + ", ".join(f"{t} {len(r['best'][t])}" for t in r["tied"]) + "): counting "
              "a hit when the top-k hold any of them (as the `transfer retrieve` command stores "
              "it) inflates the rate, chance's too, so the first columns split each tie (a tied "
-             "best source in the top-k counts 1 / the number tied).", "",
+             "best source in the top-k counts 1 / the number tied). Each rate with its 95% "
+             f"interval over the {len(r['targets'])} targets: a bootstrap for ties split, "
+             "Wilson's for ties as hits (a hit or a miss per target).", "",
              f"| indicator | {head} |", "|---" * (1 + 2 * len(ks)) + "|"]
     for name, by_k in rates.items():
         lines.append(f"| {name} | " + " | ".join(
-            f"{by_k[k]['ties_split']:.0%} | {by_k[k]['ties_as_hits']:.0%}" for k in ks) + " |")
+            f"{by_k[k]['interval'].text(digits=0)} | "
+            f"{by_k[k]['ties_as_hits_interval'].text(digits=0)}" for k in ks) + " |")
     lines.append("| chance (a random ranking) | " + " | ".join(
         f"{r['chance'][k]:.0%} | {r['chance_ties'][k]:.0%}" for k in ks) + " |")
     mismatch = [n for n, by_k in rates.items() for k in ks
@@ -186,16 +196,11 @@ def retrieval_part(out: Path) -> list[str]:
     if mismatch:
         lines += ["", "The recount with ties as hits differs from the stored rates for: "
                   + ", ".join(sorted(set(mismatch))) + "."]
-    k0, chance = ks[0], r["chance"][ks[0]]
-    beyond = {n: by_k[k0]["interval"].low > chance for n, by_k in rates.items()}
-    lines += ["", f"Top-{k0} with ties split and its 95% interval (a bootstrap over the "
-              f"{len(r['targets'])} targets), against chance {chance:.0%}: " + "; ".join(
-                  f"{n} {by_k[k0]['interval'].text(digits=0)}" for n, by_k in rates.items())
-              + ".", "", "Reading it: " + stats.reading(list(beyond.values()), "indicators")
-              .replace("beyond noise", "beyond chance").replace("within", "within chance's "
-                                                                "noise")
-              + (f" ({', '.join(n for n, b in beyond.items() if b)} above chance)"
-                 if any(beyond.values()) else "")
+    lines += ["", "Reading it (a rate is beyond chance when its 95% interval lies above "
+              "chance's rate), with ties split: " + "; ".join(
+                  f"top-{k} against chance {r['chance'][k]:.0%}: "
+                  + _beyond_chance({n: by_k[k]["interval"] for n, by_k in rates.items()},
+                                   r["chance"][k]) for k in ks)
               + f"; with {len(r['targets'])} targets one target moves a rate by "
               f"{1 / len(r['targets']):.0%}."]
     if r["top1"]:
@@ -205,9 +210,16 @@ def retrieval_part(out: Path) -> list[str]:
                   "indicator's top and a tie for the best score both split 1/k), top-1 with "
                   f"its 95% interval, against chance {first.chance / first.targets:.0%}: "
                   + "; ".join(f"{n} {h.rate.text(digits=0)}" for n, h in hits.items())
-                  + ". Reading it: " + stats.reading([h.beyond_chance for h in hits.values()],
-                                                     "indicators")
-                  .replace("beyond noise", "beyond chance")
-                  .replace("within", "within chance's noise") + "."]
+                  + ". Reading it: " + _beyond_chance(
+                      {n: h.rate for n, h in hits.items()}, first.chance / first.targets)
+                  + "."]
     lines += ["", f"Reproduce: the `transfer retrieve` command of `{SCRIPT}`."]
     return lines
+
+
+def _beyond_chance(rates: dict[str, stats.Estimate], chance: float) -> str:
+    """'X of Y indicators beyond chance, Z within chance's noise (names above chance)'."""
+    above = [n for n, e in rates.items() if e.low > chance]
+    return (stats.reading([n in above for n in rates], "indicators")
+            .replace("beyond noise", "beyond chance").replace("within", "within chance's noise")
+            + (f" ({', '.join(above)} above chance)" if above else ""))

@@ -34,6 +34,7 @@ from prompt_jax.transfer.indicators import (
     label_positions,
     neuron_overlaps,
     neuron_overlaps_by_layers,
+    per_target_correlations,
     similarity_to,
 )
 from prompt_jax.transfer.init import (
@@ -74,7 +75,7 @@ __all__ = [
     "SHARED_TEXT", "SourceRecipe", "correlations", "domain_shift", "embedding_indicators",
     "init_run_name", "init_run_path", "init_runs", "init_summary", "label_positions",
     "load_prompts", "markdown_table", "matrix_arrays", "neuron_overlaps",
-    "neuron_overlaps_by_layers", "ordered_cells",
+    "neuron_overlaps_by_layers", "ordered_cells", "per_target_correlations",
     "plot_init_curves", "random_control", "read_json", "restore_tuned_params", "scored_split",
     "shares_text", "similarity_to", "speedup_text", "spot_mix", "steps_to_fraction", "train_run",
     "train_sources", "write_json", "write_matrix", "zero_shot_matrix",

@@ -121,29 +121,42 @@ def neuron_overlaps_by_layers(loaded: engine.LoadedModel,
                   for name, m in masks.items()} for sel in selections}
 
 
+def per_target_correlations(indicator: np.ndarray, transfer: np.ndarray, valid: np.ndarray
+                            ) -> dict[str, np.ndarray]:
+    """Spearman and Kendall correlation of an indicator with measured transfer for each target
+    (a column of [S, T]) over its valid sources: name -> [T], NaN for a target with fewer than
+    3 valid sources or where one side is constant."""
+    flat = valid & np.isfinite(indicator) & np.isfinite(transfer)
+    per = {"spearman": np.full(indicator.shape[1], np.nan),
+           "kendall": np.full(indicator.shape[1], np.nan)}
+    for j in range(indicator.shape[1]):
+        col = flat[:, j]
+        if col.sum() >= 3:
+            per["spearman"][j] = indicators.spearman(indicator[col, j], transfer[col, j])
+            per["kendall"][j] = indicators.kendall_tau(indicator[col, j], transfer[col, j])
+    return per
+
+
+def _mean_of_finite(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
 def correlations(indicator: np.ndarray, transfer: np.ndarray, valid: np.ndarray
                  ) -> dict[str, float]:
     """Spearman and Kendall correlation of an indicator with measured transfer over the valid
     (source, target) pairs: pooled over all pairs, and per target then averaged (as the paper
-    averages over target tasks; targets with fewer than 3 valid sources are left out)."""
+    averages over target tasks; `per_target_correlations`; targets with fewer than 3 valid
+    sources are left out)."""
     flat = valid & np.isfinite(indicator) & np.isfinite(transfer)
     result = {"pairs": int(flat.sum()),
               "spearman": indicators.spearman(indicator[flat], transfer[flat]),
               "kendall": indicators.kendall_tau(indicator[flat], transfer[flat])}
-    per = {"spearman": [], "kendall": []}
-    for j in range(indicator.shape[1]):
-        col = flat[:, j]
-        if col.sum() >= 3:
-            per["spearman"].append(indicators.spearman(indicator[col, j], transfer[col, j]))
-            per["kendall"].append(indicators.kendall_tau(indicator[col, j], transfer[col, j]))
-    result.update(targets=len(per["spearman"]),
-                  spearman_per_target=float(np.nanmean(per["spearman"])) if per["spearman"]
-                  else math.nan,
-                  kendall_per_target=float(np.nanmean(per["kendall"])) if per["kendall"]
-                  else math.nan)
+    per = per_target_correlations(indicator, transfer, valid)
+    result.update(targets=int((flat.sum(axis=0) >= 3).sum()),
+                  spearman_per_target=_mean_of_finite(per["spearman"]),
+                  kendall_per_target=_mean_of_finite(per["kendall"]))
     return result
-
-
 
 
 def similarity_to(loaded: engine.LoadedModel, prompts_by_name: Mapping[str, np.ndarray],

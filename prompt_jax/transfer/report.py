@@ -1,7 +1,7 @@
 """Reports of transfer experiments: the matrix as CSV, markdown tables and a heatmap PNG, the
 curves of transfer-initialized runs, and the readings drawn from them with 95% intervals
-(`cell_accuracy`, `cell_difference`, `versus_control`, `comparison_reading`,
-`bootstrap_mean`)."""
+(`cell_accuracy`, `cell_difference`, `versus_control`, `comparison_reading`, `sides`,
+`bootstrap_mean`, `per_target_spearman`, `mean_spearman`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from prompt_jax import stats
+from prompt_jax.transfer.indicators import per_target_correlations
 from prompt_jax.transfer.matrix import CONTROLS, cell_score, matrix_arrays, shares_text
 
 
@@ -200,10 +201,18 @@ def versus_control(cells: Sequence[dict[str, Any]], control: str, pick: str = "b
     return out
 
 
+def sides(estimates: Sequence[stats.Estimate], reference: float = 0.0
+          ) -> tuple[int, int, int]:
+    """How many intervals lie wholly above `reference`, wholly below it, and across it
+    (within noise)."""
+    above = sum(e.low > reference for e in estimates)
+    below = sum(e.high < reference for e in estimates)
+    return above, below, len(estimates) - above - below
+
+
 def comparison_reading(comparisons: Sequence[Comparison], what: str) -> str:
     """'X of Y targets beyond noise (A above, B below), Z within', and how they were paired."""
-    above = sum(c.difference.low > 0 for c in comparisons)
-    below = sum(c.difference.high < 0 for c in comparisons)
+    above, below, _ = sides([c.difference for c in comparisons])
     paired = sum(c.paired for c in comparisons)
     text = stats.reading([c.difference.excludes(0.0) for c in comparisons], "targets")
     how = ("paired on the same rows" if paired == len(comparisons) else
@@ -218,3 +227,30 @@ def bootstrap_mean(values: Sequence[float], seed: int = stats.SEED) -> stats.Est
     low, high = stats.bootstrap_interval(lambda v, axis=-1: np.mean(v, axis=axis), (x,),
                                          seed=seed)
     return stats.Estimate(float(x.mean()), low, high, x.size)
+
+
+def per_target_spearman(result: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Each indicator's Spearman with relative transfer on each target, a target's own prompt
+    left out (`transfer.per_target_correlations`).
+
+    Args:
+      result: `sources`, `targets`, `relative` [S, T] and `indicators` (name -> [S, T]), as
+        `prompt-jax transfer indicators` and `benchmarks/released_indicators.py` store them.
+
+    Returns:
+      name -> [T], NaN where a target has no correlation (a constant side, < 3 sources).
+    """
+    sources, targets = result["sources"], result["targets"]
+    relative = np.asarray(result["relative"], np.float64)  # [S, T]
+    valid = np.array([[s != t for t in targets] for s in sources])
+    return {name: per_target_correlations(np.asarray(table, np.float64), relative,
+                                          valid)["spearman"]
+            for name, table in result["indicators"].items()}
+
+
+def mean_spearman(result: dict[str, Any]) -> dict[str, stats.Estimate]:
+    """Each indicator's per-target Spearman (`per_target_spearman`) averaged over targets,
+    with a bootstrap interval over targets; indicators correlated on fewer than 2 targets are
+    left out."""
+    return {name: bootstrap_mean(rhos) for name, rhos in per_target_spearman(result).items()
+            if np.isfinite(rhos).sum() >= 2}
