@@ -71,7 +71,8 @@ def matrix_part(out: Path, sources_text: str = SOURCES_TEXT,
              "", f"Each cell: {metric[1]}.",
              "", _interval_table(cells, sources, targets),
              "", *_matrix_reading(cells, sources, targets, score),
-             "", f"![transfer heatmap]({link(out / 'matrix.png')})", "",
+             *(["", f"![transfer heatmap]({link(out / 'matrix.png')})"]
+               if (out / "matrix.png").exists() else []), "",
              f"Relative performance (score / the target's own prompt's score, the paper's "
              f"measure) and the CSV: `{_rel(out / 'matrix.md')}`, `{_rel(out / 'matrix.csv')}`."
              f" Reproduce: {command}."]
@@ -291,9 +292,11 @@ def report(model: str = MODEL) -> str:
              ("### Starting from a transferred prompt: 3 targets x 3 seeds", init_part(out)),
              ("#### The earlier study: 2 targets x 2 seeds over 320 steps",
               init_part(out, "init_320steps", out / "init_320steps", command=(
-                  "`prompt-jax transfer init --out <its folder> --target <target> --limit 300 "
-                  "--arms baseline,random_uniform,source:best,spot:ON_inputs:3` (320 steps, "
-                  "scored every 40, seeds 0,1)"))),
+                  "`prompt-jax transfer init --out benchmarks/results/transfer/"
+                  "smollm2-135m-instruct --target laptop --limit 300 "
+                  "--arms baseline,random_uniform,source:best,spot:ON_inputs:3` and the same "
+                  "for rotten_tomatoes (320 steps, scored every 40, seeds 0,1; its files then "
+                  "moved to `init_320steps/`)"))),
              ("### Domain shift: soft prompt vs model tuning", domain_part(out)),
              ("### Retrieving a source prompt for a new task", retrieval_part(out)),
              ("### Prompt projectors on the paper's released prompts",
