@@ -91,21 +91,28 @@ def sentiment_family_part(model: str = MODEL) -> list[str]:
 
 
 def generation_transfer_part(model: str = MODEL) -> list[str]:
-    """Question answering and summarization prompts as sources and targets beside sentiment,
-    each target scored by its own metric, and E_cos and ON over them."""
+    """Question answering, summarization and ethics prompts as sources and targets beside
+    sentiment, each target scored by its own metric, and E_cos and ON over them."""
     out = HERE / "results" / "transfer" / f"{model}-generation"
-    command = (f"`prompt-jax transfer matrix --model {model} --out {_rel(out)} --prompts DIR "
+    rel = _rel(out)
+    command = (f"`prompt-jax transfer matrix --model {model} --out {rel} --prompts DIR "
                "--targets squad,nq_open,samsum,sst2 --limit 100`, DIR holding the 20-vector "
-               "prompts of the generation results above (`<task>_prompt20_prompt.npy` "
+               "prompts of the generation results above (`<task>/prompt20_prompt.npy` "
                "renamed `<task>.npy`, with their sidecars) and this section's sst2 and "
-               "rotten_tomatoes prompts; then `prompt-jax transfer indicators --out "
-               f"{_rel(out)} --modes paper --layers all,bottom_third,top_third`")
+               f"rotten_tomatoes prompts; then `prompt-jax transfer matrix --model {model} "
+               f"--out {rel} --prompts DIR --sources ethics_deontology,ethics_justice "
+               "--targets squad,nq_open,samsum,sst2,ethics_deontology,ethics_justice "
+               f"--limit 100` and `prompt-jax transfer indicators --out {rel} --modes paper "
+               "--layers all,bottom_third,top_third`")
     sources_text = ("source prompts (the SQuAD, NQ-Open and SAMSum prompts of 20 vectors from "
                     "the generation results, 30 steps of batch 4 from sampled vocabulary; the "
-                    "SST-2 and Rotten Tomatoes prompts of the matrix above)")
+                    "ETHICS deontology and justice prompts, trained by the command below with "
+                    "the recipe of the matrix above; that matrix's SST-2 and Rotten Tomatoes "
+                    "prompts)")
     metric = ("rows of each target's scored split (SQuAD F1, NQ-Open exact match, SAMSum "
-              "ROUGE-L F1, SST-2 accuracy; %)", "the target's own metric with its 95% interval "
-              "(a bootstrap over rows for the generation targets, Wilson for SST-2)")
+              "ROUGE-L F1, accuracy for the classification targets; %)", "the target's own "
+              "metric with its 95% interval (a bootstrap over rows for the generation "
+              "targets, Wilson for the classification ones)")
     lines = matrix_part(out, sources_text, metric, command)
     return lines + ["", *indicators_part(out)] if (out / "indicators.json").exists() else lines
 
