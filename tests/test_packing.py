@@ -29,6 +29,19 @@ def _batch(seed=0, weight=None):
             "weight": np.ones(B, np.float32) if weight is None else weight}
 
 
+def _generation_batch(seed=0, k=7):
+    """Examples of uneven input and target lengths (targets right-padded, as the pipeline makes
+    them), the last a filler row."""
+    batch = _batch(seed, weight=np.r_[np.ones(B - 1), 0.0].astype(np.float32))
+    rng = np.random.default_rng(seed + 100)
+    lengths = rng.integers(1, k + 1, size=B)
+    lengths[0] = k  # one target fills its slots
+    mask = (np.arange(k)[None] < lengths[:, None]).astype(np.int32)
+    batch.update(targets=np.where(mask > 0, rng.integers(3, 60, size=(B, k)), 0).astype(np.int32),
+                 target_mask=mask)
+    return batch
+
+
 def _model(name="llama"):
     model = TINY[name]()
     return model, _expressive(jax.jit(model.init_params)(jax.random.key(0)))
@@ -58,6 +71,58 @@ def test_pack_batch_layout():
         packing.pack_batch(packed)
     with pytest.raises(ValueError, match="cannot pack 8 examples into 3 rows"):
         packing.pack_batch(batch, rows=3)
+
+
+def test_pack_batch_with_targets_layout():
+    """Each example's target follows its input in its segment, positions running on, and
+    last[i, j] is the token that predicts target token j."""
+    batch = _generation_batch()
+    packed = packing.pack_batch(batch, rows=2, multiple=8, pad_id=0, targets=True)
+    width, k = packed["inputs"].shape[1], batch["targets"].shape[1]
+    n_in, n_tgt = batch["input_mask"].sum(1), batch["target_mask"].sum(1)
+    per_row = (n_in + n_tgt)[:-1].tolist() + [0]  # the filler row takes no room
+    assert width == -(-max(sum(per_row[:4]), sum(per_row[4:])) // 8) * 8
+    assert packed["last"].shape == (B, k)
+    flat = {key: packed[key].reshape(-1) for key in ("inputs", "segment_ids", "positions")}
+    for i in range(B - 1):
+        end = packed["last"][i, 0]  # the last input token
+        start, stop = end - n_in[i] + 1, end + n_tgt[i] + 1
+        np.testing.assert_array_equal(flat["inputs"][start:end + 1],
+                                      batch["inputs"][i, :n_in[i]])
+        np.testing.assert_array_equal(flat["inputs"][end + 1:stop],
+                                      batch["targets"][i, :n_tgt[i]])
+        assert set(flat["segment_ids"][start:stop]) == {i % 4 + 1} and start // width == i // 4
+        np.testing.assert_array_equal(flat["positions"][start:stop], np.arange(stop - start))
+        np.testing.assert_array_equal(packed["last"][i, :n_tgt[i]], end + np.arange(n_tgt[i]))
+        assert (packed["last"][i] < stop).all()  # padded slots point inside the example
+    assert packed["input_mask"].sum() == sum(per_row)
+    np.testing.assert_array_equal(packed["targets"], batch["targets"])
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_packed_targets_score_loss_and_gradient_equal_one_example_per_row(name):
+    """A generation batch packed with its targets (inputs and targets of uneven lengths, a
+    filler row) gives each example's target log-likelihood, the target_ce loss and its
+    gradient with respect to the prompt of the batch one example per row."""
+    model, params = _model(name)
+    batch = _generation_batch(3)
+    packed = packing.pack_batch(batch, rows=2, multiple=8, targets=True)
+    prompt = prompts.random_uniform(jax.random.key(1), P, model.d_model)
+
+    @jax.jit
+    def scores_loss_and_grad(prompt, b):
+        gold = (b["targets"][:, None], b["target_mask"][:, None])  # [B, 1, K]
+        scores = scoring.candidate_scores(model, params, prompt, b, gold, "prefix")[:, 0]
+        return scores, *jax.value_and_grad(lambda p: train.loss_fn(
+            p, params, b, model=model, loss="target_ce", placement="prefix")[0])(prompt)
+
+    (scores_packed, loss_packed, grad_packed), (scores, loss, grad) = (
+        scores_loss_and_grad(prompt, b) for b in (packed, batch))
+    real = batch["weight"] > 0  # (a filler row's score is dropped)
+    np.testing.assert_allclose(scores_packed[real], scores[real], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(loss_packed, loss, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(grad_packed, grad, atol=1e-5, rtol=1e-5)
+    assert np.abs(grad).max() > 1e-2  # the loss does reach the prompt
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma3"])
@@ -101,12 +166,21 @@ def test_packed_train_step_sharded_equals_unpacked_single_device():
     np.testing.assert_allclose(np.asarray(a.trainable), np.asarray(b.trainable), atol=1e-5)
 
 
-def test_packed_batches_score_single_token_candidates_only():
+def test_packed_batches_score_single_token_candidates_or_their_own_targets():
     model, params = _model()
     packed = packing.pack_batch(_batch(), multiple=8)
     two_tokens = (jnp.array([[11, 12], [21, 0]]), jnp.array([[1, 1], [1, 0]]))
-    with pytest.raises(ValueError, match="single-token candidates only"):
+    with pytest.raises(ValueError, match="got 2 candidates of 2 tokens for a batch packed "
+                                         "without its targets"):
         scoring.candidate_scores(model, params, None, packed, two_tokens, "prefix")
+    with_targets = packing.pack_batch(_generation_batch(k=2), multiple=8, targets=True)
+    with pytest.raises(ValueError, match="got 2 candidates of 2 tokens for a batch packed "
+                                         "with its 2-token targets"):
+        scoring.candidate_scores(model, params, None, with_targets, two_tokens, "prefix")
+    # single-token candidates are read at the last input token, targets packed or not
+    scores = jax.jit(lambda b: scoring.candidate_scores(model, params, None, b, CANDS, "prefix"))
+    np.testing.assert_allclose(scores(with_targets)[:-1], scores(_generation_batch(k=2))[:-1],
+                               atol=1e-5, rtol=1e-5)  # (real rows: the filler's is dropped)
     with pytest.raises(ValueError, match="one \\[P, H\\] prefix prompt"):
         scoring.candidate_scores(model, params, jnp.zeros((B, P, model.d_model)), packed, CANDS,
                                  "prefix")
@@ -130,3 +204,27 @@ def test_packer_packs_padded_batches_and_leaves_dense_ones():
     dense["input_mask"] = np.ones((B, 128), np.int32)
     assert packer(dense) is dense
     assert model.pack_keys_per_token() > 0
+
+
+def test_a_generation_packer_counts_the_targets_it_packs():
+    """Packing targets costs their tokens: a batch whose short inputs would pack does not when
+    its long targets fill their slots."""
+    keys = 3070.0
+    batch = _generation_batch(k=7)
+    batch["inputs"] = np.pad(batch["inputs"], ((0, 0), (0, 16)))
+    batch["input_mask"] = np.pad(batch["input_mask"], ((0, 0), (0, 16)))
+    packer = packing.packer_for(None, "prefix", keys, rows=1, prefix_length=4, pad_id=0)
+    assert packer.targets and packing.packed_width(batch, 1, 32, targets=True) == -(-(
+        batch["input_mask"].sum() + batch["target_mask"].sum()
+        - batch["input_mask"][-1].sum() - batch["target_mask"][-1].sum()) // 32) * 32
+    assert packer(batch)["last"].shape == (B, 7)
+    long_targets = dict(batch, targets=np.ones((B, 200), np.int32),
+                        target_mask=np.ones((B, 200), np.int32))
+    assert packer(long_targets) is long_targets
+    assert packing.Packer(1, 4, keys)(long_targets) is not long_targets  # inputs alone: packs
+    for candidates, placement in ((None, "after_bos"), ((np.ones((2, 2)), None), "prefix")):
+        assert packing.packer_for(candidates, placement, keys, rows=1, prefix_length=4,
+                                  pad_id=0) is None
+    assert packing.packer_for(None, "prefix", 0.0, rows=1, prefix_length=4, pad_id=0) is None
+    assert not packing.packer_for((np.ones((2, 1)), None), "prefix", keys, rows=1,
+                                  prefix_length=4, pad_id=0).targets

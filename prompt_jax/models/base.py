@@ -107,7 +107,8 @@ class Backbone(Protocol):
                      positions: jax.Array, last: jax.Array, candidate_ids: jax.Array,
                      candidate_mask: jax.Array, **kwargs) -> jax.Array:
         """`score` [B, C] of B examples packed into rows (see `prompt_jax.training.packing`), when
-        `packs`."""
+        `packs`: single-token candidates at `last` [B], or each example's target packed after
+        its input ([B, 1, K], teacher-forced) at `last` [B, K]."""
 
     def pack_keys_per_token(self) -> float:
         """Attention keys per query costing as much as one token's matmuls, when `packs`."""

@@ -348,22 +348,37 @@ class Llama(FlaxBackbone):
           embeds: [R, S, H] the packed rows' token embeddings.
           segment_ids: [R, S] example number within the row (1, 2, ...), 0 for padding.
           positions: [R, S] each token's position within its example.
-          last: [B] flat index (row * S + column) of each example's last input token.
-          candidate_ids, candidate_mask: [C, 1] or [B, C, 1]: single-token candidates only.
+          last: [B] flat index (row * S + column) of each example's last input token, or
+            [B, K] of the token that predicts each of its target's K tokens (a target packed
+            after its input: `pack_batch(targets=True)`).
+          candidate_ids, candidate_mask: [C, 1] or [B, C, 1] single-token candidates, or
+            [B, 1, K] / [1, K]: the targets packed after the inputs (only they can be
+            scored token by token: their tokens are the rows' own).
           prefix: [P, H] a prompt that every example continues (computed once). One prompt
             per example (N prompts, as in a mixed-task batch) is not supported here.
         """
         b = last.shape[0]
         ids, cmask = broadcast_candidates(candidate_ids, candidate_mask, b)
-        if ids.shape[2] != 1:
-            raise ValueError(f"packed batches score single-token candidates only; these have "
-                             f"{ids.shape[2]} tokens")
+        c, k = ids.shape[1:]
+        index = last[:, None] if last.ndim == 1 else last  # [B, K']
+        if k == 1:
+            index = index[:, :1]  # the last input token predicts a single-token candidate
+        elif index.shape[1] != k or c != 1:
+            packed = (f"with its {index.shape[1]}-token targets" if last.ndim == 2
+                      else "without its targets")
+            raise ValueError(f"packed batches score single-token candidates, or one target "
+                             f"of K tokens per example packed after its input (pack_batch("
+                             f"targets=True)); got {c} candidates of {k} tokens for a batch "
+                             f"packed {packed}")
         hidden = self.hidden_states(params, embeds, segment_ids > 0, positions=positions,
                                     prefix=prefix, segment_ids=segment_ids,
                                     deterministic=deterministic, rngs=rngs)  # [R, S, H]
         r, s, h = hidden.shape
-        at_last = hidden.reshape(r * s, h)[last][:, None]  # [B, 1, H]
-        return self._next_token_scores(params, at_last, ids, cmask)
+        picked = hidden.reshape(r * s, h)[index]  # [B, K, H]
+        logits = self._apply(params, picked, method="head")  # [B, K, V]
+        logp = token_log_probs(jnp.broadcast_to(logits[:, None], (b, c, k, self.vocab_size)),
+                               ids)  # [B, C, K]
+        return candidate_totals(logp, cmask)
 
     def pack_keys_per_token(self) -> float:
         """Attention keys per query that cost as much as one token's matmuls (a layer's FLOPs

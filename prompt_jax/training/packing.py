@@ -14,6 +14,16 @@ A packed batch keeps the per-example arrays of a batch (targets, target_mask, la
 with examples i * B / R ... (i + 1) * B / R - 1 in row i, so that a batch split over R data
 shards keeps each shard's examples in its own row. Filler rows (weight 0) take no room.
 
+A generation task's batch is packed with its targets (`targets=True`): each example is its
+input followed by its target's real tokens (the gold text and EOS) in one segment, as the
+unpacked batch's teacher forcing puts them, and
+  last: [B, K]  flat index of the token that predicts each target token (the last input token
+                for the first, then the target's own tokens; a padded slot's points anywhere)
+so that `score_packed` reads the target's log-likelihood from K hidden states per example.
+Single-token candidates are still scored at `last[:, 0]`; only the packed target itself can
+be scored token by token (a batch of C > 1 multi-token candidates stays one example per row:
+each candidate would need its own copy of the input).
+
 Host-side numpy, pure functions; `Packer` decides per batch whether packing pays.
 """
 
@@ -33,53 +43,78 @@ def _round_up(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
 
-def _lengths(batch: dict) -> np.ndarray:
-    """Real input tokens per example; 0 for filler rows."""
-    return np.where(np.asarray(batch["weight"]) > 0, np.asarray(batch["input_mask"]).sum(1), 0)
+def _real(batch: dict, key: str) -> np.ndarray:
+    """Real tokens per example of `key` ("input_mask", "target_mask"); 0 for filler rows."""
+    return np.where(np.asarray(batch["weight"]) > 0, np.asarray(batch[key]).sum(1), 0)
 
 
-def packed_width(batch: dict, rows: int, multiple: int) -> int:
+def _lengths(batch: dict, targets: bool = False) -> np.ndarray:
+    """Tokens each example takes in a packed row: its input's (and its target's)."""
+    return _real(batch, "input_mask") + (_real(batch, "target_mask") if targets else 0)
+
+
+def packed_width(batch: dict, rows: int, multiple: int, targets: bool = False) -> int:
     """S: the longest row's tokens, rounded up to `multiple`."""
-    per_row = _lengths(batch).reshape(rows, -1).sum(1)
+    per_row = _lengths(batch, targets).reshape(rows, -1).sum(1)
     return _round_up(int(per_row.max()), multiple)
 
 
-def pack_batch(batch: dict, rows: int = 1, multiple: int = 32, pad_id: int = 0) -> dict:
+def _example(batch: dict, i: int, targets: bool) -> np.ndarray:
+    """Example i's real tokens: its input's (then its target's)."""
+    parts = [("inputs", "input_mask")] + ([("targets", "target_mask")] if targets else [])
+    return np.concatenate([np.asarray(batch[ids])[i][np.asarray(batch[mask])[i] > 0]
+                           for ids, mask in parts])
+
+
+def pack_batch(batch: dict, rows: int = 1, multiple: int = 32, pad_id: int = 0,
+               targets: bool = False) -> dict:
     """The batch with its examples packed into `rows` rows (see the module docstring).
 
-    Each example's real tokens (input_mask == 1) keep their order; examples must be
-    right-padded or padded anywhere, as only the mask says which tokens are real.
+    Each example's real tokens (mask == 1) keep their order; examples must be right-padded or
+    padded anywhere, as only the masks say which tokens are real.
+
+    Args:
+      batch: a fixed-shape batch (inputs, input_mask [B, T]; targets, target_mask [B, K];
+        weight [B], ...).
+      rows: R, rows of the packed batch (B a multiple of it).
+      multiple: S is rounded up to a multiple of this.
+      pad_id: the id written into padding.
+      targets: each example's target tokens follow its input in its segment (a generation
+        task's teacher forcing); `last` is then [B, K].
 
     Raises:
       ValueError: the batch is already packed, or its size is not a multiple of `rows`.
     """
     if is_packed(batch):
         raise ValueError("the batch is already packed")
-    inputs, mask = np.asarray(batch["inputs"]), np.asarray(batch["input_mask"])
-    b = inputs.shape[0]
+    b = np.asarray(batch["inputs"]).shape[0]
     if rows < 1 or b % rows:
         raise ValueError(f"cannot pack {b} examples into {rows} rows evenly")
     per_row = b // rows
-    lengths = _lengths(batch)
-    width = packed_width(batch, rows, multiple)
+    real, inputs = np.asarray(batch["weight"]) > 0, _real(batch, "input_mask")
+    width = packed_width(batch, rows, multiple, targets)
     packed = np.full((rows, width), pad_id, np.int32)
     segments = np.zeros((rows, width), np.int32)
     positions = np.zeros((rows, width), np.int32)
     last = np.zeros((b,), np.int32)
     cursor = np.zeros((rows,), np.int64)
     for i in range(b):
-        row, n = i // per_row, int(lengths[i])
-        start = int(cursor[row])
+        row = i // per_row
+        start, tokens = int(cursor[row]), _example(batch, i, targets) if real[i] else []
+        n = len(tokens)
         if n:
-            packed[row, start:start + n] = inputs[i][mask[i] > 0]
+            packed[row, start:start + n] = tokens
             segments[row, start:start + n] = i % per_row + 1
             positions[row, start:start + n] = np.arange(n)
         # A filler row (n = 0) points at any token: its weight of 0 drops its score.
-        last[i] = row * width + max(start + n - 1, 0)
+        last[i] = row * width + max(start + int(inputs[i]) - 1, 0)
         cursor[row] += n
     out = {k: v for k, v in batch.items() if k not in ("inputs", "input_mask")}
+    if targets:  # target slot j is predicted by the token before it: the real slots before j
+        mask = (np.asarray(batch["target_mask"]) > 0) & real[:, None]  # [B, K]
+        last = last[:, None] + np.cumsum(mask, 1) - mask  # [B, K], within each example
     out.update(inputs=packed, input_mask=(segments > 0).astype(np.int32),
-               segment_ids=segments, positions=positions, last=last)
+               segment_ids=segments, positions=positions, last=last.astype(np.int32))
     return out
 
 
@@ -101,6 +136,8 @@ class Packer:
       keys_per_token: the backbone's `pack_keys_per_token()`.
       multiple: S is rounded up to a multiple of this (fewer shapes, fewer compilations).
       pad_id: the id written into padding.
+      targets: pack each example's target after its input (a generation task; the unpacked
+        batch computes [B, T + K] then).
     """
 
     rows: int
@@ -108,17 +145,39 @@ class Packer:
     keys_per_token: float
     multiple: int = 32
     pad_id: int = 0
+    targets: bool = False
 
     def pays(self, batch: dict) -> bool:
         b, t = np.asarray(batch["inputs"]).shape
-        width = packed_width(batch, self.rows, self.multiple)
+        if self.targets:
+            t += np.asarray(batch["targets"]).shape[1]
+        width = packed_width(batch, self.rows, self.multiple, self.targets)
         packed = attention_cost(self.rows, width, self.prefix_length, self.keys_per_token)
         return packed < attention_cost(b, t, self.prefix_length, self.keys_per_token)
 
     def __call__(self, batch: dict) -> dict:
         if is_packed(batch) or not self.pays(batch):
             return batch
-        return pack_batch(batch, self.rows, self.multiple, self.pad_id)
+        return pack_batch(batch, self.rows, self.multiple, self.pad_id, self.targets)
+
+
+def packer_for(candidates, placement: str, keys_per_token: float, *, rows: int,
+               prefix_length: int, pad_id: int) -> Packer | None:
+    """A task's packer, or None where packing does not apply (one example per row: same
+    results, more FLOPs).
+
+    Packing applies on a backbone that packs (`keys_per_token` > 0: decoder-only), with the
+    prompt at the prefix placement, for single-token verbalizers (`candidates` [C, 1], scored
+    at each example's last input token) and for a generation task (`candidates` None: each
+    target packed after its input). Multi-token verbalizers are not packed: each of C
+    candidates would need its own copy of the input.
+    """
+    generation = candidates is None
+    if not (keys_per_token and placement == "prefix"
+            and (generation or candidates[0].shape[1] == 1)):
+        return None
+    return Packer(rows=rows, prefix_length=prefix_length, keys_per_token=keys_per_token,
+                  pad_id=pad_id, targets=generation)
 
 
 def pack_batches(batches: Iterable[dict], packer: Packer) -> Iterator[dict]:
