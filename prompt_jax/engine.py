@@ -84,17 +84,13 @@ class TaskHandle:
 
     def packer(self, prompt_length: int) -> packing.Packer | None:
         """A packer for batches that continue a `prompt_length`-vector prefix prompt (0: no
-        prompt), when packing applies: a backbone that packs, a prefix prompt and single-token
-        verbalizers. Otherwise None (one example per row: same results, more FLOPs; so for
-        a generation task, whose targets are many tokens)."""
+        prompt), where packing applies (`packing.packer_for`: a backbone that packs, a prefix
+        prompt, single-token verbalizers or a generation task's targets); otherwise None."""
         from prompt_jax.tasks.vocabulary import pad_id
 
-        if not (self.pack_keys_per_token and self.placement == "prefix"
-                and self.candidates is not None and self.candidates[0].shape[1] == 1):
-            return None
-        return packing.Packer(rows=self.pack_rows, prefix_length=prompt_length,
-                              keys_per_token=self.pack_keys_per_token,
-                              pad_id=pad_id(self.tokenizer))
+        return packing.packer_for(self.candidates, self.placement, self.pack_keys_per_token,
+                                  rows=self.pack_rows, prefix_length=prompt_length,
+                                  pad_id=pad_id(self.tokenizer))
 
     def batches(self, split: str, batch_size: int, *, seed: int = 0, shuffle: bool = False,
                 repeat: bool = False, limit: int = 0, limit_seed: int = 0,

@@ -3,7 +3,8 @@ greedy decoding and the task's own metric, and generate for raw texts.
 
 A generation task trains like a classification task with the `target_ce` loss: the gold text
 (plus EOS) is the target, teacher-forced, the loss on its tokens only (decoder-only models: the
-target after the input; T5: the decoder's labels). What differs is evaluation: every row is
+target after the input, packed several examples per row where that pays, see
+`training.packing`; T5: the decoder's labels). What differs is evaluation: every row is
 decoded (`decoding.greedy`, KV cache, length buckets) up to the task's `max_new_tokens`, cut at
 its stop string, and scored against all of its gold texts (`metrics.compute`: SQuAD's EM and
 F1, NQ-Open's EM, ROUGE).

@@ -14,9 +14,9 @@ import torch
 from prompt_jax import engine, generation, prompts, tasks
 from prompt_jax.models import load_pretrained
 from prompt_jax.tasks.metrics import normalize_answer
-from prompt_jax.training import train
+from prompt_jax.training import packing, run, train
 from tests.hf_models import load_reference, save_tiny
-from tests.task_tokenizers import roberta_tokenizer, t5_tokenizer
+from tests.task_tokenizers import llama_tokenizer, roberta_tokenizer, t5_tokenizer
 
 P = 3
 
@@ -138,6 +138,49 @@ def test_generate_bounds_new_tokens_and_answers_raw_texts(tiny_t5):
         generation.generate(tiny_t5, tiny_t5.task("sst2"), None, ["fine"])
 
 
+@pytest.fixture(scope="module")
+def wide_llama(tmp_path_factory):
+    """A tiny Llama (width 32) with the tiny BPE, its FFN as much wider than its attention as
+    SmolLM2's (keys per token ~3,100 against SmolLM2's 3,072), so that packing pays where it
+    pays on the real model."""
+    tokenizer = llama_tokenizer()
+    directory = save_tiny("llama", tmp_path_factory.mktemp("gen") / "llama",
+                          vocab_size=len(tokenizer), intermediate_size=2048,
+                          max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id)
+    tokenizer.save_pretrained(directory)
+    return engine.load_model(str(directory), mesh_data=1)
+
+
+def test_a_decoder_only_model_packs_a_generation_task_with_its_targets(wide_llama, tiny_t5):
+    task = wide_llama.task("squad")
+    packer = task.packer(P)
+    assert packer.targets and packer.prefix_length == P and packer.rows == 1
+    assert wide_llama.task("squad", pack=False).packer(P) is None
+    assert wide_llama.task("squad", placement="after_bos").packer(P) is None
+    assert tiny_t5.task("squad").packer(P) is None  # an encoder-decoder does not pack
+
+
+def test_packed_generation_training_gives_the_unpacked_prompt(wide_llama, tmp_path):
+    """Three steps of a generation task's run, packing on and off: the same prompt."""
+    trained = {}
+    for pack in (True, False):
+        config = run.RunConfig(model=wide_llama.name, task="nq_open", prompt_length=P,
+                               output_dir=str(tmp_path / f"pack_{pack}"), init="random_uniform",
+                               steps=3, batch_size=4, max_input_length=32, pack=pack,
+                               eval_every=0, checkpoint_every=3, log_every=1, mesh_data=1)
+        task = run.task_for(wide_llama, config)
+        batches = run.train_batches(task, config)(0)
+        assert [packing.is_packed(next(batches)) for _ in range(3)] == [pack] * 3
+        _, trained[pack] = run.train_trainable(
+            config, run.trainable_for(config), loaded=wide_llama,
+            evaluate=lambda state: {"exact_match": 0.0})  # (decoding is tested elsewhere)
+    initial = np.asarray(run.initial_trainable(wide_llama, task, config))
+    assert np.abs(np.asarray(trained[False]) - initial).max() > 0.1  # the prompt moved
+    np.testing.assert_allclose(trained[True], trained[False], atol=1e-5, rtol=1e-5)
+
+
 def test_a_masked_lm_refuses_a_generation_task(tmp_path):
     tokenizer = roberta_tokenizer()
     directory = save_tiny("roberta", tmp_path / "roberta", vocab_size=len(tokenizer),
@@ -148,6 +191,7 @@ def test_a_masked_lm_refuses_a_generation_task(tmp_path):
         with pytest.raises(ValueError, match="generates text, and the roberta backbone"):
             loaded.task(name)
     assert loaded.task("sst2").candidates is not None
+    assert loaded.task("sst2").packer(P) is None  # nor does it pack
 
 
 def test_transfer_scores_each_target_with_its_own_metric_and_indicators_span_both_kinds(
