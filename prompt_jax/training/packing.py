@@ -18,7 +18,7 @@ A generation task's batch is packed with its targets (`targets=True`): each exam
 input followed by its target's real tokens (the gold text and EOS) in one segment, as the
 unpacked batch's teacher forcing puts them, and
   last: [B, K]  flat index of the token that predicts each target token (the last input token
-                for the first, then the target's own tokens; a padded slot's points anywhere)
+                for the first, then the target's own tokens; a padded slot's stays in its example)
 so that `score_packed` reads the target's log-likelihood from K hidden states per example.
 Single-token candidates are still scored at `last[:, 0]`; only the packed target itself can
 be scored token by token (a batch of C > 1 multi-token candidates stays one example per row:
@@ -91,7 +91,7 @@ def pack_batch(batch: dict, rows: int = 1, multiple: int = 32, pad_id: int = 0,
     if rows < 1 or b % rows:
         raise ValueError(f"cannot pack {b} examples into {rows} rows evenly")
     per_row = b // rows
-    real, inputs = np.asarray(batch["weight"]) > 0, _real(batch, "input_mask")
+    real, n_inputs = np.asarray(batch["weight"]) > 0, _real(batch, "input_mask")
     width = packed_width(batch, rows, multiple, targets)
     packed = np.full((rows, width), pad_id, np.int32)
     segments = np.zeros((rows, width), np.int32)
@@ -107,7 +107,7 @@ def pack_batch(batch: dict, rows: int = 1, multiple: int = 32, pad_id: int = 0,
             segments[row, start:start + n] = i % per_row + 1
             positions[row, start:start + n] = np.arange(n)
         # A filler row (n = 0) points at any token: its weight of 0 drops its score.
-        last[i] = row * width + max(start + int(inputs[i]) - 1, 0)
+        last[i] = row * width + max(start + int(n_inputs[i]) - 1, 0)
         cursor[row] += n
     out = {k: v for k, v in batch.items() if k not in ("inputs", "input_mask")}
     if targets:  # target slot j is predicted by the token before it: the real slots before j
