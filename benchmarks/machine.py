@@ -26,5 +26,6 @@ def line(info: dict) -> str:
     load = info.get("load_average")
     shared = (f"; load average {load:.1f} at the start: other work shared the cores"
               if load is not None and load > 0.5 * info["cores"] else "")
-    return (f"{info['date']}, {info['cpu']} ({info['cores']} cores), JAX {info['jax']} on "
+    cores = f"{info['cores']} core{'' if info['cores'] == 1 else 's'}"
+    return (f"{info['date']}, {info['cpu']} ({cores}), JAX {info['jax']} on "
             f"{info['backend']}{shared}")

@@ -3,8 +3,8 @@
 
 Every generated block lives in `docs/results.md` (the default target), except the README's one
 headline table, the demo's (`demo`, written into README.md), `suggest` (docs/transfer.md), the
-serving soak run's (`soak`, in docs/serving.md) and the whole-run and compile tables
-(docs/benchmarks.md). `tests/test_docs.py` regenerates each block from the stored files
+serving soak run's (`soak`, in docs/serving.md) and the whole-run, compile and split-cache
+tables (docs/benchmarks.md). `tests/test_docs.py` regenerates each block from the stored files
 (`generators`) and compares it with the docs text byte for byte.
 
     python benchmarks/readme_block.py          # rewrite every block from the stored files
@@ -25,7 +25,8 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 RESULTS_MD = DOCS / "results.md"
 # The blocks that live elsewhere than docs/results.md.
-TARGETS = {"demo": README, "suggest": DOCS / "transfer.md", "soak": DOCS / "serving.md"}
+TARGETS = {"demo": README, "suggest": DOCS / "transfer.md", "soak": DOCS / "serving.md",
+           "split_cache": DOCS / "benchmarks.md"}
 # Issue 40's whole-run, evaluation and compile-count tables, one block per stored result file
 # (whole_run_<label>.json, transfer_compiles_<label>.json): docs/benchmarks.md.
 WHOLE_RUN_BLOCKS = tuple(sorted(p.stem for p in (HERE / "results").glob("whole_run_*.json")))
@@ -105,6 +106,7 @@ def generators() -> dict:
     import results
     import serving
     import soak
+    import split_cache_bench
     import step_bench
     import suggest_report
     import transfer_compiles
@@ -124,7 +126,9 @@ def generators() -> dict:
               "aot": lambda: aot_memory.table(json.loads(
                   (stored / "aot_memory.json").read_text())),
               "soak": lambda: soak.table(json.loads(
-                  (stored / "soak_smollm2-135m-instruct.json").read_text()))}
+                  (stored / "soak_smollm2-135m-instruct.json").read_text())),
+              "split_cache": lambda: split_cache_bench.block(
+                  json.loads(split_cache_bench.RESULT.read_text()), split_cache_bench.RESULT)}
     for name in WHOLE_RUN_BLOCKS:
         path = stored / f"{name}.json"
         blocks[name] = (lambda path=path: whole_run_report.block(

@@ -89,6 +89,8 @@ def test_a_damaged_entry_is_made_again_and_the_switch_turns_the_cache_off(cache,
     assert _equal(_take("rte", "validation", shuffle=False, limit=16), fresh)
     assert (entry / "complete").exists()
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no staging left
+    monkeypatch.setenv(split_cache.DIR_ENV, str(cache.parent / "own"))
+    assert split_cache.cache_root() == cache.parent / "own"
     for off in ("0", "false", "off"):
         monkeypatch.setenv(split_cache.ENV, off)
         assert not split_cache.enabled()

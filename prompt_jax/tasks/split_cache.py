@@ -9,7 +9,8 @@ The key (`split_key`) covers everything the tokenized examples depend on: the se
 name (task, template, prompt style, data folder, tokenizer vocabulary, a file task's
 definition), the split, the sequence lengths, the sampled rows, each data file's path, size and
 modification time, and the source of the modules that tokenize. A change to any of them is a
-new key; nothing stale is read. `PROMPT_JAX_SPLIT_CACHE=0` turns it off.
+new key; nothing stale is read. `PROMPT_JAX_SPLIT_CACHE=0` turns it off;
+`PROMPT_JAX_SPLIT_CACHE_DIR` puts it in a folder of one's own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tensorflow as tf
 
 VERSION = 1
 ENV = "PROMPT_JAX_SPLIT_CACHE"
+DIR_ENV = "PROMPT_JAX_SPLIT_CACHE_DIR"
 _DONE = "complete"  # written last: a folder without it is an interrupted write, not a cache
 
 
@@ -35,10 +37,12 @@ def enabled() -> bool:
 
 
 def cache_root() -> Path:
-    """`splits/` in the prompt_jax cache folder (`$PROMPT_JAX_CACHE`)."""
+    """`$PROMPT_JAX_SPLIT_CACHE_DIR` when set, else `splits/` in the prompt_jax cache folder
+    (`$PROMPT_JAX_CACHE`)."""
     from prompt_jax.models.fetch import cache_dir
 
-    return cache_dir() / "splits"
+    own = os.environ.get(DIR_ENV)
+    return Path(own) if own else cache_dir() / "splits"
 
 
 def _code_digest() -> str:
