@@ -55,7 +55,7 @@ def measure(model: str, task: str, split: str, batches: int) -> dict:
                               task, "--split", split, "--batches", str(batches)], env=env,
                              capture_output=True, text=True, check=True)
         runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-    same = len({json.dumps(r["first_index"]) for r in runs.values()}) == 1
+    same = len({tuple(r["first_index"]) for r in runs.values()}) == 1
     return {"runs": runs, "same_batches": same}
 
 

@@ -70,10 +70,11 @@ def split_key(task_name: str, split: str, lengths: Mapping[str, int], rows: str,
     for f in files:
         stat = Path(f).stat()
         stamps.append([str(Path(f).resolve()), stat.st_size, stat.st_mtime_ns])
-    blob = json.dumps({"version": VERSION, "task": task_name, "split": split,
-                       "lengths": dict(sorted(lengths.items())), "rows": rows, "files": stamps,
-                       "code": _code_digest()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(json.dumps({
+        "version": VERSION, "task": task_name, "split": split,
+        "lengths": dict(sorted(lengths.items())), "rows": rows, "files": stamps,
+        "code": _code_digest()}, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
 
 
 def _load(folder: Path) -> tf.data.Dataset:
