@@ -176,7 +176,7 @@ def _pct(m: dict) -> str:
 
 def report(root: Path = OUT) -> str:
     """docs/results.md's generation block, from the stored cells alone."""
-    lines, readings, speed_rows, provenances = [], [], [], set()
+    lines, readings, speed_rows, speedups, provenances = [], [], [], [], set()
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for task_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
             cells = {arm: json.loads((task_dir / f"{arm}.json").read_text())
@@ -213,6 +213,7 @@ def report(root: Path = OUT) -> str:
             if (task_dir / "speed.json").exists():
                 sp = json.loads((task_dir / "speed.json").read_text())
                 provenances.add(provenance.line(sp))
+                speedups.append(sp["speedup"])
                 speed_rows.append(
                     f"| {model_dir.name} | {task_dir.name} | {sp['rows']} (batches of "
                     f"{sp['batch']}) | {sp['new_tokens']} | {sp['ours_seconds']:.1f} | "
@@ -236,6 +237,12 @@ def report(root: Path = OUT) -> str:
                 "| model | task | rows | new tokens (ours) | ours s | HF s | speedup | rows "
                 "token-identical | cores, load before / after |",
                 "|---|---|---|---|---|---|---|---|---|", *speed_rows, "",
+                f"Of {len(speedups)} rows, ours is at least 5% faster than HF on "
+                f"{sum(x >= 1.05 for x in speedups if x)}, within 5% on "
+                f"{sum(0.95 < x < 1.05 for x in speedups if x)} and at least 5% slower on "
+                f"{sum(x <= 0.95 for x in speedups if x)} (speedups "
+                f"{min(x for x in speedups if x):.2f}x to {max(x for x in speedups if x):.2f}x; "
+                "one timed pass per side, so read a few percent as noise).", "",
                 "Both sides run in one process pinned to the cores shown (`taskset`), torch with "
                 "as many threads; the load average says how busy the machine was (other work "
                 "shared it), so read the ratio, not the seconds.", ""]

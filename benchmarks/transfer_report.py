@@ -114,7 +114,9 @@ def generation_transfer_part(model: str = MODEL) -> list[str]:
               "metric with its 95% interval (a bootstrap over rows for the generation "
               "targets, Wilson for the classification ones)")
     lines = matrix_part(out, sources_text, metric, command)
-    return lines + ["", *indicators_part(out)] if (out / "indicators.json").exists() else lines
+    if not (out / "indicators.json").exists():
+        return lines
+    return lines + ["", *indicators_part(out, "the `transfer indicators` command above")]
 
 
 def _interval_table(cells: list[dict], sources: list[str], targets: list[str]) -> str:

@@ -44,7 +44,8 @@ def indicators_table(result: dict, per_target: dict[str, stats.Estimate]) -> lis
     return lines
 
 
-def indicators_part(out: Path) -> list[str]:
+def indicators_part(out: Path, command: str = f"the `transfer indicators` command of `{SCRIPT}`"
+                    ) -> list[str]:
     path = out / "indicators.json"
     if not path.exists():
         return ["Indicator correlations on this matrix: not measured yet."]
@@ -70,7 +71,7 @@ def indicators_part(out: Path) -> list[str]:
                  else "") + "."]
     lines += layers_part(per_target)
     lines += _on_against_cos(result, per_target)
-    lines += ["", f"Reproduce: the `transfer indicators` command of `{SCRIPT}`."]
+    lines += ["", f"Reproduce: {command}."]
     return lines
 
 

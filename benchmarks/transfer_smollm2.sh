@@ -33,3 +33,19 @@ for t in sst2 imdb rotten_tomatoes laptop restaurant; do
 done
 $PJ transfer matrix --out $OUT-sentiment --runs $RUNS-sentiment \
   --prompts runs/transfer/sentiment-library --targets $SENTIMENT --limit 1000
+# Question answering, summarization and ethics beside sentiment: the 20-vector generation
+# prompts (benchmarks/generation_results.py) and two sentiment prompts as a library; the
+# ethics sources are trained here.
+LIB=runs/transfer/generation-library
+mkdir -p $LIB
+for t in squad nq_open samsum; do
+  cp benchmarks/results/generation/smollm2-135m-instruct/$t/prompt20_prompt.npy $LIB/$t.npy
+  cp benchmarks/results/generation/smollm2-135m-instruct/$t/prompt20_prompt.json $LIB/$t.json
+done
+cp $OUT/prompts/sst2.* $OUT/prompts/rotten_tomatoes.* $LIB/
+$PJ transfer matrix --out $OUT-generation --runs $RUNS-generation --prompts $LIB \
+  --targets squad,nq_open,samsum,sst2 --limit 100
+$PJ transfer matrix --out $OUT-generation --runs $RUNS-generation --prompts $LIB \
+  --sources ethics_deontology,ethics_justice \
+  --targets squad,nq_open,samsum,sst2,ethics_deontology,ethics_justice --limit 100
+$PJ transfer indicators --out $OUT-generation --modes paper --layers all,bottom_third,top_third
