@@ -57,10 +57,13 @@ def indicators_part(out: Path, command: str = f"the `transfer indicators` comman
              f"(source, target) pairs ({len(result['sources'])} sources, own prompts left "
              "out). ON over all layers" + (" (`_bottom_third`, `_top_third`: over that "
                                            "third)" if any(k.endswith("_third") for k in corr)
-                                           else "") + ": "
-             f"`paper` at the label position with an empty text, `inputs` there over "
-             f"{result['n_inputs']} real inputs per target, `prompt` at every prompt "
-             "position:", "", *indicators_table(result, per_target), "",
+                                           else "") + ": " + ", ".join(
+                 text for mode, text in (
+                     ("paper", "`paper` at the label position with an empty text"),
+                     ("inputs", f"`inputs` there over {result['n_inputs']} real inputs per "
+                                "target"),
+                     ("prompt", "`prompt` at every prompt position"))
+                 if f"ON_{mode}" in corr) + ":", "", *indicators_table(result, per_target), "",
              f"Pooled over {pairs} pairs, a Spearman beyond ±{1.96 / np.sqrt(pairs - 1):.3f} "
              "differs from zero at p < 0.05 (normal approximation); the per-target means "
              f"average correlations over {len(result['sources']) - 1} sources each."]
