@@ -29,3 +29,10 @@ def line(info: dict) -> str:
     cores = f"{info['cores']} core{'' if info['cores'] == 1 else 's'}"
     return (f"{info['date']}, {info['cpu']} ({cores}), JAX {info['jax']} on "
             f"{info['backend']}{shared}")
+
+
+def measured(result: dict, script: str, details: str, stored: str) -> str:
+    """The sentence that opens a benchmark's docs block: when and on what it ran, the command
+    (`script` with the run's own arguments), what it measured, and the result file."""
+    return (f"Measured {line(result['machine'])}: `python benchmarks/{script} "
+            f"{result['command']}` ({details}; stored in `{stored}`).")

@@ -74,11 +74,11 @@ def block(result: dict, path: Path) -> str:
 
     r = result["recipe"]
     return "\n".join([
-        f"Measured {machine.line(result['machine'])}: `python benchmarks/split_cache_bench.py "
-        f"{result['command']}` ({r['model']} tokenizer, {r['task']} {r['split']}, "
-        f"{result['runs']['off']['rows']} rows, shuffled, batches of 8: seconds to the first "
-        f"{r['batches']} batches, each mode in a fresh process; stored in "
-        f"`{path.resolve().relative_to(HERE.parent)}`).", "", table(result), "",
+        machine.measured(result, "split_cache_bench.py", (
+            f"{r['model']} tokenizer, {r['task']} {r['split']}, "
+            f"{result['runs']['off']['rows']} rows, shuffled, batches of 8: seconds to the "
+            f"first {r['batches']} batches, each mode in a fresh process"),
+            path.resolve().relative_to(HERE.parent)), "", table(result), "",
         "Off tokenizes the whole split (the shuffle buffer holds it); cold tokenizes it and "
         "writes it to disk once; warm reads it back."])
 

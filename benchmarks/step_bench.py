@@ -841,10 +841,10 @@ def readme_block(result: dict, output: str) -> str:
     data = "SST-2 batches, real weights" if r["real"] else (
         f"random weights and token batches, inputs of {r['seq_len'] // 4}-{r['seq_len']} tokens")
     return "\n".join([
-        f"Measured {machine.line(result['machine'])}: `python benchmarks/step_bench.py "
-        f"{result['command']}` ({data}; batch {r['batch_size']}, {r['prompt_length']} prompt "
-        f"vectors, {r['steps']} steps, AdamW, {r['dtype']}; stored in "
-        f"`{Path(output).resolve().relative_to(HERE.parent) if output else '-'}`). "
+        machine.measured(result, "step_bench.py", (
+            f"{data}; batch {r['batch_size']}, {r['prompt_length']} prompt vectors, "
+            f"{r['steps']} steps, AdamW, {r['dtype']}"),
+            Path(output).resolve().relative_to(HERE.parent) if output else "-") + " "
         "examples/s from the median step (first excluded); total time includes every "
         "compilation; the loss of the first step is equal on every side before anything is "
         "timed.", "", table(result)])

@@ -118,10 +118,9 @@ def block(result: dict, path: Path) -> str:
 
     r = result["recipe"]
     return "\n".join([
-        f"Measured {machine.line(result['machine'])}: `python benchmarks/transfer_compiles.py "
-        f"{result['command']}` ({r['model']}; {r['runs']} runs of {r['steps']} steps, "
-        f"{r['limit']} rows scored per cell; stored in "
-        f"`{path.resolve().relative_to(HERE.parent)}`).", "", table(result)])
+        machine.measured(result, "transfer_compiles.py", (
+            f"{r['model']}; {r['runs']} runs of {r['steps']} steps, {r['limit']} rows scored "
+            "per cell"), path.resolve().relative_to(HERE.parent)), "", table(result)])
 
 
 def main() -> None:

@@ -117,8 +117,8 @@ def block(result: dict, path: Path) -> str:
     rows = r["eval_limit"] or "all"
     rel = path.resolve().relative_to(HERE.parent)
     return "\n".join([
-        f"Measured {machine.line(result['machine'])}: `python benchmarks/whole_run.py "
-        f"{result['command']}` ({model}; SST-2, the demo's recipe: {r['prompt_length']} "
-        f"prompt vectors, AdamW, batch {r['batch_size']}, {r['steps']} steps, then {rows} "
-        f"validation rows; stored in `{rel}`). Every side is its own process, timed from its "
+        machine.measured(result, "whole_run.py", (
+            f"{model}; SST-2, the demo's recipe: {r['prompt_length']} prompt vectors, AdamW, "
+            f"batch {r['batch_size']}, {r['steps']} steps, then {rows} validation rows"), rel)
+        + " Every side is its own process, timed from its "
         "start; the median step leaves the first out.", "", table(result)])
