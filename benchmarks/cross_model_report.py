@@ -41,14 +41,12 @@ def _cell(cell: dict | None) -> str:
     """'91.0 (87-94)': a cell's accuracy (%) with its 95% Wilson interval; '-' if missing."""
     if cell is None:
         return "-"
-    e = readings.cell_accuracy(cell)
-    return f"{100 * e.value:.1f} ({100 * e.low:.0f}-{100 * e.high:.0f})"
+    return readings.cell_accuracy(cell).compact()
 
 
 def _over_tasks(values: list[float]) -> str:
     """The mean of per-task values (%) with its 95% bootstrap interval over the tasks."""
-    e = readings.bootstrap_mean(values)
-    return f"{100 * e.value:.1f} ({100 * e.low:.0f}-{100 * e.high:.0f})"
+    return readings.bootstrap_mean(values).compact()
 
 
 def _scores(cells, key: str) -> list[float | None]:

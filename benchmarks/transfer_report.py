@@ -123,9 +123,8 @@ def _interval_table(cells: list[dict], sources: list[str], targets: list[str]) -
     """The matrix with each cell's Wilson interval: `78.5 (72-84)`."""
     texts, index = [], np.full((len(sources), len(targets)), np.nan)
     for c in cells:
-        e = readings.cell_accuracy(c)
         index[sources.index(c["source"]), targets.index(c["target"])] = len(texts)
-        texts.append(f"{100 * e.value:.1f} ({100 * e.low:.0f}-{100 * e.high:.0f})")
+        texts.append(readings.cell_accuracy(c).compact())
     return transfer.markdown_table(sources, targets, index, lambda v: texts[int(v)])
 
 

@@ -53,6 +53,10 @@ class Estimate:
                     f"{100 * self.high:.{digits}f}]")
         return f"{self.value:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
+    def compact(self) -> str:
+        """'78.6 (76-81)': a fraction in percent with its interval rounded, for table cells."""
+        return f"{100 * self.value:.1f} ({100 * self.low:.0f}-{100 * self.high:.0f})"
+
 
 @dataclasses.dataclass(frozen=True)
 class PairedDifference:
