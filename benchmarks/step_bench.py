@@ -23,8 +23,10 @@ Sides, each in its own process (its peak memory its own):
              fastest of the three run. One PEFT setup for every benchmark: peft_side.py; on a
              GPU the peer runs on it.
   model      model tuning (every weight, AdamW) in our framework, for memory only.
-  ours-unrolled   ours with the layer loop unrolled (`unroll_layers`, decoder-only shapes):
-             which of the two is faster on a backend decides its default there.
+  ours-unrolled   ours with the layer loop unrolled (`unroll_layers`, decoder-only shapes).
+  ours-per-layer  ours with each layer's params apart (`scan_layers=False`, decoder-only
+             shapes): which of the three layouts is fastest on a backend decides its default
+             there.
 
 Correctness first: the first step's loss must agree between the sides (same batch, prompt,
 weights) before any timing is reported; the script exits otherwise. PEFT with left padding and
@@ -69,7 +71,10 @@ from prompt_jax.provenance import write_result
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = Path(os.environ.get("PROMPT_JAX_BENCH_CACHE", "/tmp/prompt_jax_bench"))
-SIDES = ("ours", "ours-unrolled", "peft", "peft-best", "peft-compiled", "peft-bf16", "model")
+SIDES = ("ours", "ours-unrolled", "ours-per-layer", "peft", "peft-best", "peft-compiled",
+         "peft-bf16", "model")
+# Our other layer layouts (decoder-only shapes): engine.load_model's options.
+LAYOUTS = {"ours-unrolled": {"unroll_layers": True}, "ours-per-layer": {"scan_layers": False}}
 DEFAULT_SIDES = ("ours", "peft", "peft-best", "model")
 LR, WEIGHT_DECAY = 3e-2, 0.01
 
@@ -288,22 +293,21 @@ def _timed(step, batches_: list, start: float) -> dict:
 
 
 def run_ours(shape: str, args, start: float, tune_model: bool = False,
-             unroll_layers: bool = False) -> dict:
+             layout: dict | None = None) -> dict:
     import jax
 
     from prompt_jax import partitioning
     from prompt_jax.models import layers, load_pretrained
+    from prompt_jax.models.base import with_options
     from prompt_jax.training import packing, train
 
     pre = load_pretrained(model_source(shape, args.real), dtype=args.dtype,
                           param_dtype=args.dtype)
-    model = pre.model
-    if unroll_layers:  # the same params, the layer loop unrolled in the program
-        import dataclasses
-
-        model = type(model)(dataclasses.replace(model.config, unroll_layers=True))
     mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
-    params = partitioning.shard_params(pre.params, model, mesh)
+    # The same weights; `layout` (engine.load_model's unroll_layers / scan_layers) changes the
+    # compiled program, and with scan_layers=False how the layers' params are held.
+    model, params = with_options(pre.model, partitioning.shard_params(pre.params, pre.model, mesh),
+                                 mesh, **(layout or {}))
     data = batches(shape, args, model.vocab_size)
     prompt_length = 0 if tune_model else args.prompt_length
     if model.packs and not args.no_pack:
@@ -674,8 +678,8 @@ def main() -> None:
             result = run_peak(args)
         elif args.only == "ours":
             result = run_ours(args.shape, args, start)
-        elif args.only == "ours-unrolled":
-            result = run_ours(args.shape, args, start, unroll_layers=True)
+        elif args.only in LAYOUTS:
+            result = run_ours(args.shape, args, start, layout=LAYOUTS[args.only])
         elif args.only == "model":
             result = run_ours(args.shape, args, start, tune_model=True)
         else:
@@ -696,7 +700,7 @@ def main() -> None:
         RESULTS / f"step_bench{'_' + args.label if args.label else ''}.json")
     for shape in args.shapes:
         sides = [s for s in args.sides if not (s == "peft-best" and FAMILY[shape] == "t5")
-                 and not (s == "ours-unrolled" and FAMILY[shape] != "causal")
+                 and not (s in LAYOUTS and FAMILY[shape] != "causal")
                  and not (s == "peft-bf16" and not Speedups.detect().bf16_autocast)]
         rows = {side: child(args, side, shape) for side in sides}
         result["shapes"][shape] = compare(shape, rows, args, result["peak"])

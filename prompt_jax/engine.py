@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 
 from prompt_jax import partitioning, prompts, scoring
 from prompt_jax.models import load_pretrained, load_tokenizer, resolve_model
-from prompt_jax.models.base import Backbone, Params
+from prompt_jax.models.base import Backbone, Params, with_options
 from prompt_jax.training import packing, train
 
 OVERLONG = ("truncate", "reject")
@@ -417,8 +417,8 @@ class LoadedModel:
 
 
 def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
-               mesh_model: int = 1, remat: bool = False,
-               unroll_layers: bool = False) -> LoadedModel:
+               mesh_model: int = 1, remat: bool = False, unroll_layers: bool = False,
+               scan_layers: bool = True) -> LoadedModel:
     """Reads a checkpoint once, each param straight into its shards over a ('data', 'model')
     mesh (each device reads only its slice; see `models.assemble`).
 
@@ -432,20 +432,17 @@ def load_model(name: str, *, dtype: str = "float32", mesh_data: int = 0,
         them (less memory, more FLOPs: for models whose activations would not fit).
       unroll_layers: decoder-only backbones (Llama, Gemma 3): the layer loop unrolled in
         the compiled programs (the params stay as they are; a longer compile).
+      scan_layers: False, decoder-only backbones: each layer's params held apart and the
+        layers called in a Python loop (as levanter's and MaxText's `scan_layers=False`): no
+        weight is sliced out of a stacked array in the programs; a longer compile.
 
     Raises:
-      ValueError: unroll_layers for a backbone without the option.
+      ValueError: unroll_layers or scan_layers=False for a backbone without the option.
     """
     source = model_source(name)
     mesh = partitioning.make_mesh(mesh_data or None, mesh_model)
     pre = load_pretrained(source, dtype=dtype, param_dtype=dtype, mesh=mesh)
-    model = pre.model
-    if remat:  # the same params: only the backward pass changes
-        model = type(model)(dataclasses.replace(model.config, remat=True))
-    if unroll_layers:  # the same params: only the compiled program changes
-        if not hasattr(model.config, "unroll_layers"):
-            raise ValueError(f"unroll_layers is an option of the decoder-only backbones "
-                             f"(llama, gemma3), not of {model.family}")
-        model = type(model)(dataclasses.replace(model.config, unroll_layers=True))
-    return LoadedModel(name=name, model=model, params=pre.params,
+    model, params = with_options(pre.model, pre.params, mesh, remat=remat,
+                                 unroll_layers=unroll_layers, scan_layers=scan_layers)
+    return LoadedModel(name=name, model=model, params=params,
                        tokenizer=load_tokenizer(source), mesh=mesh, dtype=dtype)

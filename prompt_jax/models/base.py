@@ -10,11 +10,15 @@ L layers, F FFN width.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from prompt_jax import partitioning
+from prompt_jax.models import layers
 
 Params = Any  # nested dict of arrays, as produced by flax `init` (unboxed)
 
@@ -253,3 +257,33 @@ def dtype_of(name: str) -> jnp.dtype:
     if name not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"unsupported dtype {name!r}; use float32, bfloat16 or float16")
     return jnp.dtype(name)
+
+
+def with_options(model: Backbone, params: Params, mesh, *, remat: bool = False,
+                 unroll_layers: bool = False, scan_layers: bool = True
+                 ) -> tuple[Backbone, Params]:
+    """A loaded backbone with its compile options (see `engine.load_model`): the same
+    weights; only the compiled programs change, and with `scan_layers=False` the layout of the
+    layers' params (each layer's apart, placed by the per-layer model's shardings).
+
+    Raises:
+      ValueError: an option the family does not have.
+    """
+    changes = {}
+    if remat:  # only the backward pass changes
+        changes["remat"] = True
+    for option, value, default in (("unroll_layers", unroll_layers, False),
+                                   ("scan_layers", scan_layers, True)):
+        if value != default:
+            if not hasattr(model.config, option):
+                raise ValueError(f"{option}={value} is an option of the decoder-only backbones "
+                                 f"(llama, gemma3), not of {model.family}")
+            changes[option] = value
+    if not changes:
+        return model, params
+    model = type(model)(dataclasses.replace(model.config, **changes))
+    if not scan_layers:
+        split = jax.jit(lambda p: {**p, "layers": layers.split_layers(p["layers"])},
+                        out_shardings=partitioning.param_shardings(model, mesh))
+        params = split(params)
+    return model, params

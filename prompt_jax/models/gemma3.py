@@ -77,6 +77,9 @@ class Gemma3Config:
     # The layer loop unrolled in the compiled program (the params stay stacked): XLA sees
     # every layer, as without scanned layers, at the cost of a longer compile.
     unroll_layers: bool = False
+    # False: each layer's params apart (`layers.PerLayer`; `layers.split_layers` converts
+    # stacked ones), a Python loop in the program: no weight sliced out of a stacked array.
+    scan_layers: bool = True
 
     def __post_init__(self):
         if not self.layer_types:
@@ -241,7 +244,7 @@ class Gemma3Module(nn.Module):
                                    0.0)[:, None].astype(causal.dtype)  # [B, 1, T, P + T]
         blocks = layers.scan_layers(Gemma3Block, cfg.num_hidden_layers, cfg.remat,
                                     (nn.broadcast, nn.broadcast, 0, 0),
-                                    unroll=cfg.unroll_layers)
+                                    unroll=cfg.unroll_layers, per_layer=not cfg.scan_layers)
         x, kv = blocks(cfg, deterministic, name="layers")(
             embeds, (causal, outside_window), positions, prefix_kv, self._layer_stacks())
         return self.final_norm(x), kv

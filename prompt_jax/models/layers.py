@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -284,18 +285,48 @@ def unrolled_scans() -> Iterator[None]:
         _UNROLL_SCANS = previous
 
 
+class PerLayer(nn.Module):
+    """`num_layers` copies of `block`, each with its own params (`params['0']`,
+    `params['1']`, ...), called in a Python loop: `scan_layers(per_layer=True)`.
+
+    Called as the scanned stack is (`block(x, *args) -> (x, y)`, args sliced per `in_axes`, the
+    y's stacked). No weight is sliced out of a stacked array in the program, so no layer's
+    weights are copied before their matmuls; the program holds every layer (a longer compile).
+    Sown intermediates stay per layer: read them through `stacked_layers`.
+    """
+
+    block: Any  # a Module class
+    num_layers: int
+    in_axes: tuple
+    fields: tuple  # the block's own constructor arguments
+
+    @nn.compact
+    def __call__(self, x, *args):
+        ys = []
+        for i in range(self.num_layers):
+            layer_args = [a if axis is nn.broadcast else jax.tree.map(lambda t, i=i: t[i], a)
+                          for a, axis in zip(args, self.in_axes, strict=True)]
+            x, y = self.block(*self.fields, name=str(i))(x, *layer_args)
+            ys.append(y)
+        return x, jax.tree.map(lambda *t: jnp.stack(t), *ys)
+
+
 def scan_layers(block: type[nn.Module], num_layers: int, remat: bool,
-                in_axes: tuple = (nn.broadcast,), unroll: bool = False):
+                in_axes: tuple = (nn.broadcast,), unroll: bool = False,
+                per_layer: bool = False):
     """Stacks `block` `num_layers` times with `nn.scan` (params gain a leading 'layers' axis).
 
     The block is called as `block(x, *args) -> (x, y)`; each arg is broadcast to every layer
     or sliced along its leading axis, per `in_axes`, and the y's are stacked. FFN activations
     sown into the 'intermediates' collection are stacked along the layer axis too. `unroll`
     (or `unrolled_scans`) traces every layer into the program instead of an XLA loop: the
-    same params and results, another program.
+    same params and results, another program. `per_layer`: a `PerLayer` stack instead (each
+    layer's params apart; `split_layers` turns stacked params into them).
     """
     if remat:
         block = nn.remat(block, prevent_cse=False)
+    if per_layer:
+        return lambda *fields, name: PerLayer(block, num_layers, in_axes, fields, name=name)
     return nn.scan(
         block,
         variable_axes={"params": 0, "intermediates": 0},
@@ -305,3 +336,17 @@ def scan_layers(block: type[nn.Module], num_layers: int, remat: bool,
         unroll=num_layers if (unroll or _UNROLL_SCANS) else 1,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
+
+
+def split_layers(stacked: Any) -> dict[str, Any]:
+    """The params of a scanned stack ([L, ...] leaves) as `PerLayer`'s: {'0': ..., '1': ...}."""
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    return {str(i): jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(num_layers)}
+
+
+def stacked_layers(tree: Any) -> Any:
+    """A scanned stack's params or intermediates as they are, a `PerLayer` stack's ({'0': ...,
+    '1': ...}) stacked along a new leading layer axis: the scanned stack's layout either way."""
+    if not (isinstance(tree, Mapping) and "0" in tree):
+        return tree
+    return jax.tree.map(lambda *t: jnp.stack(t), *(tree[str(i)] for i in range(len(tree))))

@@ -59,6 +59,9 @@ class LlamaConfig:
     # The layer loop unrolled in the compiled program (the params stay stacked): XLA sees
     # every layer, as without scanned layers, at the cost of a longer compile.
     unroll_layers: bool = False
+    # False: each layer's params apart (`layers.PerLayer`; `layers.split_layers` converts
+    # stacked ones), a Python loop in the program: no weight sliced out of a stacked array.
+    scan_layers: bool = True
 
     @property
     def kv_dim(self) -> int:
@@ -160,7 +163,8 @@ class LlamaModule(nn.Module):
         cfg = self.config
         bias = decoder_attention_bias(mask, segment_ids, prefix_kv, prefix_mask)
         blocks = layers.scan_layers(LlamaBlock, cfg.num_hidden_layers, cfg.remat,
-                                    (nn.broadcast, nn.broadcast, 0), unroll=cfg.unroll_layers)
+                                    (nn.broadcast, nn.broadcast, 0), unroll=cfg.unroll_layers,
+                                    per_layer=not cfg.scan_layers)
         x, kv = blocks(cfg, deterministic, name="layers")(embeds, bias, positions, prefix_kv)
         return self.final_norm(x), kv
 
@@ -397,7 +401,8 @@ class Llama(FlaxBackbone):
             {"params": params}, embeds, mask, layers.positions_from_mask(mask),
             method="hidden", mutable=["intermediates"],
         )
-        return {"decoder": state["intermediates"]["layers"]["mlp"][name][0]}
+        stack = layers.stacked_layers(state["intermediates"]["layers"])
+        return {"decoder": stack["mlp"][name][0]}
 
     def generate(self, params, embeds, mask, max_new_tokens: int, *, eos_ids=None, pad_id=None,
                  live=None, limit=None, prefix=None, prefix_lengths=None, prefix_index=None,

@@ -69,6 +69,7 @@ class RunConfig:
     mesh_model: int = 1
     remat: bool = False  # recompute each layer in the backward pass (big models' activations)
     unroll_layers: bool = False  # decoder-only: no layer loop in the compiled programs
+    scan_layers: bool = True  # False, decoder-only: each layer's params apart (no slicing)
 
     def __post_init__(self):
         prompts.check_length(self.prompt_length)
@@ -95,7 +96,8 @@ def load(config: RunConfig, loaded: engine.LoadedModel | None = None
         tasks.get_task(config.task)  # fails fast, before the weights load
         loaded = engine.load_model(config.model, dtype=config.dtype,
                                    mesh_data=config.mesh_data, mesh_model=config.mesh_model,
-                                   remat=config.remat, unroll_layers=config.unroll_layers)
+                                   remat=config.remat, unroll_layers=config.unroll_layers,
+                                   scan_layers=config.scan_layers)
     return loaded, task_for(loaded, config)
 
 
