@@ -164,12 +164,13 @@ def released_part(name: str) -> list[str]:
     return [text, "", f"Reproduce: `python benchmarks/{name}.py run`."]
 
 
-def init_reading(summaries: list[dict]) -> str:
+def init_reading(summaries: list[dict], examples: dict[str, int]) -> str:
     """Whether the transferred starts (`source:*`, `spot:*`) beat the baseline's steps by more
     than the evaluation interval (the resolution of a steps count), and whether they beat the
-    random_uniform start, counted over all the targets' transferred arms."""
+    random_uniform start, counted over all the targets' transferred arms; and their final
+    accuracy against the baseline's on each target's `examples` rows."""
     faster = slower = level = 0
-    gaps, vs_random = [], []
+    gaps, vs_random = [], []  # final accuracy - the baseline's (Estimates)
     for s in summaries:
         arms = {a["arm"]: a for a in s["arms"]}
         base, interval = arms["baseline"], s.get("eval_every", 40)
@@ -178,7 +179,8 @@ def init_reading(summaries: list[dict]) -> str:
         for name, arm in arms.items():
             if not name.startswith(("source:", "spot:")):
                 continue
-            gaps.append(100 * (arm["final"] - base["final"]))
+            n = examples[s["target"]]  # the seed means as shares of the same n rows
+            gaps.append(stats.unpaired_difference(arm["final"] * n, n, base["final"] * n, n))
             if "random_uniform" in arms:
                 rand = arms["random_uniform"]["mean_steps"]
                 vs_random.append(arm["mean_steps"] is not None and (
@@ -205,8 +207,22 @@ def init_reading(summaries: list[dict]) -> str:
             f"within one interval"
             + (f"; against random_uniform (nearer the paper's plain start) {sum(vs_random)} of "
                f"{len(vs_random)} are faster by at least one interval" if vs_random else "")
-            + f". Their final accuracy differs from the baseline's by {min(gaps):+.1f} to "
-            f"{max(gaps):+.1f} points. On this model, {verdict}.")
+            + f". {_final_gaps(gaps)} On this model, {verdict}.")
+
+
+def _final_gaps(gaps: list[stats.Estimate]) -> str:
+    """The transferred starts' final accuracy against the baseline's, read from intervals."""
+    if not gaps:
+        return ""
+    above = sum(g.low > 0 for g in gaps)
+    below = sum(g.high < 0 for g in gaps)
+    return ("Their final accuracy (the mean over seeds) minus the baseline's, with Newcombe's "
+            "95% interval from the counts (the runs store no per-row outcomes, so it is not "
+            "paired on the shared rows: wider than a paired interval): "
+            + stats.reading([g.excludes(0.0) for g in gaps], "starts")
+            + f" ({above} above, {below} below); the mean differences run from "
+            f"{100 * min(g.value for g in gaps):+.1f} to {100 * max(g.value for g in gaps):+.1f}"
+            " points.")
 
 
 def _init_examples(folder: Path) -> str:
@@ -251,7 +267,8 @@ def init_part(out: Path, study: str = "init", plots: Path | None = None,
                          f"{transfer.speedup_text(arm)} | {_seed_speedups(baseline, arm)} |")
     recipes = {(s["recipe"]["steps"], s.get("eval_every", 40)) for s in loaded}
     recipe = "; ".join(f"{steps} steps, scored every {every}" for steps, every in sorted(recipes))
-    lines += ["", init_reading(loaded)]
+    examples = {p.parent.name: _init_examples(p.parent) for p in summaries}
+    lines += ["", init_reading(loaded, {t: int(n) for t, n in examples.items() if n != "?"})]
     lines += ["", "baseline: the target's own class-label init; random_uniform: uniform "
               "random vectors (nearest the paper's plain start); text: the embeddings of the "
               "words shown; source:best: the best other "
@@ -260,7 +277,7 @@ def init_part(out: Path, study: str = "init", plots: Path | None = None,
               "prompt (40 steps) is highest, averaged with ON weights (SPoT-style; a source "
               f"sharing the target's texts is not left out of it). {recipe} on a seeded "
               "sample of validation examples ("
-              + ", ".join(f"{p.parent.name} {_init_examples(p.parent)}" for p in summaries)
+              + ", ".join(f"{target} {n}" for target, n in examples.items())
               + f" examples), {_init_seeds(summaries)} seeds per start."
               + (f" Still running: {', '.join(running)}." if running else ""), ""]
     lines += [f"![init curves {p.parent.name}]({link(plots / f'init_{p.parent.name}.png')})"
