@@ -180,7 +180,8 @@ def init_reading(summaries: list[dict], examples: dict[str, int]) -> str:
             if not name.startswith(("source:", "spot:")):
                 continue
             n = examples[s["target"]]  # the seed means as shares of the same n rows
-            gaps.append(stats.unpaired_difference(arm["final"] * n, n, base["final"] * n, n))
+            gaps.append(readings.cell_difference({"accuracy": arm["final"], "examples": n},
+                                                 {"accuracy": base["final"], "examples": n})[0])
             if "random_uniform" in arms:
                 rand = arms["random_uniform"]["mean_steps"]
                 vs_random.append(arm["mean_steps"] is not None and (
