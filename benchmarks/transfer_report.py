@@ -87,7 +87,41 @@ def sentiment_family_part(model: str = MODEL) -> list[str]:
             "few points apart). The source prompts are the matrix's own, read as a prompt "
             "library (`--prompts`); tweet_sentiment has no local train file, so it is a "
             "target only.", "",
-            *matrix_part(out, command=f"the sentiment `transfer matrix` command of `{SCRIPT}`")]
+            *matrix_part(out, command=f"the sentiment `transfer matrix` command of `{SCRIPT}`"),
+            *_family_against_main(out, HERE / "results" / "transfer" / model)]
+
+
+def _family_against_main(family: Path, main: Path) -> list[str]:
+    """The family's readings beside the same sources and targets in the main matrix (its
+    smaller samples), and what they say of Su et al.'s within-family transfer."""
+    big = _cells(family)
+    sources = {c["source"] for c in big}
+    targets = {c["target"] for c in big}
+    small = [c for c in _cells(main) if c["source"] in sources and c["target"] in targets]
+    if not big or not small or len(small) != len(big):
+        return []
+    rows = {c["examples"] for c in small}
+    span = f"{min(rows)}" if len(rows) == 1 else f"{min(rows)}-{max(rows)}"
+    lines = ["", f"The same {len(sources) - 2} sources, controls and {len(targets)} targets in the "
+             f"main matrix above ({span} rows per target) read:", ""]
+    verdict = {}
+    for pick in ("best", "median"):
+        for name, cells in (("there", small), ("here", big)):
+            verdict[pick, name] = readings.sides(
+                [c.difference for c in readings.versus_control(cells, "none", pick)])
+        lines.append("- " + readings.comparison_reading(
+            readings.versus_control(small, "none", pick),
+            f"the {pick} other source prompt against the template alone"))
+    best, median = verdict["best", "here"], verdict["median", "here"]
+    lines += ["", f"Su et al. 2022 find that prompts transfer zero-shot between tasks of one type, "
+              f"sentiment among them. On this model, with the larger samples, the best other "
+              f"sentiment prompt beats the template on {best[0]} of {sum(best)} targets beyond "
+              f"noise (a pick on the scored rows), but the median one on {median[0]} (below it on "
+              f"{median[1]}): "
+              + ("the claim holds for a typical source here" if median[0] > sum(median) / 2 else
+                 "the claim holds only for a well-chosen source, not for a typical one")
+              + "."]
+    return lines
 
 
 def generation_transfer_part(model: str = MODEL) -> list[str]:
