@@ -14,12 +14,14 @@ $PJ transfer matrix --out $OUT --runs $RUNS --sources $SOURCES --targets $TARGET
 $PJ transfer indicators --out $OUT --modes paper,inputs,prompt --layers all,bottom_third,top_third
 $PJ transfer domain-shift --out $OUT --runs $RUNS --source sst2 --targets $SENTIMENT --limit 500
 # Transfer initialization: 3 targets x 3 seeds x 5 starts, 100 steps, scored every 20 steps.
+# Two sentiment targets and one of another type: trec (short questions; mrpc's sentence pairs
+# cost about twice as much per step).
 # (The earlier study, 2 targets x 2 seeds x 4 starts over 320 steps scored every 40, is kept in
 # $OUT/init_320steps.)
 SENTIMENT_TEXT="text:Is the opinion of this review positive or negative?"
-for target in rotten_tomatoes laptop mrpc; do
+for target in rotten_tomatoes laptop trec; do
   text="$SENTIMENT_TEXT"
-  [ "$target" = mrpc ] && text="text:Do these two sentences mean the same thing?"
+  [ "$target" = trec ] && text="text:What kind of answer does this question ask for?"
   $PJ transfer init --out $OUT --runs $RUNS --target $target --limit 200 --steps 100 \
     --eval_every 20 --seeds 0,1,2 \
     --arms "baseline,random_uniform,$text,source:best,spot:ON_inputs:3"
