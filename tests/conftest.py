@@ -56,6 +56,8 @@ SLOW = {
     ),
     "test_compiles.py": (  # tokenizes three whole train splits (67k + 25k + 8.5k rows)
         "test_a_transfer_workload_compiles_once_per_shape_not_once_per_run",
+        "test_two_tasks_trained_back_to_back_compile_the_train_step_once_per_shape[rank]",
+        "test_two_tasks_trained_back_to_back_compile_the_train_step_once_per_shape[target_ce]",
     ),
     "test_engine.py": (
         "test_a_batch_mixing_three_real_tasks_scores_each_row_as_alone",
@@ -147,9 +149,11 @@ SLOW = {
         "test_cli_model_tuning_trains_the_weights_without_a_prompt",
         "test_cli_train_eval_infer_end_to_end",
         "test_demo_prints_the_table_and_saves_the_prompt",
+        "test_each_command_claims_its_folder_once_and_loads_the_model_once",
     ),
     "test_serving.py": (
         "test_mixed_batch_scores_equal_each_task_alone",
+        "test_bank_grows_in_buckets_and_warms_up_again",
     ),
     "test_shard_loading.py": (
         "test_the_engine_loads_sharded_and_remat_changes_no_number",
@@ -184,6 +188,21 @@ SLOW = {
         "test_domain_shift_scores_the_prompt_and_the_tuned_model",
         "test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored",
         "test_init_runs_start_from_the_given_prompt_and_are_read_back",
+        "test_neuron_overlaps_on_a_model",
+        "test_on_reads_the_label_position_so_the_input_text_matters",
+        "test_on_layer_selections_from_one_pass_equal_each_selection_alone",
+    ),
+    "test_serving_fuzz.py": (  # 615 requests against a real server
+        "test_schema_driven_fuzzing_finds_no_500_no_hang_and_no_answer_off_the_schema",
+    ),
+    "test_serving_generation.py": (
+        "test_mixed_classify_and_generate_workload_on_the_real_server",
+    ),
+    "test_task_spec.py": (
+        "test_the_definition_is_stored_in_the_run_folder_and_the_sidecar",
+    ),
+    "test_unroll_layers.py": (  # three layouts compiled: steps, decoding, activations
+        "test_every_layer_layout_computes_what_the_scan_computes",
     ),
 }
 
