@@ -208,8 +208,10 @@ def init_reading(summaries: list[dict], examples: dict[str, int]) -> str:
     for s in summaries:
         arms = {a["arm"]: a for a in s["arms"]}
         base, interval = arms["baseline"], s.get("eval_every", 40)
-        if base["mean_steps"] is None:  # a seed of the baseline never got there
-            continue
+        # A seed that never got there counts as one interval past the run's last step.
+        late = s["recipe"]["steps"] + interval
+        mean = {name: float(np.mean([late if x is None else x for x in a["steps"]]))
+                for name, a in arms.items()}
         for name, arm in arms.items():
             if not name.startswith(("source:", "spot:")):
                 continue
@@ -217,12 +219,10 @@ def init_reading(summaries: list[dict], examples: dict[str, int]) -> str:
             gaps.append(readings.cell_difference({"accuracy": arm["final"], "examples": n},
                                                  {"accuracy": base["final"], "examples": n})[0])
             if "random_uniform" in arms:
-                rand = arms["random_uniform"]["mean_steps"]
-                vs_random.append(arm["mean_steps"] is not None and (
-                    rand is None or rand - arm["mean_steps"] >= interval))
-            if arm["mean_steps"] is None or arm["mean_steps"] - base["mean_steps"] >= interval:
+                vs_random.append(mean["random_uniform"] - mean[name] >= interval)
+            if mean[name] - mean["baseline"] >= interval:
                 slower += 1
-            elif base["mean_steps"] - arm["mean_steps"] >= interval:
+            elif mean["baseline"] - mean[name] >= interval:
                 faster += 1
             else:
                 level += 1
@@ -236,9 +236,11 @@ def init_reading(summaries: list[dict], examples: dict[str, int]) -> str:
                "class-label init this recipe already uses" if beats_random else
                "the paper's finding does not hold on this model and recipe")
     return (f"Reading it: Su et al. 2022 find that a transferred start speeds up prompt "
-            f"tuning. Of the {n} transferred starts on {len(summaries)} targets, against the "
-            f"class-label baseline {faster} reach 90% of its gain faster by at least one "
-            f"evaluation interval (the resolution of these counts), {slower} slower, {level} "
+            f"tuning. Of the {n} transferred starts on {len(summaries)} target"
+            + ("s" if len(summaries) > 1 else "") + ", against the "
+            + f"class-label baseline {faster} reach 90% of its gain faster by at least one "
+            f"evaluation interval (the resolution of these counts; a seed that never got there "
+            f"counts as one interval past the last step), {slower} slower, {level} "
             f"within one interval"
             + (f"; against random_uniform (nearer the paper's plain start) {sum(vs_random)} of "
                f"{len(vs_random)} are faster by at least one interval" if vs_random else "")
