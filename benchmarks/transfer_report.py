@@ -102,17 +102,15 @@ def _family_against_main(family: Path, main: Path) -> list[str]:
         return []
     rows = {c["examples"] for c in small}
     span = f"{min(rows)}" if len(rows) == 1 else f"{min(rows)}-{max(rows)}"
-    lines = ["", f"The same {len(sources) - 2} sources, controls and {len(targets)} targets in the "
-             f"main matrix above ({span} rows per target) read:", ""]
-    verdict = {}
-    for pick in ("best", "median"):
-        for name, cells in (("there", small), ("here", big)):
-            verdict[pick, name] = readings.sides(
-                [c.difference for c in readings.versus_control(cells, "none", pick)])
-        lines.append("- " + readings.comparison_reading(
-            readings.versus_control(small, "none", pick),
-            f"the {pick} other source prompt against the template alone"))
-    best, median = verdict["best", "here"], verdict["median", "here"]
+    lines = ["", f"The same {len(sources - set(transfer.CONTROLS))} sources, controls and "
+             f"{len(targets)} targets in the main matrix above ({span} rows per target) read:",
+             ""]
+    lines += ["- " + readings.comparison_reading(
+        readings.versus_control(small, "none", pick),
+        f"the {pick} other source prompt against the template alone")
+        for pick in ("best", "median")]
+    best, median = (readings.sides([c.difference for c in readings.versus_control(
+        big, "none", pick)]) for pick in ("best", "median"))
     lines += ["", f"Su et al. 2022 find that prompts transfer zero-shot between tasks of one type, "
               f"sentiment among them. On this model, with the larger samples, the best other "
               f"sentiment prompt beats the template on {best[0]} of {sum(best)} targets beyond "
@@ -251,8 +249,7 @@ def _final_gaps(gaps: list[stats.Estimate]) -> str:
     """The transferred starts' final accuracy against the baseline's, read from intervals."""
     if not gaps:
         return ""
-    above = sum(g.low > 0 for g in gaps)
-    below = sum(g.high < 0 for g in gaps)
+    above, below, _ = readings.sides(gaps)
     return ("Their final accuracy (the mean over seeds) minus the baseline's, with Newcombe's "
             "95% interval from the counts (the runs store no per-row outcomes, so it is not "
             "paired on the shared rows: wider than a paired interval): "
