@@ -282,6 +282,7 @@ def init_part(out: Path, study: str = "init", plots: Path | None = None,
     if not summaries:
         return [f"Not measured yet{': ' + ', '.join(running) if running else ''}."]
     loaded = [json.loads(p.read_text()) for p in summaries]
+    running += _init_unfinished(summaries, loaded)
     lines = ["| target | start | final accuracy, per seed (mean) | steps to 90% of the "
              "baseline's gain, per seed | speedup | per seed: median [min, max] |",
              "|---|---|---|---|---|---|"]
@@ -318,6 +319,22 @@ def init_part(out: Path, study: str = "init", plots: Path | None = None,
               for p in summaries if (plots / f"init_{p.parent.name}.png").exists()]
     lines.append(f"\nReproduce: {command}.")
     return lines
+
+
+def _init_unfinished(summaries: list[Path], loaded: list[dict]) -> list[str]:
+    """The targets whose summary lacks a start another target has, or counts fewer runs than
+    its folder stores (a summary written before the last runs came in)."""
+    every = list(dict.fromkeys(a["arm"] for s in loaded for a in s["arms"]))
+    unfinished = []
+    for path, s in zip(summaries, loaded, strict=True):
+        missing = [a for a in every if a not in {x["arm"] for x in s["arms"]}]
+        counted = sum(len(a["steps"]) for a in s["arms"])
+        stored = len(list(path.parent.glob("*__seed*.json")))
+        if missing or stored > counted:
+            lacks = f"; no {', '.join(missing)} yet" if missing else ""
+            unfinished.append(f"{s['target']} ({counted} of {stored} stored runs in its "
+                              f"summary{lacks})")
+    return unfinished
 
 
 def _seed_speedups(baseline: dict | None, arm: dict) -> str:

@@ -229,3 +229,26 @@ def test_the_cross_model_tables_carry_wilson_intervals_and_count_them():
     assert row.startswith(f"| flat | {above} above, {below} below, "
                           f"{len(diffs) - above - below} within |")
     assert "task comparisons beyond noise" in text
+
+
+def test_the_init_table_names_a_target_whose_summary_lacks_stored_runs_or_starts(tmp_path):
+    from benchmarks.transfer_report import init_part
+
+    def run(target, arm, seed, final):
+        return {"target": target, "arm": arm, "seed": seed, "final": final,
+                "curve": [[0, 0.5], [20, final - 0.05], [40, final]]}
+
+    for target, arms in (("sst2", ("baseline", "text")), ("trec", ("baseline",))):
+        runs = [run(target, arm, seed, 0.8 + 0.01 * seed) for arm in arms for seed in (0, 1)]
+        for r in runs:
+            _write(tmp_path / "init" / target / f"{r['arm']}__seed{r['seed']}.json", r)
+        _write(tmp_path / "init" / target / "zero_shot.json", {"examples": 200})
+        _write(tmp_path / "init" / target / "summary.json",
+               {"target": target, "zero_shot": 0.5, "arms": transfer.init_summary(runs, 0.5),
+                "notes": {}, "recipe": {"steps": 40}, "eval_every": 20})
+    text = "\n".join(init_part(tmp_path))
+    assert "Still running: trec (2 of 2 stored runs in its summary; no text yet)." in text
+    # a run stored after the summary was written is named too, and sst2 alone is whole
+    _write(tmp_path / "init" / "sst2" / "text__seed2.json", run("sst2", "text", 2, 0.8))
+    text = "\n".join(init_part(tmp_path))
+    assert "Still running: sst2 (4 of 5 stored runs in its summary), trec (2 of 2" in text

@@ -322,8 +322,13 @@ def test_init_arms_split_over_runs_write_the_summary_once_the_baseline_is_stored
     assert stored.stat().st_mtime_ns == stamp  # read back, not trained again
     words = "text:Is this review positive or negative?"
     texted = transfer_study_commands.init(loaded, "sst2", ["baseline", words], tmp_path, **kwargs)
-    assert [a["arm"] for a in texted["arms"]] == ["baseline", "text"]
+    # the summary holds every stored run of the target, whichever call trained it
+    assert [a["arm"] for a in texted["arms"]] == ["baseline", "text", "random_uniform"]
     assert texted["notes"]["text"] == "Is this review positive or negative?"
+    assert json.loads(summary.read_text())["arms"] == texted["arms"]
+    later = transfer_study_commands.init(loaded, "sst2", ["random_uniform"], tmp_path, **kwargs)
+    assert [a["arm"] for a in later["arms"]] == ["baseline", "random_uniform", "text"]
+    assert later["notes"]["text"] == texted["notes"]["text"]  # kept from the earlier summary
     assert (tmp_path / "init" / "sst2" / "text__seed0.json").exists()
     with pytest.raises(ValueError, match="one text:<words> arm"):
         transfer_study_commands.init(loaded, "sst2", [words, "text:another"], tmp_path, **kwargs)

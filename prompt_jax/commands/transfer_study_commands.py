@@ -77,20 +77,26 @@ def init(loaded: engine.LoadedModel, target: str, arms: Sequence[str], out: Path
         zero = loaded.evaluator(task, "validation", limit=eval_limit)(None)
         transfer.write_json(zero_path, zero)
     zero = json.loads(zero_path.read_text())["accuracy"]
-    # The speedups are relative to the baseline: arms split over several processes each get
-    # their runs done, and whichever one finds the baseline's runs stored writes the summary.
+    # Arms split over several processes each store their runs; the summary is built from every
+    # stored run of the target (the baseline, then this call's arms first), so the last
+    # process to finish writes it whole. The speedups are relative to the baseline: no
+    # summary before its runs are in.
     baseline_files = [transfer.init_run_path(out, target, transfer.BASELINE, s) for s in seeds]
     if transfer.BASELINE not in starts and not all(p.exists() for p in baseline_files):
         print(f"[init {target}] no baseline among the arms and not all of its runs stored: "
               "training these arms, but the summary (speedups are relative to the baseline) "
               "waits for a run with baseline among --arms (finished runs are read back)",
               flush=True)
-    results = transfer.init_runs(loaded, target, starts, out, recipe=recipe, seeds=seeds,
-                                 eval_every=eval_every, eval_limit=eval_limit, runs_dir=runs)
-    if transfer.BASELINE not in starts:
-        if not all(p.exists() for p in baseline_files):
-            return {"target": target, "zero_shot": zero, "arms": [], "notes": notes}
-        results = [transfer.read_json(p) for p in baseline_files] + results
+    transfer.init_runs(loaded, target, starts, out, recipe=recipe, seeds=seeds,
+                       eval_every=eval_every, eval_limit=eval_limit, runs_dir=runs)
+    if not all(p.exists() for p in baseline_files):
+        return {"target": target, "zero_shot": zero, "arms": [], "notes": notes}
+    summary_path = out / "init" / target / "summary.json"
+    earlier = transfer.read_json(summary_path) if summary_path.exists() else {}
+    notes = {**earlier.get("notes", {}), **notes}
+    results = transfer.stored_init_runs(
+        out, target, seeds, steps=recipe.steps, eval_every=eval_every, eval_limit=eval_limit,
+        first=[transfer.BASELINE, *starts, *(a["arm"] for a in earlier.get("arms", []))])
     summary = transfer.init_summary(results, zero)
     transfer.plot_init_curves(results, zero, out / f"init_{target}.png",
                               f"{loaded.name}: {target}, from each starting prompt")

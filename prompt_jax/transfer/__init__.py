@@ -16,7 +16,7 @@ killed command continues where it stopped. One module per concept:
 - `init`: `init_runs`, a target prompt trained from a source prompt, from a SPoT-style mix of
   the top-k sources ranked by an indicator (`spot_mix`), or from the recipe's own init, with
   the steps it takes to reach 90% of the baseline's final gain over zero-shot
-  (`steps_to_fraction`, `init_summary`);
+  (`steps_to_fraction`, `init_summary`; `stored_init_runs` reads back every stored run);
 - `indicators`: the indicators of `prompt_jax.indicators` for every pair of prompts (ON in the
   paper's mode and on real target inputs), and their rank correlation with transfer;
 - `tuned`: `domain_shift`, a prompt and a tuned model of one task, zero-shot on other tasks
@@ -46,6 +46,7 @@ from prompt_jax.transfer.init import (
     speedup_text,
     spot_mix,
     steps_to_fraction,
+    stored_init_runs,
 )
 from prompt_jax.transfer.matrix import (
     CONTROLS,
@@ -77,6 +78,7 @@ __all__ = [
     "load_prompts", "markdown_table", "matrix_arrays", "neuron_overlaps",
     "neuron_overlaps_by_layers", "ordered_cells", "per_target_correlations",
     "plot_init_curves", "random_control", "read_json", "restore_tuned_params", "scored_split",
-    "shares_text", "similarity_to", "speedup_text", "spot_mix", "steps_to_fraction", "train_run",
-    "train_sources", "write_json", "write_matrix", "zero_shot_matrix",
+    "shares_text", "similarity_to", "speedup_text", "spot_mix", "steps_to_fraction",
+    "stored_init_runs", "train_run", "train_sources", "write_json", "write_matrix",
+    "zero_shot_matrix",
 ]

@@ -131,6 +131,24 @@ def init_runs(loaded: engine.LoadedModel, target: str,
     return results
 
 
+def stored_init_runs(out_dir: str | Path, target: str, seeds: Sequence[int], *, steps: int,
+                     eval_every: int, eval_limit: int, first: Sequence[str] = ()
+                     ) -> list[dict[str, Any]]:
+    """Every stored run of `target` under `out_dir` with one of `seeds`, whichever call trained
+    it (arms split over several processes each store their own), refused as `_stored_run`
+    refuses a run of another recipe. The arms named in `first` come first, in that order, then
+    the others by file name.
+    """
+    folder = Path(out_dir) / "init" / target
+    runs = []
+    for path in sorted(folder.glob("*__seed*.json")):
+        seed = path.stem.rpartition("__seed")[2]
+        if seed.isdigit() and int(seed) in seeds:
+            runs.append(_stored_run(path, steps, eval_every, eval_limit))
+    order = {arm: i for i, arm in enumerate(dict.fromkeys(first))}
+    return sorted(runs, key=lambda r: (order.get(r["arm"], len(order)), r["arm"], r["seed"]))
+
+
 def _stored_run(path: Path, steps: int, eval_every: int, eval_limit: int) -> dict[str, Any]:
     """A finished run read back, refused when it was trained or scored otherwise than this
     call asks (its steps, evaluation interval and examples, read from its curve where an older
