@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,12 @@ MODEL = "smollm2-135m-instruct"
 SCRIPT = "benchmarks/suggest_smollm2.sh"
 
 
+def _repository_path(text: str) -> str:
+    """`text` with a path into this repository's results shown from the repository's root (a
+    suggestion made in another checkout stores its absolute path)."""
+    return re.sub(r"\S*/(benchmarks/results/\S+)", r"`\1`", text)
+
+
 def report(model: str = MODEL) -> str:
     path = HERE / "results" / "suggest" / model / "suggestion.json"
     if not path.exists():
@@ -34,7 +41,7 @@ def report(model: str = MODEL) -> str:
     template = stats.Estimate(**scores["none"]["accuracy"])
     lines = [f"`{SCRIPT}` on {r['model']}: the task `{r['task']}` from JSONL files, a library "
              f"of {len(r['ranking'])} saved prompts, ranked by {r['indicator']} "
-             f"({r['indicator_why'].split(' (')[0]}) against a prompt trained "
+             f"({_repository_path(r['indicator_why'].split(' (')[0])}) against a prompt trained "
              f"{r['brief']['recipe']['steps']} steps; each start scored zero-shot on the same "
              f"{template.n} {r['split']} rows (a seeded sample), 95% intervals, differences "
              "paired on the same rows.", "",

@@ -153,3 +153,21 @@ def test_suggest_ranks_a_library_scores_with_intervals_and_writes_a_start(tiny_l
     assert json.loads((run / "config.json").read_text())["init"] == "from_array"
     first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert first["step"] >= 1
+
+
+def test_the_suggested_indicator_is_the_stored_benchmarks_best_and_its_file_shown_from_the_root(
+        tmp_path):
+    from prompt_jax.transfer import suggest
+
+    stored = suggest.stored_retrieval("smollm2-135m-instruct")
+    name, why = suggest.best_indicator(stored)
+    rates = json.loads(stored.read_text())["accuracy"]
+    assert rates[name]["1"] == max(r["1"] for r in rates.values())
+    assert "stored retrieval benchmark benchmarks/results/transfer/smollm2-135m-instruct/" \
+           "retrieval.json (" in why
+    elsewhere = tmp_path / "retrieval.json"
+    elsewhere.write_text(json.dumps({"accuracy": {"E_cos": {"1": 0.25, "3": 0.5},
+                                                  "ON_paper": {"1": 0.25, "3": 0.75}}}))
+    assert suggest.best_indicator(elsewhere) == (
+        "ON_paper", f"the best top-1 indicator of the stored retrieval benchmark {elsewhere} "
+        "(25% of its targets)")

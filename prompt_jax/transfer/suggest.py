@@ -52,8 +52,16 @@ def best_indicator(retrieval: Path | None) -> tuple[str, str]:
                                    f"({retrieval}); ranked by {DEFAULT_INDICATOR}")
     rates = json.loads(retrieval.read_text())["accuracy"]
     name = max(rates, key=lambda k: (rates[k].get("1", 0.0), rates[k].get("3", 0.0)))
-    return name, (f"the best top-1 indicator of the stored retrieval benchmark {retrieval} "
-                  f"({rates[name]['1']:.0%} of its targets)")
+    return name, (f"the best top-1 indicator of the stored retrieval benchmark "
+                  f"{_shown(retrieval)} ({rates[name]['1']:.0%} of its targets)")
+
+
+def _shown(path: Path) -> str:
+    """`path` as a reader finds it: inside this repository, relative to its root."""
+    try:
+        return str(path.resolve().relative_to(RESULTS.parents[2]))
+    except ValueError:
+        return str(path)
 
 
 def _estimate(e: stats.Estimate) -> dict[str, float]:
