@@ -20,7 +20,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from prompt_jax import stats  # noqa: E402
-from prompt_jax.transfer.suggest import start_reading  # noqa: E402
+from prompt_jax.transfer.suggest import chosen_text, start_reading  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 SCRIPT = "benchmarks/suggest_smollm2.sh"
@@ -58,7 +58,7 @@ def report(model: str = MODEL) -> str:
                      f"{'yes' if s['vs_template']['beyond_noise'] else 'no'} |")
     top = ", ".join(f"{x['name']} ({x['handling']})" for x in r["ranking"][:5])
     seconds = r["seconds"]
-    lines += ["", f"Reading it: {start_reading(scores)}. Suggested start: {r['chosen']}. The "
+    lines += ["", f"Reading it: {start_reading(scores)}. Suggested start: {chosen_text(r)}. The "
               f"top five by {r['indicator']}: {top}.", "",
               f"Seconds (a shared 2-core CPU): brief training {seconds['brief_training']:.0f}, "
               f"ranking {seconds['ranking']:.0f}, scoring {seconds['scoring']:.0f}, "

@@ -171,3 +171,15 @@ def test_the_suggested_indicator_is_the_stored_benchmarks_best_and_its_file_show
     assert suggest.best_indicator(elsewhere) == (
         "ON_paper", f"the best top-1 indicator of the stored retrieval benchmark {elsewhere} "
         "(25% of its targets)")
+
+
+def test_the_suggested_start_says_whether_its_interval_shows_it_helps():
+    from prompt_jax.transfer import suggest
+
+    def result(low, value):
+        return {"chosen": "laptop", "scores": {"laptop": {"vs_template": {
+            "beyond_noise": low > 0 or value < 0, "difference": {"value": value, "low": low}}}}}
+
+    assert suggest.chosen_text(result(-0.01, 0.02)).endswith("within noise of the template: "
+                                                           "not shown to help)")
+    assert suggest.chosen_text(result(0.01, 0.03)) == "laptop (above the template beyond noise)"

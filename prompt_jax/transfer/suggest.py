@@ -102,6 +102,17 @@ def start_reading(scores: Mapping[str, dict]) -> str:
             + f" ({above} above the template, {below} below)")
 
 
+def chosen_text(result: Mapping[str, Any]) -> str:
+    """The suggested start with what its interval says: a start within noise of the template
+    is the best point estimate, not a start shown to help."""
+    vs = result["scores"][result["chosen"]]["vs_template"]
+    if not vs["beyond_noise"]:
+        return (f"{result['chosen']} (the highest accuracy of the starts, but within noise of "
+                "the template: not shown to help)")
+    side = "above" if vs["difference"]["value"] > 0 else "below"
+    return f"{result['chosen']} ({side} the template beyond noise)"
+
+
 def _verdict(name: str, scores: dict) -> str:
     vs = scores["vs_template"]
     d = stats.Estimate(**{k: vs["difference"][k] for k in ("value", "low", "high", "n")})
@@ -209,7 +220,7 @@ def report(result: Mapping[str, Any]) -> str:
     for name, scores in result["scores"].items():
         if name != NO_PROMPT:
             lines.append("  " + _verdict(name, scores))
-    lines += [f"{result['reading']}; the best start: {result['chosen']} -> {result['start']}",
+    lines += [f"{result['reading']}; the best start: {chosen_text(result)} -> {result['start']}",
               "train from it:", "  " + result["command"],
               "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items())]
     return "\n".join(lines)
