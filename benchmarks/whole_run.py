@@ -6,7 +6,8 @@ text, AdamW 3e-2, batch 8, one evaluation at the end) and SST-2 rows:
   ours-cold, ours-warm  `prompt-jax train --gin_file runs/demo.gin`, the persistent compilation
                         cache empty, then filled by the cold run
   bare                  the library's cached step on the same batches made up front: what the
-                        loop's steady state is held against (within 5%)
+                        loop's steady state is held against (within 5%); then the loop in the
+                        same process, with and without prefetch (`--bare-steps` steps each)
   peft-best, peft-compiled, peft-bf16, peft
                         PEFT at its best (eager; torch.compile; bf16 autocast where the CPU has
                         it; `peft_side.py`) and as users write it: load, data, training, the
@@ -25,7 +26,7 @@ training, evaluation) and says when the first step was done after the model was 
     python benchmarks/whole_run.py --from-json benchmarks/results/whole_run_quick.json --docs
 
 Writes `benchmarks/results/whole_run[_<label>].json`; `--docs` writes its block into
-docs/results.md (`whole_run_<label>`), each goal of issue 40 marked met or missed.
+docs/benchmarks.md (`whole_run_<label>`), each goal of issue 40 marked met or missed.
 """
 
 from __future__ import annotations
@@ -122,10 +123,10 @@ def run_bare(args) -> dict:
 
     from prompt_jax.training import run, train
 
-    config = _config(args)
+    config = dataclasses.replace(_config(args), steps=args.bare_steps)
     loaded, task = run.load(config)
     batches = run.train_batches(task, config, loaded.mesh)(0)
-    data = [next(batches) for _ in range(args.steps)]
+    data = [next(batches) for _ in range(config.steps)]
     batches.close()  # the pipeline stopped: nothing runs beside the timed steps
     step = loaded.train_step(task, config.optimizer)
     opt = train.make_optimizer(config.optimizer)
@@ -295,6 +296,7 @@ def measure(args) -> dict:
     sides = [s for s in args.sides if s != "peft-bf16" or Speedups.detect().bf16_autocast]
     result = {"machine": machine.describe(), "command": " ".join(sys.argv[1:]),
               "recipe": {"model": "quick" if args.quick else args.model, "steps": args.steps,
+                         "bare_steps": args.bare_steps,
                          "eval_limit": args.eval_limit, "batch_size": BATCH,
                          "prompt_length": PROMPT_LENGTH}, "sides": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,6 +319,8 @@ def main() -> None:
                         help="a small random Llama, 40 steps, 64 validation rows")
     parser.add_argument("--steps", type=int, default=320)
     parser.add_argument("--eval-limit", type=int, default=0, help="0 = all 872 rows")
+    parser.add_argument("--bare-steps", type=int, default=120,
+                        help="steps of the bare side's step and of each of its loops (medians)")
     parser.add_argument("--sides", nargs="+", choices=SIDES,
                         help="default: all of them (--quick: all but peft-compiled, whose "
                         "compiles alone take minutes)")
@@ -327,6 +331,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_limit = min(args.steps, 40), args.eval_limit or 64
+        args.bare_steps = min(args.bare_steps, args.steps)
         args.label = args.label or "quick"
     if args.sides is None:
         args.sides = [s for s in SIDES if not (args.quick and s == "peft-compiled")]

@@ -9,6 +9,11 @@ import machine
 
 HERE = Path(__file__).resolve().parent
 BEST_PEERS = ("peft-best", "peft-compiled", "peft-bf16")
+NAMES = {"ours-cold": "`prompt-jax train`, cold compilation cache",
+         "ours-warm": "`prompt-jax train`, warm compilation cache",
+         "peft-best": "PEFT at its best, eager", "peft-compiled": "PEFT at its best, "
+         "torch.compile", "peft-bf16": "PEFT at its best, bf16 autocast",
+         "peft": "PEFT as users write it"}
 
 
 def _best(sides: dict, key: str) -> tuple[str, dict] | None:
@@ -68,12 +73,7 @@ def table(result: dict) -> str:
     s, r = result["sides"], result["recipe"]
     lines = ["| side | whole process | model loaded -> first step | median step | "
              "examples/s (median step) | train time | accuracy |", "|---|---|---|---|---|---|---|"]
-    names = {"ours-cold": "`prompt-jax train`, cold compilation cache",
-             "ours-warm": "`prompt-jax train`, warm compilation cache",
-             "peft-best": "PEFT at its best, eager", "peft-compiled": "PEFT at its best, "
-             "torch.compile", "peft-bf16": "PEFT at its best, bf16 autocast",
-             "peft": "PEFT as users write it"}
-    for side, name in names.items():
+    for side, name in NAMES.items():
         if side not in s:
             continue
         x = s[side]
@@ -116,9 +116,80 @@ def block(result: dict, path: Path) -> str:
              if r["model"] == "quick" else r["model"])
     rows = r["eval_limit"] or "all"
     rel = path.resolve().relative_to(HERE.parent)
+    bare = f"; the bare side {r['bare_steps']} steps" if "bare_steps" in r else ""
+    missing = [NAMES[p] for p in (*BEST_PEERS, "peft") if p not in result["sides"]]
+    left_out = (f" Not run in this result: {'; '.join(missing)} (the step benchmark times "
+                "every variant per step on the same machine)." if missing else "")
     return "\n".join([
         machine.measured(result, "whole_run.py", (
             f"{model}; SST-2, the demo's recipe: {r['prompt_length']} prompt vectors, AdamW, "
-            f"batch {r['batch_size']}, {r['steps']} steps, then {rows} validation rows"), rel)
+            f"batch {r['batch_size']}, {r['steps']} steps, then {rows} validation "
+            f"rows{bare}"), rel)
         + " Every side is its own process, timed from its "
-        "start; the median step leaves the first out.", "", table(result)])
+        "start; the median step leaves the first out." + left_out, "", table(result)])
+
+
+def _machine(result: dict) -> str:
+    m = result["machine"]
+    return f"{m['cpu']} ({m['cores']} cores), JAX {m['jax']} on {m['backend']}"
+
+
+def summary(results: dict[str, dict], compiles: dict[str, dict] | None = None) -> str:
+    """Issue 40's goals on each real model side by side: one row per goal, one column per
+    stored whole run (`results`: label -> result), each cell the measured ratio and its mark;
+    `compiles` (label -> a stored transfer_compiles result) adds the compile-per-shape row."""
+    import transfer_compiles
+
+    compiles = compiles or {}
+    columns = {label: {g: f"{m} **{v}**" for g, m, v in goals(r)}
+               for label, r in results.items()}
+    rows = list(dict.fromkeys(g for cells in columns.values() for g in cells))
+    lines = ["| goal (issue 40) | " + " | ".join(results) + " |",
+             "|---|" + "---|" * len(results)]
+    lines += [f"| {g} | " + " | ".join(columns[label].get(g, "not measured")
+                                       for label in results) + " |" for g in rows]
+    for label, r in compiles.items():
+        extra = transfer_compiles.per_run_compiles(r)
+        lines.append(f"| a transfer-style workload compiles once per shape, not per run "
+                     f"(`{label}`) | " + " | ".join(
+                         f"{extra} compiles that no new shape explains **{_mark(extra <= 0)}**"
+                         if res["recipe"]["model"] == r["recipe"]["model"] else "not measured"
+                         for res in results.values()) + " |")
+    body = "\n".join(lines[2:])
+    stored = [*results.values(), *compiles.values()]
+    machines = sorted({_machine(r) for r in stored})
+    dates = sorted({r["machine"]["date"] for r in stored})
+    where = (f"all measured on one machine, {machines[0]}, on {', '.join(dates)}"
+             if len(machines) == 1 else "measured on different machines: " + "; ".join(machines))
+    return "\n".join(lines + ["", f"Goals: {body.count('**met**')} met, "
+                               f"{body.count('**missed**')} missed; {where}."])
+
+
+REAL = {"SmolLM2-135M": "whole_run_smollm2", "Gemma 3 270M": "whole_run_gemma3"}
+REAL_COMPILES = ("transfer_compiles_smollm2",)
+
+
+def summary_block(results_dir: Path = HERE / "results") -> str:
+    """The `speed_goals` block: `summary` of the stored real-model runs."""
+    import json
+
+    def read(name):
+        return json.loads((results_dir / f"{name}.json").read_text())
+
+    text = summary({label: read(name) for label, name in REAL.items()},
+                   {name: read(name) for name in REAL_COMPILES})
+    return text + "\n\n" + peaks(read(PEAKS), f"benchmarks/results/{PEAKS}.json")
+
+
+PEAKS = "step_bench_real_smollm2"
+
+
+def peaks(result: dict, name: str) -> str:
+    """The matmul peaks a step benchmark measured: what each side's kernels can reach."""
+    p = result["peak"]
+    found = [f"{dtype}, JAX {p[dtype]['jax'] / 1e9:.0f} and torch {p[dtype]['torch'] / 1e9:.0f} "
+             f"GFLOP/s (torch {p[dtype]['torch'] / p[dtype]['jax']:.1f}x)"
+             for dtype in ("float32", "bfloat16") if dtype in p and p[dtype].get("torch")]
+    return (f"Matmul peaks on the same machine (`{name}`, {result['machine']['date']}): "
+            + "; ".join(found) + ". PEFT at its best runs its matmuls under bf16 autocast "
+            "where the CPU has bf16 units; prompt_jax's step runs in float32.")

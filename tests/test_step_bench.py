@@ -87,3 +87,23 @@ def test_synthetic_batches_shapes():
                 rows = np.arange(b)
                 assert (batch["inputs"][rows, batch["target_position"]] == step_bench.MASK_ID).all()
             assert batch["targets"].shape == (4, 2 if shape == "t5-small" else 1)
+
+
+def _layout(total, median):
+    return {"total_seconds": total, "median_step_seconds": median,
+            "examples_per_second": 8 / median}
+
+
+def test_layout_reading_weighs_a_faster_step_against_a_longer_compile():
+    # per-layer: 0.1 s faster per step, 50 s more compile over the 30 timed steps: it repays
+    # after 30 + 50 / 0.1 = 530 steps, so over 320 steps the scan (default) stays fastest.
+    sides = {"ours": _layout(40.0, 0.8), "ours-per-layer": _layout(90.0, 0.7),
+             "peft": _layout(10.0, 1.0)}
+    text = step_bench.layout_reading("m", sides, steps=30)
+    assert "the fastest step is `ours-per-layer`'s" in text and "(1.14x the default's" in text
+    assert "the fastest is `ours`" in text and "`ours` 272 s, `ours-per-layer` 293 s" in text
+    assert "after about 530 steps" in text
+    # Over a run long enough, the per-layer layout wins outright and nothing is said of repaying.
+    text = step_bench.layout_reading("m", sides, steps=30, run_steps=1000)
+    assert "the fastest is `ours-per-layer`" in text and "repays" not in text
+    assert step_bench.layout_reading("m", {"ours": sides["ours"]}, steps=30) == ""

@@ -52,3 +52,42 @@ def test_each_goal_is_met_or_missed_against_the_fastest_peer():
 def test_a_result_without_peers_decides_only_what_it_measured():
     verdicts = whole_run_report.goals(_result(**{"ours-warm": _side(80, 0.3, first=6.0)}))
     assert [(m, v) for _, m, v in verdicts] == [("6.0 s", "missed")]
+
+
+def test_the_block_names_the_peer_variants_it_did_not_run(tmp_path):
+    result = _result(**{"ours-cold": _side(100, 0.5), "peft-bf16": _side(150, 0.8)})
+    result["recipe"]["bare_steps"] = 120
+    result["machine"] = {"date": "2026-12-07", "cpu": "test CPU", "cores": 2, "jax": "0",
+                         "backend": "cpu"}
+    result["command"] = "--model m --label x"
+    path = Path(whole_run_report.HERE) / "results" / "whole_run_x.json"
+    text = whole_run_report.block(result, path)
+    assert "the bare side 120 steps" in text
+    assert ("Not run in this result: PEFT at its best, eager; PEFT at its best, torch.compile; "
+            "PEFT as users write it") in text
+    result["sides"].update({s: _side(150, 0.8) for s in ("peft-best", "peft-compiled", "peft")})
+    assert "Not run" not in whole_run_report.block(result, path)
+
+
+def test_the_summary_sets_each_goal_beside_each_model_and_counts_the_marks():
+    machine = {"date": "2026-12-07", "cpu": "test CPU", "cores": 2, "jax": "0", "backend": "cpu"}
+    a = _result(**{"ours-cold": _side(100, 0.5), "peft-bf16": _side(250, 1.0),
+                   "ours-warm": _side(80, 0.3, first=4.0)})
+    b = _result(**{"ours-cold": _side(100, 0.5), "peft-bf16": _side(150, 1.0)})
+    for r, model in ((a, "m1"), (b, "m2")):
+        r.update(machine=machine)
+        r["recipe"]["model"] = model
+    compiles = {"workload": {"runs": [{"compiles": 9, "new_shapes": 5},
+                                      {"compiles": 2, "new_shapes": 2}]},
+                "recipe": {"model": "m1"}, "machine": machine}
+    text = whole_run_report.summary({"A": a, "B": b}, {"tc": compiles})
+    lines = text.splitlines()
+    assert lines[0] == "| goal (issue 40) | A | B |"
+    whole = next(x for x in lines if x.startswith("| whole run"))
+    assert "2.50x (vs peft-bf16) **met**" in whole and "1.50x (vs peft-bf16) **missed**" in whole
+    assert "| not measured |" in next(x for x in lines if "second run" in x)  # B has no warm run
+    assert "0 compiles that no new shape explains **met** | not measured |" in text
+    # a met: whole run, step (1.0 / 0.3 = 3.3x), second run (4 s), compiles; b: whole run missed,
+    # its step goal is not decided (no warm run).
+    assert lines[-1] == ("Goals: 4 met, 1 missed; all measured on one machine, test CPU (2 cores), "
+                         "JAX 0 on cpu, on 2026-12-07.")
