@@ -176,20 +176,24 @@ def summary_block(results_dir: Path = HERE / "results") -> str:
     def read(name):
         return json.loads((results_dir / f"{name}.json").read_text())
 
-    text = summary({label: read(name) for label, name in REAL.items()},
-                   {name: read(name) for name in REAL_COMPILES})
-    return text + "\n\n" + peaks(read(PEAKS), f"benchmarks/results/{PEAKS}.json")
+    runs = {label: read(name) for label, name in REAL.items()}
+    peak = read(PEAKS)
+    same = {_machine(peak)} == {_machine(r) for r in runs.values()}
+    text = summary(runs, {name: read(name) for name in REAL_COMPILES})
+    return text + "\n\n" + peaks(peak, f"benchmarks/results/{PEAKS}.json", same)
 
 
 PEAKS = "step_bench_real_smollm2"
 
 
-def peaks(result: dict, name: str) -> str:
-    """The matmul peaks a step benchmark measured: what each side's kernels can reach."""
+def peaks(result: dict, name: str, same: bool) -> str:
+    """The matmul peaks a step benchmark measured: what each side's kernels can reach (`same`:
+    on the machine of the whole runs beside them)."""
     p = result["peak"]
     found = [f"{dtype}, JAX {p[dtype]['jax'] / 1e9:.0f} and torch {p[dtype]['torch'] / 1e9:.0f} "
              f"GFLOP/s (torch {p[dtype]['torch'] / p[dtype]['jax']:.1f}x)"
              for dtype in ("float32", "bfloat16") if dtype in p and p[dtype].get("torch")]
-    return (f"Matmul peaks on the same machine (`{name}`, {result['machine']['date']}): "
+    where = "the same machine" if same else f"another machine, {_machine(result)}"
+    return (f"Matmul peaks on {where} (`{name}`, {result['machine']['date']}): "
             + "; ".join(found) + ". PEFT at its best runs its matmuls under bf16 autocast "
             "where the CPU has bf16 units; prompt_jax's step runs in float32.")

@@ -54,13 +54,13 @@ def test_a_result_without_peers_decides_only_what_it_measured():
     assert [(m, v) for _, m, v in verdicts] == [("6.0 s", "missed")]
 
 
-def test_the_block_names_the_peer_variants_it_did_not_run(tmp_path):
+def test_the_block_names_the_peer_variants_it_did_not_run():
     result = _result(**{"ours-cold": _side(100, 0.5), "peft-bf16": _side(150, 0.8)})
     result["recipe"]["bare_steps"] = 120
     result["machine"] = {"date": "2026-12-07", "cpu": "test CPU", "cores": 2, "jax": "0",
                          "backend": "cpu"}
     result["command"] = "--model m --label x"
-    path = Path(whole_run_report.HERE) / "results" / "whole_run_x.json"
+    path = whole_run_report.HERE / "results" / "whole_run_x.json"
     text = whole_run_report.block(result, path)
     assert "the bare side 120 steps" in text
     assert ("Not run in this result: PEFT at its best, eager; PEFT at its best, torch.compile; "
@@ -91,3 +91,14 @@ def test_the_summary_sets_each_goal_beside_each_model_and_counts_the_marks():
     # its step goal is not decided (no warm run).
     assert lines[-1] == ("Goals: 4 met, 1 missed; all measured on one machine, test CPU (2 cores), "
                          "JAX 0 on cpu, on 2026-12-07.")
+
+
+def test_the_peaks_say_when_they_come_from_another_machine():
+    result = {"peak": {"float32": {"jax": 2e11, "torch": 3e11}},
+              "machine": {"date": "2026-12-07", "cpu": "test CPU", "cores": 2, "jax": "0",
+                          "backend": "cpu"}}
+    assert whole_run_report.peaks(result, "x.json", True).startswith(
+        "Matmul peaks on the same machine (`x.json`, 2026-12-07): float32, JAX 200 and torch "
+        "300 GFLOP/s (torch 1.5x).")
+    assert whole_run_report.peaks(result, "x.json", False).startswith(
+        "Matmul peaks on another machine, test CPU (2 cores), JAX 0 on cpu (`x.json`")
